@@ -1,0 +1,215 @@
+"""Gateway settings from a JSON config file and the command line.
+
+One table lists every setting once: its command-line flag, its config-file
+key, its type and default. The command line overrides the file. Times are
+milliseconds, as in the config file format.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.endpoints import quoteStringArgument
+
+from wingman_gateway.limits import Limits
+
+DEFAULT_PORT = 3000
+DEFAULT_HOST = "0.0.0.0"
+LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
+
+
+class ConfigError(ValueError):
+    """A setting has a bad value; the message names it."""
+
+
+def _integer(minimum: int) -> Callable[[str, Any], int]:
+    def check(key: str, value: Any) -> int:
+        if isinstance(value, str):
+            try:
+                value = int(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
+        if value < minimum:
+            raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
+        return value
+
+    return check
+
+
+def _port(key: str, value: Any) -> int:
+    port = _integer(0)(key, value)
+    if port > 65535:
+        raise ConfigError(f"{key}: must be a TCP port (0-65535), got {port}")
+    return port
+
+
+def _text(key: str, value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _boolean(key: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{key}: expected true or false, got {value!r}")
+    return value
+
+
+def _endpoints(key: str, value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list) or not value or not all(
+        isinstance(v, str) and v for v in value
+    ):
+        raise ConfigError(f"{key}: expected a list of endpoint strings, got {value!r}")
+    return tuple(value)
+
+
+def _log_level(key: str, value: Any) -> str:
+    if value not in LOG_LEVELS:
+        raise ConfigError(f"{key}: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
+    return value  # type: ignore[no-any-return]
+
+
+@attrs.frozen
+class Setting:
+    """One setting: flag, config key, checker, default and help."""
+
+    flag: str
+    key: str
+    check: Callable[[str, Any], Any]
+    default: Any
+    help: str
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("port", "port", _port, None, f"TCP port, shorthand for --listen tcp:PORT [{DEFAULT_PORT}]"),
+    Setting("host", "host", _text, None, f"interface for --port [{DEFAULT_HOST}]"),
+    Setting("name", "name", _text, None, "gateway name reported by /health [host name]"),
+    Setting("token", "authToken", _text, None, "shared auth token accepted at register"),
+    Setting("keyring", "keyring", _text, None, "key ring file (JSON) for signed tokens"),
+    Setting("max-nodes", "maxNodes", _integer(1), 1000, "most nodes at once"),
+    Setting("max-payload", "maxPayload", _integer(256), 1024 * 1024, "largest message, bytes"),
+    Setting("max-rooms", "maxRooms", _integer(1), 10000, "most rooms at once"),
+    Setting("max-rooms-per-node", "maxRoomsPerNode", _integer(1), 100, "most rooms one node joins"),
+    Setting("max-name-length", "maxNameLength", _integer(1), 100, "longest node/room name"),
+    Setting(
+        "max-description-length", "maxDescriptionLength", _integer(1), 500,
+        "longest room description",
+    ),
+    Setting("max-depth", "maxDepth", _integer(2), 64, "deepest JSON nesting in a message"),
+    Setting("rate-limit", "rateLimit", _integer(0), 100, "messages per window per node, 0 = off"),
+    Setting("rate-window", "rateWindow", _integer(1), 60000, "rate limit window, ms"),
+    Setting(
+        "max-buffer", "maxBuffer", _integer(1024), 4 * 1024 * 1024,
+        "unsent bytes per client before it is cut off",
+    ),
+    Setting("ping-interval", "pingInterval", _integer(10), 30000, "heartbeat ping interval, ms"),
+    Setting(
+        "ping-timeout", "pingTimeout", _integer(10), 60000,
+        "drop a node silent this long, ms",
+    ),
+    Setting("log-level", "logLevel", _log_level, "info", "debug, info, warn, error"),
+)
+
+# Settings that are switches on the command line or lists, not plain values.
+EXTRA_KEYS = {"requireAuth": _boolean, "listen": _endpoints}
+
+
+@attrs.frozen
+class GatewayConfig:
+    """Everything ``makeService`` needs, validated."""
+
+    listen: tuple[str, ...]
+    name: str
+    require_auth: bool
+    auth_token: str | None
+    keyring: str | None
+    log_level: str
+    limits: Limits
+
+
+def load_file(path: str) -> dict[str, Any]:
+    """Read a config file; unknown keys and bad values are refused by key."""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            data = json.load(handle)
+    except OSError as error:
+        raise ConfigError(f"cannot read config file {path}: {error.strerror}")
+    except ValueError as error:
+        raise ConfigError(f"config file {path} is not valid JSON: {error}")
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    known = {s.key: s.check for s in SETTINGS} | EXTRA_KEYS
+    values = {}
+    for key, value in data.items():
+        if key not in known:
+            raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(known))})")
+        values[key] = known[key](key, value)
+    return values
+
+
+def build(
+    file_values: dict[str, Any],
+    flags: dict[str, Any],
+    listen: list[str],
+    require_auth: bool,
+) -> GatewayConfig:
+    """Merge file values and command-line flags (flags win) and check them."""
+    values: dict[str, Any] = {}
+    for setting in SETTINGS:
+        given = flags.get(setting.flag)
+        if given is not None:
+            values[setting.key] = setting.check("--" + setting.flag, given)
+        elif setting.key in file_values:
+            values[setting.key] = file_values[setting.key]
+        else:
+            values[setting.key] = setting.default
+
+    endpoints = list(listen) or list(file_values.get("listen", ()))
+    if values["port"] is not None or values["host"] is not None:
+        endpoints.append(
+            tcp_endpoint(values["port"] if values["port"] is not None else DEFAULT_PORT,
+                         values["host"] or DEFAULT_HOST)
+        )
+    if not endpoints:
+        endpoints.append(tcp_endpoint(DEFAULT_PORT, DEFAULT_HOST))
+
+    auth = require_auth or file_values.get("requireAuth", False)
+    if auth and values["authToken"] is None and values["keyring"] is None:
+        raise ConfigError("requireAuth: auth is on but neither a token nor a keyring is given")
+    if values["pingTimeout"] <= values["pingInterval"]:
+        raise ConfigError("pingTimeout: must be longer than pingInterval")
+
+    limits = Limits(
+        max_payload=values["maxPayload"],
+        max_name_length=values["maxNameLength"],
+        max_description_length=values["maxDescriptionLength"],
+        max_depth=values["maxDepth"],
+        max_nodes=values["maxNodes"],
+        max_rooms=values["maxRooms"],
+        max_rooms_per_node=values["maxRoomsPerNode"],
+        rate_limit=values["rateLimit"],
+        rate_window=values["rateWindow"] / 1000,
+        max_buffer=values["maxBuffer"],
+        ping_interval=values["pingInterval"] / 1000,
+        ping_timeout=values["pingTimeout"] / 1000,
+    )
+    return GatewayConfig(
+        listen=tuple(endpoints),
+        name=values["name"] or socket.gethostname(),
+        require_auth=bool(auth),
+        auth_token=values["authToken"],
+        keyring=values["keyring"],
+        log_level=values["logLevel"],
+        limits=limits,
+    )
+
+
+def tcp_endpoint(port: int, host: str) -> str:
+    return f"tcp:{port}:interface={quoteStringArgument(host)}"

@@ -1,0 +1,112 @@
+"""The seam between the Router and the transports.
+
+Every transport (WebSocket, HTTP bridge, SSH) adapts its connections to
+``IConnection``; the Router never sees anything else.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from zope.interface import Attribute, Interface, implementer
+from twisted.internet.interfaces import IPushProducer
+
+# Close statuses, in WebSocket's numbering; other transports map them.
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+CLOSE_POLICY = 1008
+CLOSE_TOO_BIG = 1009
+CLOSE_TRY_AGAIN = 1013
+
+
+class Outbound:
+    """One encoded envelope on its way to one or many connections.
+
+    Encoded once per message, however many recipients; a transport that
+    frames data (WebSocket) caches its framing here under its own key, so
+    a broadcast is framed once too.
+    """
+
+    __slots__ = ("data", "frames")
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.frames: dict[Any, bytes] = {}
+
+
+class IConnection(Interface):
+    """A client connection as the Router sees it."""
+
+    transport_name = Attribute("Short transport name for /stats: 'websocket', 'http', 'ssh'.")
+    peer = Attribute("Printable peer address, for logs and /stats.")
+
+    def send(message: Outbound) -> None:
+        """Queue one envelope for delivery; never blocks."""
+
+    def close(status: int, reason: str) -> None:
+        """Close the connection; ``reason`` is shown to the client if possible."""
+
+
+@implementer(IPushProducer)
+class OutboundGuard:
+    """Cuts off a client whose unsent outbound data passes a bound.
+
+    Registered as the streaming producer of the client's transport, it is
+    told when the transport's buffer fills (``pauseProducing``); only from
+    then on are writes checked against the bound, so the common path costs
+    one attribute test.
+    """
+
+    def __init__(self, transport: Any, limit: int, on_exceeded: Callable[[int], None]) -> None:
+        self.limit = limit
+        self.paused = False
+        self._on_exceeded = on_exceeded
+        self._socket = _socket_transport(transport)
+        transport.registerProducer(self, True)
+
+    def buffered(self) -> int:
+        """Bytes written but not yet handed to the kernel."""
+        sock = self._socket
+        if sock is None:
+            return 0
+        return len(sock.dataBuffer) - sock.offset + sock._tempDataLen
+
+    def check(self, adding: int) -> bool:
+        """True if ``adding`` more bytes keep the client under the bound."""
+        pending = self.buffered() + adding
+        if pending > self.limit:
+            self._on_exceeded(pending)
+            return False
+        return True
+
+    def pauseProducing(self) -> None:
+        self.paused = True
+
+    def resumeProducing(self) -> None:
+        self.paused = False
+
+    def stopProducing(self) -> None:
+        self.paused = False
+
+
+def _socket_transport(transport: Any) -> Any:
+    """The socket-level transport under any wrapping (TLS), or None."""
+    seen = 0
+    while transport is not None and seen < 4:
+        if hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataLen"):
+            return transport
+        transport = getattr(transport, "transport", None)
+        seen += 1
+    return None
+
+
+def set_no_delay(transport: Any) -> bool:
+    """Turn on TCP_NODELAY on the socket under ``transport``, if it is TCP."""
+    sock = _socket_transport(transport)
+    if sock is None or not hasattr(sock, "setTcpNoDelay"):
+        return False
+    try:
+        sock.setTcpNoDelay(True)
+    except OSError:
+        return False
+    return True

@@ -1,0 +1,67 @@
+"""The protocol's error codes, and the exception that carries one to the client."""
+
+from __future__ import annotations
+
+from typing import Any
+
+INVALID_MESSAGE = "INVALID_MESSAGE"
+UNKNOWN_MESSAGE_TYPE = "UNKNOWN_MESSAGE_TYPE"
+PAYLOAD_TOO_LARGE = "PAYLOAD_TOO_LARGE"
+AUTH_FAILED = "AUTH_FAILED"
+FORBIDDEN = "FORBIDDEN"
+MAX_NODES_REACHED = "MAX_NODES_REACHED"
+NOT_REGISTERED = "NOT_REGISTERED"
+ALREADY_REGISTERED = "ALREADY_REGISTERED"
+GROUP_NOT_FOUND = "GROUP_NOT_FOUND"
+NOT_A_MEMBER = "NOT_A_MEMBER"
+NODE_NOT_FOUND = "NODE_NOT_FOUND"
+RATE_LIMITED = "RATE_LIMITED"
+INVALID_REQUEST = "INVALID_REQUEST"
+
+ALL_CODES = (
+    INVALID_MESSAGE,
+    UNKNOWN_MESSAGE_TYPE,
+    PAYLOAD_TOO_LARGE,
+    AUTH_FAILED,
+    FORBIDDEN,
+    MAX_NODES_REACHED,
+    NOT_REGISTERED,
+    ALREADY_REGISTERED,
+    GROUP_NOT_FOUND,
+    NOT_A_MEMBER,
+    NODE_NOT_FOUND,
+    RATE_LIMITED,
+    INVALID_REQUEST,
+)
+
+
+class GatewayError(Exception):
+    """A request the gateway refuses; becomes an ``error`` envelope.
+
+    ``fatal`` errors (auth, capacity, abuse) close the connection after the
+    error is sent; the others leave it open.
+    """
+
+    def __init__(
+        self,
+        code: str,
+        message: str,
+        details: dict[str, Any] | None = None,
+        fatal: bool = False,
+    ) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+        self.fatal = fatal
+
+    def payload(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"code": self.code, "message": self.message}
+        if self.details:
+            body["details"] = self.details
+            if "retryAfterMs" in self.details:
+                body["retryAfterMs"] = self.details["retryAfterMs"]
+        return body
+
+    def __repr__(self) -> str:
+        return f"GatewayError({self.code!r}, {self.message!r})"

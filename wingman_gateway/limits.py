@@ -1,0 +1,26 @@
+"""The gateway's configurable limits, in one immutable value."""
+
+from __future__ import annotations
+
+import attrs
+
+MiB = 1024 * 1024
+
+
+@attrs.frozen
+class Limits:
+    """Bounds the Router and the transports enforce. Times are seconds."""
+
+    max_payload: int = 1 * MiB
+    max_name_length: int = 100
+    max_description_length: int = 500
+    max_depth: int = 64
+    max_capabilities: int = 64
+    max_nodes: int = 1000
+    max_rooms: int = 10000
+    max_rooms_per_node: int = 100
+    rate_limit: int = 100  # messages per window per node; 0 turns it off
+    rate_window: float = 60.0
+    max_buffer: int = 4 * MiB  # unsent bytes per client before it is cut off
+    ping_interval: float = 30.0
+    ping_timeout: float = 60.0

@@ -1,0 +1,147 @@
+"""Assembly of the gateway's one MultiService."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.application.internet import TimerService
+from twisted.application.service import MultiService, Service
+from twisted.internet import defer
+from twisted.internet.endpoints import serverFromString
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.protocol import Factory
+from twisted.python.failure import Failure
+
+from wingman_gateway.auth import Authenticator, KeyRing, KeyRingWatcher
+from wingman_gateway.config import ConfigError, GatewayConfig
+from wingman_gateway.connection import CLOSE_GOING_AWAY
+from wingman_gateway.logs import get_logger
+from wingman_gateway.router import Router
+from wingman_gateway.web import build_site
+from wingman_gateway.websocket import GatewayWebSocketFactory
+
+log = get_logger("wingman_gateway.service")
+
+# How long shutdown waits for clients to take their 'going away' close.
+SHUTDOWN_GRACE = 2.0
+
+
+class ListenError(SystemExit):
+    """A listener could not bind; twistd exits non-zero with this message."""
+
+
+class Listener(Service):
+    """One endpoint-string listener; binding fails startup loudly."""
+
+    def __init__(self, description: str, factory: Factory, reactor: Any) -> None:
+        self.description = description
+        self.factory = factory
+        try:
+            self.endpoint = serverFromString(reactor, description)
+        except (ValueError, KeyError, TypeError) as error:
+            raise ConfigError(f"listen: bad endpoint {description!r}: {error}")
+        self.port: IListeningPort | None = None
+        self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
+        self.setName(f"listener {description}")
+
+    def privilegedStartService(self) -> None:
+        super().privilegedStartService()
+        outcome: list[Any] = []
+        self.endpoint.listen(self.factory).addBoth(outcome.append)
+        if not outcome:
+            # Endpoints that bind later (systemd, onion) report when done.
+            return
+        result = outcome[0]
+        if isinstance(result, Failure):
+            reason = result.getErrorMessage()
+            log.critical("cannot listen on {endpoint}: {reason}", endpoint=self.description, reason=reason)
+            raise ListenError(f"wingman-gateway: cannot listen on {self.description}: {reason}")
+        self._bound(result)
+
+    def _bound(self, port: IListeningPort) -> None:
+        self.port = port
+        address = port.getHost()
+        where = f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}".strip(":")
+        log.info(
+            "wingman-gateway listening on {endpoint} ({address})",
+            endpoint=self.description,
+            address=where or str(address),
+        )
+        self.listening.callback(port)
+
+    def startService(self) -> None:
+        if self.port is None and not self.running:
+            # Not started through twistd's privileged step (e.g. in tests).
+            if not self.listening.called:
+                self.privilegedStartService()
+        super().startService()
+
+    def stopService(self) -> defer.Deferred[None] | None:
+        super().stopService()
+        if self.port is not None:
+            port, self.port = self.port, None
+            return defer.maybeDeferred(port.stopListening)
+        return None
+
+
+class GatewayService(MultiService):
+    """The Router, its listeners and its timers."""
+
+    def __init__(self, config: GatewayConfig, reactor: Any) -> None:
+        super().__init__()
+        self.setName("wingman-gateway")
+        self.config = config
+        self.reactor = reactor
+        self.keyring: KeyRing | None = None
+        if config.keyring is not None:
+            try:
+                self.keyring = KeyRing.open(config.keyring, reactor, create=True)
+            except (OSError, ValueError) as error:
+                raise ConfigError(f"keyring: {error}")
+        authenticator = Authenticator(
+            required=config.require_auth, shared_token=config.auth_token, keyring=self.keyring
+        )
+        self.router = Router(reactor, config.limits, authenticator, config.name)
+        self.websocket_factory = GatewayWebSocketFactory(self.router, reactor)
+        self.listeners = [
+            Listener(description, build_site(self.router, self.websocket_factory), reactor)
+            for description in config.listen
+        ]
+        for listener in self.listeners:
+            listener.setServiceParent(self)
+        limits = config.limits
+        pinger = TimerService(limits.ping_interval, self.router.ping_all)
+        # Check for silent nodes often enough to drop them close to the timeout.
+        sweeper = TimerService(max(limits.ping_timeout / 10, 0.05), self.router.drop_silent)
+        for timer in (pinger, sweeper):
+            timer.clock = reactor
+            timer.setServiceParent(self)
+        if self.keyring is not None:
+            KeyRingWatcher(self.keyring, reactor).setServiceParent(self)
+
+    def whenListening(self) -> defer.Deferred[list[IListeningPort]]:
+        """Fires once every listener is bound."""
+        return defer.gatherResults([listener.listening for listener in self.listeners])
+
+    def stopService(self) -> defer.Deferred[None]:
+        """Close every client with 'going away', then stop listening."""
+        sessions = list(self.router.sessions)
+        for session in sessions:
+            session.conn.close(CLOSE_GOING_AWAY, "gateway shutting down")
+        waited: defer.Deferred[None] = defer.Deferred()
+        if sessions:
+            self.reactor.callLater(SHUTDOWN_GRACE, waited.callback, None)
+            self._wait_for_clients(waited)
+        else:
+            waited.callback(None)
+        waited.addCallback(lambda _: super(GatewayService, self).stopService())
+        return waited
+
+    def _wait_for_clients(self, waited: defer.Deferred[None]) -> None:
+        """Finish ``waited`` early once every client has gone."""
+        if waited.called:
+            return
+        if not self.router.sessions:
+            waited.callback(None)
+            return
+        self.reactor.callLater(0.05, self._wait_for_clients, waited)

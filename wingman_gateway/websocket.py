@@ -1,0 +1,167 @@
+"""The WebSocket transport: Autobahn connections adapted to ``IConnection``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from twisted.internet.interfaces import IReactorTime
+from wingman_gateway.logs import get_logger
+from zope.interface import implementer
+
+from wingman_gateway.connection import (
+    CLOSE_POLICY,
+    IConnection,
+    Outbound,
+    OutboundGuard,
+    set_no_delay,
+)
+from wingman_gateway.router import Router
+from wingman_gateway.state import Session
+
+log = get_logger("wingman_gateway.websocket")
+
+# Key under which a broadcast's WebSocket framing is cached on its Outbound.
+_FRAME = "websocket"
+# How long a cut-off client has to take its close frame before the socket is aborted.
+_ABORT_GRACE = 2.0
+
+
+@implementer(IConnection)
+class GatewayWebSocket(WebSocketServerProtocol):
+    """One WebSocket client."""
+
+    transport_name = "websocket"
+    factory: "GatewayWebSocketFactory"
+    session: Session | None = None
+    _guard: OutboundGuard | None = None
+    _open = False
+    _oversize = 0
+
+    # -- connection lifecycle ------------------------------------------
+
+    def connectionMade(self) -> None:
+        # Handed over from twisted.web, the transport still names the HTTP
+        # channel as its producer; the outbound guard takes its place.
+        self.transport.unregisterProducer()
+        super().connectionMade()
+        set_no_delay(self.transport)
+
+    def onOpen(self) -> None:
+        factory = self.factory
+        self._guard = OutboundGuard(
+            self.transport, factory.router.limits.max_buffer, self._cut_off
+        )
+        self._write = self.transport.write
+        self._open = True
+        self.session = factory.router.connect(self)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        self._open = False
+        if self.session is not None:
+            detail = reason or ("closed" if wasClean else "connection lost")
+            self.factory.router.disconnect(self.session, detail)
+
+    # -- IConnection ---------------------------------------------------
+
+    def send(self, message: Outbound) -> None:
+        if not self._open:
+            return
+        frame = message.frames.get(_FRAME)
+        if frame is None:
+            frame = message.frames[_FRAME] = self.factory.prepareMessage(message.data).payloadHybi
+        guard = self._guard
+        if guard.paused and not guard.check(len(frame)):  # type: ignore[union-attr]
+            return
+        self._write(frame)
+
+    def close(self, status: int, reason: str) -> None:
+        if not self._open:
+            return
+        self._open = False
+        self.sendClose(status, reason[:120])
+
+    # -- incoming messages ---------------------------------------------
+    # Messages are assembled here rather than by Autobahn so that one over
+    # the size limit is discarded as it arrives, never buffered whole, and
+    # answered with an error while the connection stays usable.
+
+    def onMessageBegin(self, isBinary: bool) -> None:
+        super().onMessageBegin(isBinary)
+        self._oversize = 0
+
+    def onMessageFrameBegin(self, length: int) -> None:
+        total = self.message_data_total_length + length
+        if self._oversize or total > self.factory.router.limits.max_payload:
+            self._oversize = total
+            self.message_data_total_length = total
+            self.frame_data = []
+            return
+        super().onMessageFrameBegin(length)
+
+    def onMessageFrameData(self, payload: bytes) -> None:
+        if not self._oversize:
+            super().onMessageFrameData(payload)
+
+    def onMessageFrameEnd(self) -> None:
+        if self._oversize:
+            self.frame_data = None
+            return
+        super().onMessageFrameEnd()
+
+    def onMessageEnd(self) -> None:
+        data, self.message_data = self.message_data, None
+        session = self.session
+        if session is None or self.failedByMe:
+            return
+        router = self.factory.router
+        if self._oversize:
+            router.refuse(session, router.too_large(self._oversize))
+            return
+        router.receive(session, b"".join(data))  # type: ignore[arg-type]
+
+    # -- slow consumers ------------------------------------------------
+
+    def _cut_off(self, pending: int) -> None:
+        """The client stopped reading: stop routing to it and let it go."""
+        if not self._open:
+            return
+        limit = self.factory.router.limits.max_buffer
+        reason = f"slow consumer: {pending} bytes unsent (limit {limit})"
+        log.warn(
+            "cutting off {peer}: {reason}", peer=self.peer, reason=reason, pending=pending
+        )
+        self.close(CLOSE_POLICY, reason)
+        if self.session is not None:
+            self.factory.router.disconnect(self.session, "slow consumer")
+        self.factory.clock.callLater(_ABORT_GRACE, self.transport.abortConnection)
+
+
+class GatewayWebSocketFactory(WebSocketServerFactory):
+    """Builds ``GatewayWebSocket`` connections bound to one Router."""
+
+    protocol = GatewayWebSocket
+
+    def __init__(self, router: Router, clock: IReactorTime, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.router = router
+        self.clock = clock
+        limits = router.limits
+        self.setProtocolOptions(
+            # Size is enforced per message by GatewayWebSocket, which discards
+            # instead of failing the connection.
+            maxFramePayloadSize=0,
+            maxMessagePayloadSize=0,
+            # Text is decoded and checked by the Router, which answers
+            # INVALID_MESSAGE instead of failing the connection.
+            utf8validateIncoming=False,
+            autoPingInterval=limits.ping_interval,
+            autoPingTimeout=limits.ping_timeout,
+            openHandshakeTimeout=10,
+            closeHandshakeTimeout=_ABORT_GRACE,
+        )
+
+
+def websocket_resource(factory: GatewayWebSocketFactory) -> WebSocketResource:
+    return WebSocketResource(factory)
