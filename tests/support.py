@@ -166,3 +166,185 @@ class Node:
 
     def close(self) -> None:
         self.ws.close()
+
+
+# --- helpers for protocol integration tests --------------------------------
+
+import contextlib  # noqa: E402
+import socket  # noqa: E402
+import urllib.error  # noqa: E402
+import urllib.request  # noqa: E402
+from typing import Callable, Iterator  # noqa: E402
+
+from websockets.exceptions import ConnectionClosed  # noqa: E402
+
+# Never route test HTTP through a proxy from the environment: loopback only.
+_http = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+def wait_until(predicate: Callable[[], Any], timeout: float = 10.0, what: str = "condition") -> Any:
+    """Poll ``predicate`` (bounded in time) and return its first truthy value."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def running_gateway(*args: str, env: dict[str, str] | None = None) -> Iterator[GatewayProcess]:
+    """A gateway that is stopped (by its pid) however the block ends."""
+    gateway = start_gateway(*args, env=env)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
+
+
+def http_get(
+    gateway: GatewayProcess, path: str, headers: dict[str, str] | None = None
+) -> tuple[int, dict[str, str], str]:
+    """GET ``path`` on the gateway's loopback port: (status, headers, body text), 4xx included."""
+    request = urllib.request.Request(f"http://127.0.0.1:{gateway.port}{path}", headers=headers or {})
+    try:
+        with _http.open(request, timeout=5) as response:
+            return response.status, dict(response.headers), response.read().decode("utf-8")
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, dict(error.headers), error.read().decode("utf-8")
+
+
+def health(gateway: GatewayProcess) -> dict[str, Any]:
+    """The public /health report (must answer 200)."""
+    status, _, body = http_get(gateway, "/health")
+    assert status == 200, body
+    return json.loads(body)
+
+
+def wait_totals(gateway: GatewayProcess, nodes: int, groups: int, timeout: float = 10.0) -> dict[str, Any]:
+    """Wait until /health reports exactly these node and room counts (disconnects are async)."""
+    def reached() -> dict[str, Any] | None:
+        stats = health(gateway)["stats"]
+        return stats if (stats["totalNodes"], stats["totalGroups"]) == (nodes, groups) else None
+
+    return wait_until(reached, timeout, f"/health to show {nodes} nodes and {groups} rooms")
+
+
+class NodePool:
+    """Opens Nodes to one gateway and closes every one of them at the end of a test."""
+
+    def __init__(self, gateway: GatewayProcess) -> None:
+        self.gateway = gateway
+        self.nodes: list[Node] = []
+
+    def __call__(self, name: str | None = None, room: str | None = None, **extra: Any) -> Node:
+        """A connected Node; registered as ``name`` and joined to ``room`` when given."""
+        node = Node(self.gateway.url)
+        self.nodes.append(node)
+        if name is not None:
+            reply = node.register(name, **extra)
+            assert reply["type"] == "ack", reply
+        if room is not None:
+            reply = node.join(room)
+            assert reply["type"] == "ack", reply
+        return node
+
+    def close_all(self) -> None:
+        for node in self.nodes:
+            with contextlib.suppress(OSError, ConnectionClosed):
+                node.close()
+        self.nodes.clear()
+
+
+def recv_text(node: Node, timeout: float = 5.0, skip: tuple[str, ...] = ("ping",)) -> str | bytes:
+    """The next raw frame, skipping the gateway's heartbeat pings (bounded)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(1000):
+        raw = node.ws.recv(max(deadline - time.monotonic(), 0.01))
+        if json.loads(raw).get("type") not in skip:
+            return raw
+    raise AssertionError("only heartbeat frames received")
+
+
+def reply_to(node: Node, message_id: Any, timeout: float = 5.0) -> dict[str, Any]:
+    """The reply carrying ``message_id`` (bounded); other envelopes fail the test."""
+    deadline = time.monotonic() + timeout
+    for _ in range(1000):
+        reply = node.recv(max(deadline - time.monotonic(), 0.01))
+        if reply["type"] in ("ping", "presence"):
+            continue
+        assert reply.get("messageId") == message_id and type(reply.get("messageId")) is type(
+            message_id
+        ), f"expected the reply to {message_id!r}, got {reply}"
+        return reply
+    raise AssertionError("only heartbeat frames received")
+
+
+def expect_error(reply: dict[str, Any], code: str, message: str | None = None) -> dict[str, Any]:
+    """Assert ``reply`` is an error with ``code`` (and ``message``); return its payload."""
+    assert reply["type"] == "error", reply
+    payload = reply["payload"]
+    assert payload["code"] == code, reply
+    if message is not None:
+        assert payload["message"] == message, reply
+    assert isinstance(reply["timestamp"], int)
+    return payload
+
+
+def expect_silence(node: Node, seconds: float = 0.3, ignore: tuple[str, ...] = ("ping",)) -> None:
+    """Assert nothing but heartbeat pings arrives on ``node`` within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    while True:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            raw = node.ws.recv(left)
+        except TimeoutError:
+            return
+        message = json.loads(raw)
+        assert message.get("type") in ignore, f"expected nothing, got {message}"
+
+
+def expect_closed(node: Node, timeout: float = 5.0) -> tuple[int | None, str | None]:
+    """Read until the gateway closes the connection; its (close code, reason)."""
+    deadline = time.monotonic() + timeout
+    for _ in range(1000):
+        try:
+            message = json.loads(node.ws.recv(max(deadline - time.monotonic(), 0.01)))
+        except ConnectionClosed as closed:
+            if closed.rcvd is None:
+                return None, None
+            return closed.rcvd.code, closed.rcvd.reason
+        assert message["type"] in ("ping", "presence"), f"expected a close, got {message}"
+    raise AssertionError("connection did not close")
+
+
+def abort(node: Node) -> None:
+    """Drop the TCP connection without a WebSocket closing handshake."""
+    node.ws.socket.shutdown(socket.SHUT_RDWR)
+
+
+def assert_usable(node: Node) -> None:
+    """The connection still answers: a ping gets its pong."""
+    node._next_id += 1
+    message_id = f"alive{node._next_id}"
+    node.send({"type": "ping", "messageId": message_id})
+    reply = reply_to(node, message_id)
+    assert reply["type"] == "pong", reply
+
+
+def assert_delivers(sender: Node, receiver: Node, room: str) -> dict[str, Any]:
+    """A broadcast from ``sender`` to ``room`` (id or name) reaches ``receiver``."""
+    marker = {"check": f"alive-{time.monotonic_ns()}"}
+    sender._next_id += 1
+    message_id = f"bc{sender._next_id}"
+    sender.send({"type": "broadcast", "messageId": message_id, "payload": {"groupId": room, "message": marker}})
+    ack = reply_to(sender, message_id)
+    assert ack["type"] == "ack", ack
+    got = receiver.recv_type("broadcast")
+    assert got["payload"] == marker and got["fromNodeId"] == sender.node_id, got
+    return got

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import re
+from itertools import accumulate
 from json.decoder import scanstring
 from typing import Any
 
@@ -28,8 +29,9 @@ def _reject_constant(name: str) -> Any:
 _decoder = json.JSONDecoder(parse_constant=_reject_constant)
 _raw_decode = _decoder.raw_decode
 _skip_ws = re.compile(r"[ \t\n\r]*").match
-# A JSON string (skipped whole) or one structural bracket.
-_structure = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]', re.DOTALL)
+_string = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL).sub
+_not_bracket = re.compile(r"[^\[\]{}]+").sub
+_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
 
 
@@ -69,17 +71,15 @@ def splice(head: dict[str, Any], key: str, raw_value: str) -> bytes:
 
 
 def nesting_depth(text: str) -> int:
-    """Deepest bracket nesting in JSON text, ignoring brackets in strings."""
-    depth = deepest = 0
-    for match in _structure.finditer(text):
-        token = match.group()
-        if token in "[{":
-            depth += 1
-            if depth > deepest:
-                deepest = depth
-        elif token in "]}":
-            depth -= 1
-    return deepest
+    """Deepest bracket nesting in JSON text (brackets in strings ignored).
+
+    Runs in C (regex, map, accumulate): no Python loop per token, so a
+    hostile megabyte of brackets costs tens of milliseconds, not seconds.
+    """
+    brackets = _not_bracket("", _string("", text))
+    if not brackets:
+        return 0
+    return max(accumulate(map(_STEP.__getitem__, brackets)))
 
 
 def decode(data: bytes | str, max_depth: int) -> Envelope:
@@ -93,11 +93,9 @@ def decode(data: bytes | str, max_depth: int) -> Envelope:
         text = data
     # Cheap bound first: a text with few brackets cannot nest deeply.
     if text.count("{") + text.count("[") > max_depth:
-        depth = nesting_depth(text)
-        if depth > max_depth:
+        if nesting_depth(text) > max_depth:
             raise GatewayError(
-                errors.INVALID_MESSAGE,
-                f"JSON nested too deeply ({depth} levels, limit {max_depth})",
+                errors.INVALID_MESSAGE, f"JSON nested deeper than {max_depth} levels"
             )
     start = _skip_ws(text, 0).end()
     if text[start : start + 1] != "{":

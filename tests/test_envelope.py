@@ -1,0 +1,77 @@
+"""Envelope decoding keeps the sender's text and refuses bad input exactly."""
+
+from __future__ import annotations
+
+import pytest
+
+from wingman_gateway import errors
+from wingman_gateway.envelope import decode, nesting_depth, splice
+from wingman_gateway.errors import GatewayError
+
+
+def test_raw_text_of_payload_members_is_kept() -> None:
+    text = '{ "type" : "broadcast", "payload": { "groupId": "r" , "message" : [1.50, {"a": "\\u00e9"}] } }'
+    envelope = decode(text, 64)
+    assert envelope.type == "broadcast"
+    assert envelope.payload_raw["message"] == '[1.50, {"a": "\\u00e9"}]'
+    assert envelope.payload == {"groupId": "r", "message": [1.5, {"a": "é"}]}
+
+
+def test_bytes_are_decoded_as_utf8() -> None:
+    envelope = decode('{"type":"ping","payload":{"message":"héllo"}}'.encode(), 64)
+    assert envelope.payload_raw["message"] == '"héllo"'
+
+
+def test_last_duplicate_payload_wins() -> None:
+    envelope = decode('{"type":"x","payload":{"message":1},"payload":null}', 64)
+    assert envelope.payload == {}
+    assert envelope.payload_raw == {}
+
+
+@pytest.mark.parametrize(
+    "data, message",
+    [
+        (b"\xc3\x28", "message is not valid UTF-8"),
+        ("", "message is not valid JSON"),
+        ("{", "message is not valid JSON"),
+        ('{"type":"x"} trailing', "message is not valid JSON"),
+        ('{"type":"x","v":NaN}', "message is not valid JSON"),
+        ('{"type":"x","v":-Infinity}', "message is not valid JSON"),
+        ("[1,2]", "envelope must be a JSON object"),
+        ('"text"', "envelope must be a JSON object"),
+        ('{"payload":{}}', "envelope field 'type' must be a string"),
+        ('{"type":["a"]}', "envelope field 'type' must be a string"),
+        ('{"type":"a","messageId":true}', "envelope field 'messageId' must be a string or integer"),
+        ('{"type":"a","payload":[1]}', "envelope field 'payload' must be an object"),
+    ],
+)
+def test_bad_input_gets_invalid_message(data: str | bytes, message: str) -> None:
+    with pytest.raises(GatewayError) as caught:
+        decode(data, 64)
+    assert caught.value.code == errors.INVALID_MESSAGE
+    assert caught.value.message == message
+    assert not caught.value.fatal
+
+
+def test_nesting_limit_counts_only_structure() -> None:
+    assert nesting_depth('{"a":[{"b":"[[[[{{{{"}]}') == 3
+    assert nesting_depth('{"a":[{"b":"\\"[[[[{{{{"}]}') == 3
+    assert nesting_depth("{[]}" + "[[[]]]") == 3
+    assert nesting_depth("[" * 1000 + "]" * 1000) == 1000
+    deep = '{"type":"x","payload":{"message":' + "[" * 63 + "]" * 63 + "}}"
+    assert decode(deep, 65).type == "x"
+    with pytest.raises(GatewayError) as caught:
+        decode(deep, 64)
+    assert caught.value.message == "JSON nested deeper than 64 levels"
+
+
+def test_nesting_far_beyond_recursion_limit_is_refused_cleanly() -> None:
+    with pytest.raises(GatewayError) as caught:
+        decode("[" * 100_000 + "]" * 100_000, 64)
+    assert caught.value.code == errors.INVALID_MESSAGE
+
+
+def test_splice_puts_raw_value_last() -> None:
+    assert splice({"type": "broadcast", "n": "é"}, "payload", ' {"x" : 1e5} ') == (
+        b'{"type":"broadcast","n":"\\u00e9","payload": {"x" : 1e5} }'
+    )

@@ -1,0 +1,409 @@
+"""The Router driven directly: in-memory connections and a Clock."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from wingman_gateway import errors
+from wingman_gateway.auth import Authenticator
+from wingman_gateway.connection import CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN
+from wingman_gateway.limits import Limits
+
+from memory import Harness
+
+
+def error_code(reply: dict) -> str:
+    assert reply["type"] == "error", reply
+    return reply["payload"]["code"]
+
+
+def test_register_acks_with_node_id_and_echoes_message_id() -> None:
+    h = Harness()
+    session, conn = h.connect()
+    reply = h.request(session, conn, "register", {"name": "coder", "capabilities": ["code"]}, messageId=7)
+    assert reply["type"] == "ack"
+    assert reply["messageId"] == 7
+    assert reply["payload"]["name"] == "coder"
+    assert reply["payload"]["capabilities"] == ["code"]
+    assert reply["payload"]["action"] == "register"
+    assert len(reply["payload"]["nodeId"]) == 16
+    assert h.router.nodes[reply["payload"]["nodeId"]] is session
+
+
+def test_second_register_is_an_error_not_a_second_node() -> None:
+    h = Harness()
+    session, conn = h.node("a")
+    reply = h.request(session, conn, "register", {"name": "b"}, messageId="x")
+    assert error_code(reply) == errors.ALREADY_REGISTERED
+    assert reply["messageId"] == "x"
+    assert len(h.router.nodes) == 1
+    assert conn.closed is None
+
+
+def test_messages_before_register_are_refused() -> None:
+    h = Harness()
+    session, conn = h.connect()
+    for kind in ("join_group", "leave_group", "broadcast", "direct", "unregister"):
+        reply = h.request(session, conn, kind, {"groupName": "r", "message": 1, "targetNodeId": "x"})
+        assert error_code(reply) == errors.NOT_REGISTERED
+    assert h.request(session, conn, "ping")["type"] == "pong"
+
+
+def test_join_creates_room_and_tells_other_members() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    b, b_conn = h.connect()
+    h.request(b, b_conn, "register", {"name": "b"})
+    reply = h.request(b, b_conn, "join_group", {"groupName": "room"})
+    assert reply["payload"]["created"] is False
+    assert [m["name"] for m in reply["payload"]["members"]] == ["a", "b"]
+    [notice] = a_conn.take()
+    assert notice["type"] == "presence"
+    assert notice["payload"]["event"] == "joined"
+    assert notice["payload"]["nodeId"] == b.node_id
+    assert notice["payload"]["memberCount"] == 2
+
+
+def test_join_missing_room_without_create_is_group_not_found() -> None:
+    h = Harness()
+    session, conn = h.node("a")
+    reply = h.request(session, conn, "join_group", {"groupName": "nope"})
+    assert error_code(reply) == errors.GROUP_NOT_FOUND
+    reply = h.request(session, conn, "join_group", {"groupId": "0123456789abcdef"})
+    assert error_code(reply) == errors.GROUP_NOT_FOUND
+
+
+def test_join_by_id_and_rejoin_is_idempotent() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    room_id = next(iter(h.router.rooms))
+    b, b_conn = h.node("b")
+    assert h.request(b, b_conn, "join_group", {"groupId": room_id})["type"] == "ack"
+    a_conn.take()
+    again = h.request(b, b_conn, "join_group", {"groupId": room_id})
+    assert again["type"] == "ack"
+    assert a_conn.take() == []  # no second presence notice
+    assert len(h.router.rooms[room_id].members) == 2
+
+
+def test_broadcast_reaches_every_other_member_untouched() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    b, b_conn = h.node("b", "room")
+    c, c_conn = h.node("c", "room")
+    for conn in (a_conn, b_conn, c_conn):
+        conn.take()
+    message = '{ "type" : "agent-stream", "chunk": {"data": [1e5, "\\u00e9", 12345678901234567890]} }'
+    h.send(a, '{"type":"broadcast","payload":{"groupId":"room","message":' + message + "}}")
+    assert a_conn.raw == []
+    for conn in (b_conn, c_conn):
+        [raw] = conn.raw
+        assert raw.endswith(b',"payload":' + message.encode() + b"}")
+        [received] = conn.take()
+        assert received["type"] == "broadcast"
+        assert received["fromNodeId"] == a.node_id
+        assert received["nodeId"] == a.node_id
+        assert received["fromName"] == "a"
+        assert received["groupName"] == "room"
+        assert received["payload"] == json.loads(message)
+
+
+def test_broadcast_is_encoded_once_for_all_recipients() -> None:
+    h = Harness()
+    a, _ = h.node("a", "room")
+    sent = []
+    for name in ("b", "c", "d"):
+        session, conn = h.node(name, "room")
+        session.send = sent.append
+    sent.clear()  # presence notices of the later joins
+    h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": "x"}})
+    assert len(sent) == 3
+    assert sent[0] is sent[1] is sent[2]
+
+
+def test_broadcast_ack_only_with_message_id() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    h.node("b", "room")
+    a_conn.take()
+    h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": 1}})
+    assert a_conn.take() == []
+    reply = h.request(a, a_conn, "broadcast", {"groupId": "room", "message": 1}, messageId="m")
+    assert reply["payload"]["recipients"] == 1
+    assert reply["messageId"] == "m"
+
+
+def test_broadcast_needs_membership_room_and_message() -> None:
+    h = Harness()
+    h.node("a", "room")
+    b, b_conn = h.node("b")
+    reply = h.request(b, b_conn, "broadcast", {"groupId": "room", "message": 1})
+    assert error_code(reply) == errors.NOT_A_MEMBER
+    reply = h.request(b, b_conn, "broadcast", {"groupId": "other", "message": 1})
+    assert error_code(reply) == errors.GROUP_NOT_FOUND
+    h.request(b, b_conn, "join_group", {"groupName": "room"})
+    reply = h.request(b, b_conn, "broadcast", {"groupId": "room"})
+    assert error_code(reply) == errors.INVALID_REQUEST
+    assert reply["payload"]["message"] == "'message' is required"
+
+
+def test_broadcast_room_in_envelope() -> None:
+    h = Harness()
+    a, _ = h.node("a", "room")
+    b, b_conn = h.node("b", "room")
+    room_id = next(iter(h.router.rooms))
+    h.send(a, {"type": "broadcast", "groupId": room_id, "payload": {"message": "hi"}})
+    assert b_conn.take()[0]["payload"] == "hi"
+
+
+def test_direct_reaches_only_the_target() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    b, b_conn = h.node("b", "room")
+    c, c_conn = h.node("c", "room")
+    for conn in (a_conn, b_conn, c_conn):
+        conn.take()
+    reply = h.request(a, a_conn, "direct", {"targetNodeId": b.node_id, "message": {"k": 1}}, messageId=1)
+    assert reply["payload"] == {"targetNodeId": b.node_id, "delivered": True, "action": "direct"}
+    [received] = b_conn.take()
+    assert received["type"] == "direct"
+    assert received["fromNodeId"] == a.node_id
+    assert received["targetNodeId"] == b.node_id
+    assert received["payload"] == {"k": 1}
+    assert c_conn.take() == []
+    reply = h.request(a, a_conn, "direct", {"targetNodeId": "ffffffffffffffff", "message": 1})
+    assert error_code(reply) == errors.NODE_NOT_FOUND
+    reply = h.request(a, a_conn, "direct", {"message": 1})
+    assert error_code(reply) == errors.INVALID_REQUEST
+
+
+def test_leave_tells_others_and_empty_rooms_vanish() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    b, b_conn = h.node("b", "room")
+    a_conn.take()
+    reply = h.request(b, b_conn, "leave_group", {"groupName": "room"})
+    assert reply["type"] == "ack"
+    [notice] = a_conn.take()
+    assert notice["payload"]["event"] == "left"
+    assert notice["payload"]["reason"] == "left"
+    reply = h.request(b, b_conn, "leave_group", {"groupName": "room"})
+    assert error_code(reply) == errors.NOT_A_MEMBER
+    room_id = next(iter(h.router.rooms))
+    h.request(a, a_conn, "leave_group", groupId=room_id)
+    assert h.router.rooms == {}
+    assert h.router.rooms_by_name == {}
+
+
+def test_disconnect_leaves_every_room_at_once() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "r1", "r2")
+    b, b_conn = h.node("b", "r1", "r2", "r3")
+    a_conn.take()
+    h.router.disconnect(b, "connection lost")
+    notices = a_conn.take()
+    assert sorted(n["payload"]["groupName"] for n in notices) == ["r1", "r2"]
+    assert all(n["payload"]["event"] == "left" for n in notices)
+    assert all(n["payload"]["reason"] == "connection lost" for n in notices)
+    assert sorted(r.name for r in h.router.rooms.values()) == ["r1", "r2"]
+    assert b.node_id not in h.router.nodes
+    h.router.disconnect(b, "again")  # idempotent
+    assert a_conn.take() == []
+
+
+def test_unregister_acks_then_closes_normally() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    reply = h.request(a, a_conn, "unregister")
+    assert reply["type"] == "ack"
+    assert a_conn.closed == (CLOSE_NORMAL, "unregistered")
+    assert h.router.nodes == {}
+
+
+def test_unknown_type_and_bad_json_leave_connection_usable() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    b, b_conn = h.node("b", "room")
+    a_conn.take()
+    h.send(a, '{"type":"teleport","messageId":"t"}')
+    [reply] = a_conn.take()
+    assert error_code(reply) == errors.UNKNOWN_MESSAGE_TYPE
+    assert reply["messageId"] == "t"
+    for bad in ("{nope", "[]", '{"type": 3}', b"\xff\xfe", '{"type":"ping","messageId":[1]}'):
+        h.send(a, bad)
+        [reply] = a_conn.take()
+        assert error_code(reply) == errors.INVALID_MESSAGE
+    assert a_conn.closed is None
+    h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": "still here"}})
+    assert b_conn.take()[0]["payload"] == "still here"
+
+
+@pytest.mark.parametrize(
+    "payload, field",
+    [
+        ({"name": "x" * 101}, "'name' is longer than 100 characters"),
+        ({"name": 5}, "'name' must be a string"),
+        ({}, "'name' is required"),
+        ({"name": "a", "capabilities": "code"}, "'capabilities' must be a list of strings"),
+        ({"name": "a", "metadata": []}, "'metadata' must be an object"),
+    ],
+)
+def test_register_validation_names_the_field(payload: dict, field: str) -> None:
+    h = Harness()
+    session, conn = h.connect()
+    reply = h.request(session, conn, "register", payload)
+    assert error_code(reply) == errors.INVALID_REQUEST
+    assert reply["payload"]["message"] == field
+    assert session.node_id is None
+
+
+def test_long_description_and_bad_strategy() -> None:
+    h = Harness()
+    a, a_conn = h.node("a")
+    reply = h.request(a, a_conn, "join_group", {"groupName": "r", "createIfNotExists": True, "description": "d" * 501})
+    assert reply["payload"]["message"] == "'description' is longer than 500 characters"
+    reply = h.request(a, a_conn, "join_group", {"groupName": "r", "createIfNotExists": True, "strategy": "random"})
+    assert reply["payload"]["message"] == "'strategy' must be one of: parallel, sequential"
+    reply = h.request(a, a_conn, "join_group", {"groupName": "r", "createIfNotExists": True, "description": "d" * 500})
+    assert reply["type"] == "ack"
+
+
+def test_oversized_message_is_refused() -> None:
+    h = Harness(Limits(max_payload=1000))
+    a, a_conn = h.node("a", "room")
+    b, b_conn = h.node("b", "room")
+    a_conn.take()
+    h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": "x" * 1000}})
+    [reply] = a_conn.take()
+    assert error_code(reply) == errors.PAYLOAD_TOO_LARGE
+    assert b_conn.take() == []
+    assert a_conn.closed is None
+
+
+def test_deep_nesting_is_refused() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    deep = "[" * 65 + "]" * 65
+    h.send(a, '{"type":"broadcast","payload":{"groupId":"room","message":' + deep + "}}")
+    [reply] = a_conn.take()
+    assert error_code(reply) == errors.INVALID_MESSAGE
+    assert reply["payload"]["message"] == "JSON nested deeper than 64 levels"
+    brackets_in_strings = json.dumps({"type": "ping", "x": "[" * 500})
+    h.send(a, brackets_in_strings)
+    assert a_conn.take()[0]["type"] == "pong"
+
+
+def test_rate_limit_is_a_true_sliding_window() -> None:
+    h = Harness(Limits(rate_limit=100, rate_window=60))
+    a, a_conn = h.node("a", "room")
+    h.node("b", "room")
+    h.clock.advance(60)  # let register and join slide out of the window
+    # A steady sender at 99 a minute is never refused, for ten minutes.
+    for _ in range(990):
+        h.clock.advance(60 / 99)
+        h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": 1}})
+    assert [m for m in a_conn.take() if m["type"] == "error"] == []
+    # A burst of 101 within one second: the 101st is refused.
+    h.clock.advance(120)
+    for _ in range(100):
+        h.clock.advance(0.005)
+        h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": 1}})
+    assert a_conn.take() == []
+    h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": 1}, "messageId": "r"})
+    [reply] = a_conn.take()
+    assert error_code(reply) == errors.RATE_LIMITED
+    assert 59_000 < reply["payload"]["retryAfterMs"] <= 60_000
+    assert reply["payload"]["details"]["retryAfterMs"] == reply["payload"]["retryAfterMs"]
+    # Ping and pong are not counted; the connection stays open.
+    for _ in range(50):
+        h.send(a, {"type": "ping"})
+    assert {m["type"] for m in a_conn.take()} == {"pong"}
+    assert a_conn.closed is None
+    # Once the window has slid past the burst, sending works again.
+    h.clock.advance(60)
+    h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": 1}})
+    assert a_conn.take() == []
+
+
+def test_rate_limit_off() -> None:
+    h = Harness(Limits(rate_limit=0))
+    a, a_conn = h.node("a", "room")
+    h.node("b", "room")
+    a_conn.take()
+    for _ in range(1000):
+        h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": 1}})
+    assert a_conn.take() == []
+
+
+def test_max_nodes_refuses_and_closes() -> None:
+    h = Harness(Limits(max_nodes=2))
+    h.node("a")
+    h.node("b")
+    session, conn = h.connect()
+    reply = h.request(session, conn, "register", {"name": "c"})
+    assert error_code(reply) == errors.MAX_NODES_REACHED
+    assert conn.closed == (CLOSE_TRY_AGAIN, "gateway is full (2 nodes)")
+    assert len(h.router.nodes) == 2
+
+
+def test_room_limits() -> None:
+    h = Harness(Limits(max_rooms_per_node=2, max_rooms=3))
+    a, a_conn = h.node("a", "r1", "r2")
+    reply = h.request(a, a_conn, "join_group", {"groupName": "r3", "createIfNotExists": True})
+    assert error_code(reply) == errors.FORBIDDEN
+    assert reply["payload"]["message"] == "a node may be in at most 2 rooms"
+    h.node("b", "r3")
+    c, c_conn = h.node("c")
+    reply = h.request(c, c_conn, "join_group", {"groupName": "r4", "createIfNotExists": True})
+    assert error_code(reply) == errors.FORBIDDEN
+    assert reply["payload"]["message"] == "the gateway has reached its limit of 3 rooms"
+    assert h.request(c, c_conn, "join_group", {"groupName": "r1"})["type"] == "ack"
+
+
+def test_auth_failure_is_fatal_and_secret_free() -> None:
+    h = Harness(authenticator=Authenticator(required=True, shared_token="s3cret-token"))
+    session, conn = h.connect()
+    reply = h.request(session, conn, "register", {"name": "a", "token": "wrong"})
+    assert error_code(reply) == errors.AUTH_FAILED
+    assert reply["payload"]["message"] == "authentication failed: token not accepted"
+    assert conn.closed == (CLOSE_POLICY, "authentication failed: token not accepted")
+    assert session not in h.router.sessions
+    other, other_conn = h.connect()
+    assert h.request(other, other_conn, "register", {"name": "b", "token": "s3cret-token"})["type"] == "ack"
+    assert "s3cret" not in json.dumps(h.router.node_list())
+
+
+def test_heartbeat_pings_and_drops_silent_connections() -> None:
+    h = Harness(Limits(ping_interval=30, ping_timeout=60))
+    talker, talker_conn = h.node("talker", "room")
+    silent, silent_conn = h.node("silent", "room")
+    never, never_conn = h.connect()  # never registers, never pings
+    for _ in range(4):
+        h.clock.advance(20)
+        h.router.ping_all()
+        h.send(talker, {"type": "pong"})
+        h.router.drop_silent()
+    assert silent_conn.closed == (CLOSE_POLICY, "no message for 60 s (heartbeat timeout)")
+    assert never_conn.closed is not None
+    assert talker_conn.closed is None
+    assert set(h.router.sessions) == {talker}
+    assert any(m["type"] == "ping" for m in talker_conn.sent)
+    notices = [m for m in talker_conn.sent if m["type"] == "presence"]
+    assert notices[-1]["payload"]["reason"] == "heartbeat timeout"
+
+
+def test_health_summary_counts() -> None:
+    h = Harness()
+    a, _ = h.node("a", "r1")
+    h.node("b", "r1", "r2")
+    h.clock.advance(5)
+    summary = h.router.summary()
+    assert summary["totalNodes"] == 2
+    assert summary["totalGroups"] == 2
+    assert summary["uptime"] == 5000
+    assert summary["messagesProcessed"] == 5
+    [node] = [n for n in h.router.node_list() if n["name"] == "b"]
+    assert node["rooms"] == ["r1", "r2"]
+    assert node["transport"] == "memory"
