@@ -348,3 +348,53 @@ def assert_delivers(sender: Node, receiver: Node, room: str) -> dict[str, Any]:
     got = receiver.recv_type("broadcast")
     assert got["payload"] == marker and got["fromNodeId"] == sender.node_id, got
     return got
+
+
+# --- helpers for operational tests (processes, TLS, memory) ----------------
+
+import ssl  # noqa: E402
+
+
+def free_tcp_port() -> int:
+    """A loopback port that was free a moment ago (for config files that name a port)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def get_url(
+    url: str, context: ssl.SSLContext | None = None, headers: dict[str, str] | None = None
+) -> tuple[int, Any]:
+    """GET any loopback URL (http or https): (status, decoded JSON body), 4xx included."""
+    handlers: list[Any] = [urllib.request.ProxyHandler({})]
+    if context is not None:
+        handlers.append(urllib.request.HTTPSHandler(context=context))
+    opener = urllib.request.build_opener(*handlers)
+    request = urllib.request.Request(url, headers=headers or {})
+    try:
+        with opener.open(request, timeout=5) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def wait_healthy(url: str, context: ssl.SSLContext | None = None, timeout: float = 15.0) -> Any:
+    """Poll ``url`` (a /health address) until it answers 200; bounded in time."""
+    def answered() -> Any:
+        try:
+            status, body = get_url(url, context)
+        except OSError:
+            return None
+        return body if status == 200 else None
+
+    return wait_until(answered, timeout, f"{url} to answer")
+
+
+def rss_kib(pid: int) -> int:
+    """Resident memory of process ``pid`` in KiB (VmRSS from /proc)."""
+    with open(f"/proc/{pid}/status", encoding="ascii") as status:
+        for line in status:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise AssertionError(f"no VmRSS for pid {pid}")

@@ -6,6 +6,7 @@ from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.util import encode_truncate
 from twisted.internet.interfaces import IReactorTime
 from wingman_gateway.logs import get_logger
 from zope.interface import implementer
@@ -80,7 +81,9 @@ class GatewayWebSocket(WebSocketServerProtocol):
         if not self._open:
             return
         self._open = False
-        self.sendClose(status, reason[:120])
+        # sendClose() admits only 1000 and 3000-4999; a server may also send
+        # the protocol's own codes (1001 going away, 1008 policy, 1009, 1013).
+        self.sendCloseFrame(code=status, reasonUtf8=encode_truncate(reason, 123))
 
     # -- incoming messages ---------------------------------------------
     # Messages are assembled here rather than by Autobahn so that one over
