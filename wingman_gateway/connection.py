@@ -57,6 +57,8 @@ class OutboundGuard:
     one attribute test.
     """
 
+    __slots__ = ("limit", "paused", "_on_exceeded", "_socket")
+
     def __init__(self, transport: Any, limit: int, on_exceeded: Callable[[int], None]) -> None:
         self.limit = limit
         self.paused = False

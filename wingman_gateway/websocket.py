@@ -27,6 +27,24 @@ log = get_logger("wingman_gateway.websocket")
 _FRAME = "websocket"
 # How long a cut-off client has to take its close frame before the socket is aborted.
 _ABORT_GRACE = 2.0
+# Opening-handshake state Autobahn keeps but never reads once the connection
+# is open; dropping it keeps an idle node small.
+_HANDSHAKE_LEFTOVERS = (
+    "http_request_data",
+    "http_response_data",
+    "http_status_line",
+    "http_headers",
+    "http_request_params",
+    "http_request_uri",
+    "http_request_host",
+    "_wskey",
+)
+# Autobahn runs its timers on txaio's batched timer, which rounds every
+# deadline down to a whole second: a shorter WebSocket-level ping timeout
+# fires before the pong can arrive, and a shorter interval pings in a tight
+# loop. Its pings only find dead TCP peers (the Router's heartbeat enforces
+# --ping-interval/--ping-timeout exactly), so they keep this coarser grain.
+_TIMER_GRAIN = 1.0
 
 
 @implementer(IConnection)
@@ -56,6 +74,8 @@ class GatewayWebSocket(WebSocketServerProtocol):
         )
         self._write = self.transport.write
         self._open = True
+        for name in _HANDSHAKE_LEFTOVERS:
+            setattr(self, name, None)
         self.session = factory.router.connect(self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
@@ -159,8 +179,8 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
             # Text is decoded and checked by the Router, which answers
             # INVALID_MESSAGE instead of failing the connection.
             utf8validateIncoming=False,
-            autoPingInterval=limits.ping_interval,
-            autoPingTimeout=limits.ping_timeout,
+            autoPingInterval=max(limits.ping_interval, _TIMER_GRAIN),
+            autoPingTimeout=max(limits.ping_timeout, _TIMER_GRAIN) + _TIMER_GRAIN,
             openHandshakeTimeout=10,
             closeHandshakeTimeout=_ABORT_GRACE,
         )
