@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 3000
 PYTEST_ARGS ?=
 # Debian packages the test suite drives for real.
-TEST_DEBS ?= python3-venv openssl
+TEST_DEBS ?= python3-venv openssl systemd procps
 
 .PHONY: run test deps venv bench clean
 

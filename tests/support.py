@@ -398,3 +398,140 @@ def rss_kib(pid: int) -> int:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1])
     raise AssertionError(f"no VmRSS for pid {pid}")
+
+
+# TLS material and hand-made WebSocket connections for service tests.
+
+import base64  # noqa: E402
+import datetime  # noqa: E402
+import hashlib  # noqa: E402
+import ipaddress  # noqa: E402
+import struct  # noqa: E402
+
+import attrs  # noqa: E402
+from cryptography import x509  # noqa: E402
+from cryptography.hazmat.primitives import hashes, serialization  # noqa: E402
+from cryptography.hazmat.primitives.asymmetric import ec  # noqa: E402
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: E402
+from twisted.internet.endpoints import quoteStringArgument  # noqa: E402
+
+
+@attrs.frozen
+class Pki:
+    """A test CA and a server certificate it signed, as PEM files."""
+
+    ca: Path
+    key: Path
+    cert: Path
+
+    def client_context(self) -> ssl.SSLContext:
+        """A verifying client context that trusts only the test CA."""
+        context = ssl.create_default_context(cafile=str(self.ca))
+        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
+        return context
+
+    def endpoint(self) -> str:
+        return (
+            "ssl:0:interface=127.0.0.1"
+            f":privateKey={quoteStringArgument(str(self.key))}"
+            f":certKey={quoteStringArgument(str(self.cert))}"
+        )
+
+
+def make_pki(directory: Path) -> Pki:
+    """A self-signed CA and a server certificate for 127.0.0.1 and localhost."""
+    now = datetime.datetime.now(datetime.timezone.utc)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wingman test CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(ca_name)
+        .issuer_name(ca_name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True, content_commitment=False, key_encipherment=False,
+                data_encipherment=False, key_agreement=False, key_cert_sign=True,
+                crl_sign=True, encipher_only=False, decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    key = ec.generate_private_key(ec.SECP256R1())
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
+        .issuer_name(ca_name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(hours=1))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+            ),
+            critical=False,
+        )
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    pki = Pki(ca=directory / "ca.pem", key=directory / "server.key", cert=directory / "server.pem")
+    pki.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
+    pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    pki.key.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.TraditionalOpenSSL,
+            serialization.NoEncryption(),
+        )
+    )
+    pki.key.chmod(0o600)
+    return pki
+
+
+def raw_websocket(port: int, receive_buffer: int) -> socket.socket:
+    """A WebSocket opened by hand on a socket with a tiny receive buffer, so it can stall."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, receive_buffer)
+    sock.settimeout(5)
+    sock.connect(("127.0.0.1", port))
+    key = base64.b64encode(os.urandom(16)).decode()
+    sock.sendall(
+        (
+            f"GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\n"
+            f"Connection: Upgrade\r\nSec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        ).encode()
+    )
+    response = b""
+    for _ in range(4096):
+        if response.endswith(b"\r\n\r\n"):
+            break
+        response += sock.recv(1)  # byte by byte: nothing past the headers is consumed
+    status, *lines = response.decode("latin-1").strip().split("\r\n")
+    assert status.startswith("HTTP/1.1 101"), response
+    headers = {name.lower(): value.strip() for name, _, value in (line.partition(":") for line in lines)}
+    accept = base64.b64encode(
+        hashlib.sha1((key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11").encode()).digest()
+    ).decode()
+    assert headers["sec-websocket-accept"] == accept, headers
+    return sock
+
+
+def send_text_frame(sock: socket.socket, message: dict[str, Any]) -> None:
+    """One masked client text frame (payloads under 64 KiB)."""
+    data = json.dumps(message).encode()
+    assert len(data) < 65536
+    mask = os.urandom(4)
+    length = struct.pack("!B", 0x80 | len(data)) if len(data) < 126 else struct.pack("!BH", 0x80 | 126, len(data))
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
+    sock.sendall(b"\x81" + length + mask + masked)

@@ -3,32 +3,22 @@ files, TCP_NODELAY, heartbeat, slow consumers and graceful shutdown."""
 
 from __future__ import annotations
 
-import base64
-import datetime
-import hashlib
-import ipaddress
+import contextlib
 import json
 import os
 import re
 import signal
 import socket
 import ssl
-import struct
 import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
-import attrs
 import pytest
 import pytest_twisted
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from twisted.internet import defer, reactor, task
-from twisted.internet.endpoints import quoteStringArgument
+from twisted.internet import defer, reactor
 from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from websockets.exceptions import ConnectionClosed
@@ -40,7 +30,10 @@ from support import (
     expect_error,
     free_tcp_port,
     get_url,
+    make_pki,
+    raw_websocket,
     rss_kib,
+    send_text_frame,
     wait_healthy,
     wait_until,
 )
@@ -69,92 +62,28 @@ def launch() -> Iterator[Callable[..., GatewayProcess]]:
         gateway.stop()
 
 
-@attrs.frozen
-class Pki:
-    """A test CA and a server certificate it signed, as PEM files."""
+@pytest.fixture
+def connect() -> Iterator[Callable[..., Node]]:
+    """Opens Nodes (registered when given a name) and closes them all at the end."""
+    opened: list[Node] = []
 
-    ca: Path
-    key: Path
-    cert: Path
+    def open_node(url: str, name: str | None = None, **kwargs: Any) -> Node:
+        node = Node(url, **kwargs)
+        opened.append(node)
+        if name is not None:
+            reply = node.register(name)
+            assert reply["type"] == "ack", reply
+        return node
 
-    def client_context(self) -> ssl.SSLContext:
-        """A verifying client context that trusts only the test CA."""
-        context = ssl.create_default_context(cafile=str(self.ca))
-        assert context.verify_mode == ssl.CERT_REQUIRED and context.check_hostname
-        return context
-
-    def endpoint(self) -> str:
-        return (
-            "ssl:0:interface=127.0.0.1"
-            f":privateKey={quoteStringArgument(str(self.key))}"
-            f":certKey={quoteStringArgument(str(self.cert))}"
-        )
+    yield open_node
+    for node in opened:
+        with contextlib.suppress(OSError, ConnectionClosed):
+            node.close()
 
 
-def make_pki(directory: Path) -> Pki:
-    """A self-signed CA and a server certificate for 127.0.0.1 and localhost."""
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "wingman test CA")])
-    ca_cert = (
-        x509.CertificateBuilder()
-        .subject_name(ca_name)
-        .issuer_name(ca_name)
-        .public_key(ca_key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True, content_commitment=False, key_encipherment=False,
-                data_encipherment=False, key_agreement=False, key_cert_sign=True,
-                crl_sign=True, encipher_only=False, decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), critical=False)
-        .sign(ca_key, hashes.SHA256())
-    )
-    key = ec.generate_private_key(ec.SECP256R1())
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")]))
-        .issuer_name(ca_name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(hours=1))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-            ),
-            critical=False,
-        )
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
-        )
-        .sign(ca_key, hashes.SHA256())
-    )
-    pki = Pki(ca=directory / "ca.pem", key=directory / "server.key", cert=directory / "server.pem")
-    pki.ca.write_bytes(ca_cert.public_bytes(serialization.Encoding.PEM))
-    pki.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    pki.key.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.TraditionalOpenSSL,
-            serialization.NoEncryption(),
-        )
-    )
-    pki.key.chmod(0o600)
-    return pki
-
-
-def write_config(directory: Path, values: dict[str, Any], name: str = "gateway.json") -> Path:
-    path = directory / name
-    path.write_text(json.dumps(values))
+def write_config(directory: Path, values: dict[str, Any] | str) -> Path:
+    path = directory / "gateway.json"
+    path.write_text(values if isinstance(values, str) else json.dumps(values))
     return path
 
 
@@ -162,28 +91,27 @@ def health_url(port: int) -> str:
     return f"http://127.0.0.1:{port}/health"
 
 
-def registered(url: str, name: str, **kwargs: Any) -> Node:
-    """A Node registered as ``name`` (the ack is checked)."""
-    node = Node(url, **kwargs)
-    reply = node.register(name)
-    assert reply["type"] == "ack", reply
-    return node
-
-
-def broadcast_between(sender: Node, receiver: Node, room: str, message: Any) -> None:
+def broadcast_between(sender: Node, receiver: Node, room: str, message: Any, recipients: int = 1) -> None:
     """``sender`` broadcasts to ``room``; ``receiver`` gets it exactly, from ``sender``."""
     ack = sender.request("broadcast", {"groupId": room, "message": message})
-    assert ack["type"] == "ack" and ack["payload"]["recipients"] == 1, ack
+    assert ack["type"] == "ack" and ack["payload"]["recipients"] == recipients, ack
     got = receiver.recv_type("broadcast")
     assert got["payload"] == message, got
     assert got["fromNodeId"] == sender.node_id and got["groupName"] == room, got
 
 
+def assert_refused_at_startup(gateway: GatewayProcess, message: str) -> None:
+    """The gateway exits non-zero before listening, and says ``message``."""
+    assert gateway.wait_exit() != 0, gateway.log
+    assert message in gateway.log
+    assert "listening on" not in gateway.log
+
+
 # --- TLS ---------------------------------------------------------------------
 
 
-def test_tls_listener_verified_broadcast_and_health(launch, tmp_path: Path) -> None:
-    """Over ssl: a client verifying against the CA registers, broadcasts, reads /health."""
+def test_tls_listener_verified_broadcast_and_health(launch, connect, tmp_path: Path) -> None:
+    """Over ssl: clients verifying against the test CA register, broadcast, read /health."""
     pki = make_pki(tmp_path)
     gateway = launch("--listen", pki.endpoint())
     url = f"wss://127.0.0.1:{gateway.port}/ws"
@@ -193,62 +121,38 @@ def test_tls_listener_verified_broadcast_and_health(launch, tmp_path: Path) -> N
     with pytest.raises(ssl.SSLCertVerificationError):
         Node(url, ssl=ssl.create_default_context())
 
-    alice = registered(url, "alice", ssl=context)
-    bob = registered(url, "bob", ssl=context)
-    try:
-        assert alice.join("tls-room")["type"] == "ack"
-        assert bob.join("tls-room")["type"] == "ack"
-        broadcast_between(alice, bob, "tls-room", {"text": "over tls", "n": 1})
-        broadcast_between(bob, alice, "tls-room", {"text": "and back", "n": 2})
+    alice = connect(url, "alice", ssl=context)
+    bob = connect(url, "bob", ssl=context)
+    assert alice.join("tls-room")["type"] == "ack"
+    assert bob.join("tls-room")["type"] == "ack"
+    broadcast_between(alice, bob, "tls-room", {"text": "over tls", "n": 1})
+    broadcast_between(bob, alice, "tls-room", {"text": "and back", "n": 2})
 
-        status, body = get_url(f"https://127.0.0.1:{gateway.port}/health", context)
-        assert status == 200
-        assert body["status"] == "healthy" and body["service"] == "wingman-gateway"
-        assert body["stats"]["totalNodes"] == 2 and body["stats"]["totalGroups"] == 1
-    finally:
-        alice.close()
-        bob.close()
+    status, body = get_url(f"https://127.0.0.1:{gateway.port}/health", context)
+    assert status == 200
+    assert body["status"] == "healthy" and body["service"] == "wingman-gateway"
+    assert body["stats"]["totalNodes"] == 2 and body["stats"]["totalGroups"] == 1
 
 
 # --- startup failures ----------------------------------------------------------
 
 
-def test_endpoint_that_cannot_bind_fails_startup(launch) -> None:
+def test_endpoint_that_cannot_bind_fails_startup(launch, connect) -> None:
     """A second gateway on a taken port exits non-zero naming the endpoint and the OS reason."""
     first = launch("--listen", LOOPBACK)
     port = first.port
     second = launch("--listen", f"tcp:{port}:interface=127.0.0.1", wait=False)
-    code = second.wait_exit()
-    assert code != 0, second.log
-    assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in second.log
+    assert_refused_at_startup(second, f"cannot listen on tcp:{port}:interface=127.0.0.1")
     assert "Address already in use" in second.log
-    assert "listening on" not in second.log
     # The first gateway is untouched.
-    node = registered(first.url, "still-here")
-    try:
-        assert node.request("ping")["type"] == "pong"
-    finally:
-        node.close()
-
-
-@pytest.mark.parametrize(
-    "description, reason",
-    [
-        ("nonsense:foo", "Unknown endpoint type: 'nonsense'"),
-        ("tcp:notaport:interface=127.0.0.1", "invalid literal for int()"),
-    ],
-)
-def test_malformed_endpoint_fails_startup(launch, description: str, reason: str) -> None:
-    gateway = launch("--listen", description, wait=False)
-    assert gateway.wait_exit() != 0, gateway.log
-    assert f"listen: bad endpoint {description!r}" in gateway.log
-    assert reason in gateway.log
-    assert "listening on" not in gateway.log
+    assert connect(first.url, "still-here").request("ping")["type"] == "pong"
 
 
 @pytest.mark.parametrize(
     "args, message",
     [
+        (["--listen", "nonsense:foo"], "listen: bad endpoint 'nonsense:foo': Unknown endpoint type"),
+        (["--listen", "tcp:notaport"], "listen: bad endpoint 'tcp:notaport': invalid literal for int()"),
         (["--max-nodes", "abc"], "--max-nodes: expected a whole number, got 'abc'"),
         (["--max-nodes", "0"], "--max-nodes: must be at least 1, got 0"),
         (["--log-level", "loud"], "--log-level: expected one of debug, info, warn, error"),
@@ -256,92 +160,70 @@ def test_malformed_endpoint_fails_startup(launch, description: str, reason: str)
         (["--ping-interval", "500", "--ping-timeout", "400"], "pingTimeout: must be longer than pingInterval"),
     ],
 )
-def test_bad_option_value_fails_startup(launch, args: list[str], message: str) -> None:
-    gateway = launch("--listen", LOOPBACK, *args, wait=False)
-    assert gateway.wait_exit() != 0, gateway.log
-    assert message in gateway.log
-    assert "listening on" not in gateway.log
+def test_bad_endpoint_or_option_value_fails_startup(launch, args: list[str], message: str) -> None:
+    listen = [] if "--listen" in args else ["--listen", LOOPBACK]
+    assert_refused_at_startup(launch(*listen, *args, wait=False), message)
 
 
 # --- config file -----------------------------------------------------------------
 
 
-def test_config_port_host_name_and_log_level(launch, tmp_path: Path) -> None:
+def test_config_port_host_name_and_log_level(launch, connect, tmp_path: Path) -> None:
     """port+host choose the listener; name shows in /health; logLevel warn hides info lines."""
     port = free_tcp_port()
     config = write_config(
         tmp_path, {"port": port, "host": "127.0.0.1", "name": "from-file", "logLevel": "warn"}
     )
     gateway = launch("--config", str(config), wait=False)
-    body = wait_healthy(health_url(port))
-    assert body["name"] == "from-file"
-    node = registered(f"ws://127.0.0.1:{port}/ws", "quiet")
-    try:
-        assert node.request("ping")["type"] == "pong"
-        assert get_url(health_url(port))[1]["stats"]["totalNodes"] == 1
-    finally:
-        node.close()
+    assert wait_healthy(health_url(port))["name"] == "from-file"
+    node = connect(f"ws://127.0.0.1:{port}/ws", "quiet")
+    assert node.request("ping")["type"] == "pong"
+    assert get_url(health_url(port))[1]["stats"]["totalNodes"] == 1
     assert gateway.proc.poll() is None
     assert "listening on" not in gateway.log and "registered" not in gateway.log, gateway.log
 
 
-def test_config_auth_limits_and_heartbeat_take_effect(launch, tmp_path: Path) -> None:
+def test_config_auth_limits_and_heartbeat_take_effect(launch, connect, tmp_path: Path) -> None:
     """requireAuth+authToken, maxNodes, pingInterval/pingTimeout and logLevel from the file."""
     secret = "file-token-7f3a9c"
-    config = write_config(
-        tmp_path,
-        {
-            "requireAuth": True,
-            "authToken": secret,
-            "maxNodes": 2,
-            "pingInterval": 250,
-            "pingTimeout": 5000,
-            "logLevel": "debug",
-        },
-    )
+    config = write_config(tmp_path, {
+        "requireAuth": True, "authToken": secret, "maxNodes": 2,
+        "pingInterval": 250, "pingTimeout": 5000, "logLevel": "debug",
+    })
     gateway = launch("--config", str(config), "--listen", LOOPBACK)
-    url = gateway.url
+    stats_url = f"http://127.0.0.1:{gateway.port}/stats"
 
-    anonymous = Node(url)
+    anonymous = connect(gateway.url)
     expect_error(anonymous.register("anon"), "AUTH_FAILED")
     assert expect_closed(anonymous)[0] == 1008
-    wrong = Node(url)
+    wrong = connect(gateway.url)
     expect_error(wrong.register("wrong", token="not-" + secret), "AUTH_FAILED")
     assert expect_closed(wrong)[0] == 1008
 
-    first = Node(url)
-    second = Node(url)
-    third = Node(url)
-    try:
-        ack = first.register("first", token=secret)
-        assert ack["type"] == "ack", ack
-        assert ack["payload"]["heartbeat"] == {"pingInterval": 250, "pingTimeout": 5000}
-        assert second.register("second", token=secret)["type"] == "ack"
-        expect_error(third.register("third", token=secret), "MAX_NODES_REACHED")
-        assert expect_closed(third)[0] == 1013
+    first, second, third = connect(gateway.url), connect(gateway.url), connect(gateway.url)
+    ack = first.register("first", token=secret)
+    assert ack["type"] == "ack", ack
+    assert ack["payload"]["heartbeat"] == {"pingInterval": 250, "pingTimeout": 5000}
+    assert second.register("second", token=secret)["type"] == "ack"
+    expect_error(third.register("third", token=secret), "MAX_NODES_REACHED")
+    assert expect_closed(third)[0] == 1013
 
-        # The gateway's own heartbeat runs at the file's interval.
-        ping = wait_until(lambda: first.recv(3.0)["type"] == "ping", 3.0, "a heartbeat ping")
-        assert ping
+    # The gateway's own heartbeat runs at the file's interval.
+    wait_until(lambda: first.recv(3.0)["type"] == "ping", 3.0, "a heartbeat ping")
 
-        # /stats needs the token; the admitted nodes keep working.
-        status, body = get_url(f"http://127.0.0.1:{gateway.port}/stats")
-        assert status == 401 and body["error"]["code"] == "AUTH_FAILED"
-        status, body = get_url(
-            f"http://127.0.0.1:{gateway.port}/stats", headers={"Authorization": f"Bearer {secret}"}
-        )
-        assert status == 200 and body["nodes"]["totalNodes"] == 2
-        assert first.join("auth-room")["type"] == "ack"
-        assert second.join("auth-room")["type"] == "ack"
-        broadcast_between(first, second, "auth-room", {"after": "refusals"})
-    finally:
-        for node in (first, second, third):
-            node.close()
+    # /stats needs the token; the admitted nodes keep working.
+    status, body = get_url(stats_url)
+    assert status == 401 and body["error"]["code"] == "AUTH_FAILED"
+    status, body = get_url(stats_url, headers={"Authorization": f"Bearer {secret}"})
+    assert status == 200 and body["nodes"]["totalNodes"] == 2
+    assert first.join("auth-room")["type"] == "ack"
+    assert second.join("auth-room")["type"] == "ack"
+    broadcast_between(first, second, "auth-room", {"after": "refusals"})
     assert "refused AUTH_FAILED" in gateway.log  # a debug-level line
     assert secret not in gateway.log
 
 
-def test_command_line_overrides_config_file(launch, tmp_path: Path) -> None:
+def test_command_line_overrides_config_file(launch, connect, tmp_path: Path) -> None:
     file_port, flag_port = free_tcp_port(), free_tcp_port()
     config = write_config(
         tmp_path, {"port": file_port, "host": "127.0.0.1", "maxNodes": 1, "name": "from-file"}
@@ -356,14 +238,10 @@ def test_command_line_overrides_config_file(launch, tmp_path: Path) -> None:
     with pytest.raises(OSError):
         socket.create_connection(("127.0.0.1", file_port), timeout=2).close()
     url = f"ws://127.0.0.1:{flag_port}/ws"
-    nodes = [registered(url, "one"), registered(url, "two")]
-    extra = Node(url)
-    try:
-        expect_error(extra.register("three"), "MAX_NODES_REACHED")
-        assert nodes[0].request("ping")["type"] == "pong"
-    finally:
-        for node in [*nodes, extra]:
-            node.close()
+    one = connect(url, "one")
+    connect(url, "two")
+    expect_error(connect(url).register("three"), "MAX_NODES_REACHED")
+    assert one.request("ping")["type"] == "pong"
 
 
 @pytest.mark.parametrize(
@@ -376,19 +254,279 @@ def test_command_line_overrides_config_file(launch, tmp_path: Path) -> None:
         ({"logLevel": "loud"}, "logLevel: expected one of"),
         ({"port": 70000}, "port: must be a TCP port (0-65535), got 70000"),
         ({"requireAuth": True}, "requireAuth: auth is on but neither a token nor a keyring"),
+        ('{"port": 3000,', "is not valid JSON"),
     ],
 )
-def test_bad_config_file_is_refused(launch, tmp_path: Path, values: dict[str, Any], message: str) -> None:
+def test_bad_config_file_is_refused(launch, tmp_path: Path, values: Any, message: str) -> None:
     config = write_config(tmp_path, values)
-    gateway = launch("--config", str(config), "--listen", LOOPBACK, wait=False)
-    assert gateway.wait_exit() != 0, gateway.log
-    assert message in gateway.log
-    assert "listening on" not in gateway.log
+    assert_refused_at_startup(launch("--config", str(config), "--listen", LOOPBACK, wait=False), message)
 
 
-def test_config_file_that_is_not_json_is_refused(launch, tmp_path: Path) -> None:
-    config = tmp_path / "broken.json"
-    config.write_text('{"port": 3000,')
-    gateway = launch("--config", str(config), "--listen", LOOPBACK, wait=False)
-    assert gateway.wait_exit() != 0
-    assert f"config file {config} is not valid JSON" in gateway.log
+# --- TCP_NODELAY, in process on the real reactor ---------------------------------
+
+
+class ProbeClient(WebSocketClientProtocol):
+    """An Autobahn client that registers and reports its replies."""
+
+    def onOpen(self) -> None:
+        self.sendMessage(json.dumps({"type": "register", "messageId": "r", "payload": {"name": "probe"}}).encode())
+
+    def onMessage(self, payload: bytes, isBinary: bool) -> None:
+        message = json.loads(payload)
+        if message.get("messageId") == "r" and not self.factory.registered.called:
+            self.factory.registered.callback(message)
+
+    def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
+        if not self.factory.registered.called:
+            self.factory.registered.errback(ConnectionError(f"closed: {code} {reason}"))
+        if not self.factory.closed.called:
+            self.factory.closed.callback(code)
+
+
+def probe_factory(url: str) -> WebSocketClientFactory:
+    factory = WebSocketClientFactory(url)
+    factory.protocol = ProbeClient
+    factory.registered = defer.Deferred()
+    factory.closed = defer.Deferred()
+    return factory
+
+
+def socket_under(transport: Any) -> tuple[socket.socket, list[Any]]:
+    """Walk ``.transport`` links down to the kernel socket; also the chain walked."""
+    chain = []
+    for _ in range(5):
+        chain.append(transport)
+        sock = transport.__dict__.get("socket")
+        if isinstance(sock, socket.socket):
+            return sock, chain
+        transport = getattr(transport, "transport", None)
+    raise AssertionError(f"no socket under {chain}")
+
+
+@pytest_twisted.inlineCallbacks
+def test_accepted_sockets_have_tcp_nodelay(tmp_path: Path) -> Any:
+    """Both a plain and a TLS listener's accepted WebSocket sockets have TCP_NODELAY set."""
+    pki = make_pki(tmp_path)
+    options = Options()
+    options.parseOptions(["--listen", LOOPBACK, "--listen", pki.endpoint(), "--rate-limit", "0"])
+    service = makeService(options, reactor)
+    service.startService()
+    clients = []
+    try:
+        plain_port, tls_port = [port.getHost().port for port in (yield service.whenListening())]
+        trust = Certificate.loadPEM(pki.ca.read_bytes())
+        cases = [
+            (f"ws://127.0.0.1:{plain_port}/ws", None, False),
+            (f"wss://127.0.0.1:{tls_port}/ws", optionsForClientTLS("localhost", trustRoot=trust), True),
+        ]
+        for url, tls, secure in cases:
+            factory = probe_factory(url)
+            connector = connectWS(factory, contextFactory=tls, timeout=10)
+            clients.append((factory, connector))
+            ack = yield factory.registered.addTimeout(10, reactor)
+            assert ack["type"] == "ack", ack
+            session = service.router.nodes[ack["payload"]["nodeId"]]
+            sock, chain = socket_under(session.conn.transport)
+            assert isinstance(chain[0], TLSMemoryBIOProtocol) is secure, chain
+            client_address = connector.transport.getHost()
+            assert sock.getpeername() == (client_address.host, client_address.port)
+            assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
+        assert len(service.router.nodes) == 2
+    finally:
+        for factory, connector in clients:
+            connector.disconnect()
+        yield service.stopService()
+        for factory, _ in clients:
+            yield factory.closed.addTimeout(10, reactor)
+
+
+# --- heartbeat -------------------------------------------------------------------
+
+
+def pump(node: Node, seconds: float, received: list[dict[str, Any]]) -> None:
+    """Read for ``seconds``, answering heartbeat pings and keeping everything else."""
+    deadline = time.monotonic() + seconds
+    for _ in range(1000):
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        try:
+            message = node.recv(left)
+        except TimeoutError:
+            return
+        if message["type"] == "ping":
+            node.send({"type": "pong"})
+        else:
+            received.append(message)
+
+
+def test_heartbeat_drops_silent_nodes_and_keeps_answering_ones(launch, connect) -> None:
+    """With a 200 ms ping and 600 ms timeout, silent connections go and answering ones stay."""
+    gateway = launch("--listen", LOOPBACK, "--ping-interval", "200", "--ping-timeout", "600",
+                     "--rate-limit", "0")
+    mute = connect(gateway.url)  # never sends a single message
+    silent = connect(gateway.url, "silent")  # registers, then never answers a ping
+    talker = connect(gateway.url, "talker")
+    listener = connect(gateway.url, "listener")
+    assert talker.join("beat")["type"] == "ack"
+    assert listener.join("beat")["type"] == "ack"
+    started = time.monotonic()
+
+    closes: dict[str, tuple[Any, Any, float]] = {}
+
+    def watch(name: str, node: Node) -> None:
+        code, reason = expect_closed(node, timeout=5.0)
+        closes[name] = (code, reason, time.monotonic() - started)
+
+    watchers = [threading.Thread(target=watch, args=item) for item in (("mute", mute), ("silent", silent))]
+    for watcher in watchers:
+        watcher.start()
+
+    # 3 s = five timeouts; the talker broadcasts and both answer every ping.
+    talker_got: list[dict[str, Any]] = []
+    listener_got: list[dict[str, Any]] = []
+    sent = 0
+    while time.monotonic() - started < 3.0 and sent < 100:
+        sent += 1
+        talker.send({"type": "broadcast", "payload": {"groupId": "beat", "message": {"seq": sent}}})
+        pump(talker, 0.05, talker_got)
+        pump(listener, 0.1, listener_got)
+    pump(listener, 0.3, listener_got)
+    for watcher in watchers:
+        watcher.join(6.0)
+
+    # The silent ones were closed with a policy close naming the heartbeat,
+    # well inside the five timeouts the answering nodes stayed connected for.
+    for name in ("mute", "silent"):
+        code, reason, after = closes[name]
+        assert code == 1008, closes
+        assert reason == "no message for 0.6 s (heartbeat timeout)", closes
+        assert after < 3.0, closes
+    gateway.wait_for(r"node \w+ \(silent\) left: heartbeat timeout")
+
+    broadcasts = [m["payload"]["seq"] for m in listener_got if m["type"] == "broadcast"]
+    assert sent >= 10
+    assert broadcasts == list(range(1, sent + 1))
+    assert [m for m in talker_got if m["type"] != "presence"] == []
+    assert listener.request("ping")["type"] == "pong"
+    assert talker.request("ping")["type"] == "pong"
+    stats = get_url(f"http://127.0.0.1:{gateway.port}/stats")[1]
+    assert sorted(n["name"] for n in stats["nodes"]["nodes"]) == ["listener", "talker"]
+
+
+# --- slow consumer -----------------------------------------------------------------
+
+
+def test_slow_consumer_is_cut_off_and_memory_stays_bounded(launch, connect) -> None:
+    """A member that stops reading is cut off; the healthy one gets everything in order."""
+    limit = 262144
+    gateway = launch("--listen", LOOPBACK, "--max-buffer", str(limit), "--rate-limit", "0")
+    pid = gateway.proc.pid
+    stats_url = f"http://127.0.0.1:{gateway.port}/stats"
+    sender = connect(gateway.url, "sender")
+    healthy = connect(gateway.url, "healthy")
+    assert sender.join("flood")["type"] == "ack"
+    assert healthy.join("flood")["type"] == "ack"
+    stalled = raw_websocket(gateway.port, receive_buffer=4096)
+    send_text_frame(stalled, {"type": "register", "payload": {"name": "stalled"}})
+    send_text_frame(stalled, {"type": "join_group", "payload": {"groupName": "flood"}})
+
+    def members() -> list[str]:
+        nodes = get_url(stats_url)[1]["nodes"]["nodes"]
+        return sorted(n["name"] for n in nodes if n["rooms"] == ["flood"])
+
+    wait_until(lambda: members() == ["healthy", "sender", "stalled"], 10, "the stalled node to join")
+    baseline = rss_kib(pid)
+
+    received: list[int] = []
+
+    def read_all() -> None:
+        """The healthy receiver reads until the end marker (bounded by count and time)."""
+        deadline = time.monotonic() + 60
+        for _ in range(1000):
+            message = healthy.recv_type("broadcast", timeout=max(deadline - time.monotonic(), 0.01))
+            if message["payload"].get("end"):
+                return
+            received.append(message["payload"]["seq"])
+
+    reader = threading.Thread(target=read_all)
+    reader.start()
+    blob = "x" * 65000
+    recipients: list[int] = []
+    peak = baseline
+    cut_at = None
+    deadline = time.monotonic() + 60
+    for seq in range(400):
+        ack = sender.request("broadcast", {"groupId": "flood", "message": {"seq": seq, "blob": blob}})
+        assert ack["type"] == "ack", ack
+        recipients.append(ack["payload"]["recipients"])
+        peak = max(peak, rss_kib(pid))
+        if cut_at is None and "slow consumer" in gateway.log:
+            cut_at = seq
+        if time.monotonic() > deadline:
+            break
+    sent = seq + 1
+    ack = sender.request("broadcast", {"groupId": "flood", "message": {"end": True}})
+    assert ack["type"] == "ack" and ack["payload"]["recipients"] == 1, ack
+    reader.join(60)
+    assert not reader.is_alive()
+
+    assert cut_at is not None, "the stalled node was never cut off"
+    match = gateway.wait_for(r"cutting off \S+: slow consumer: (\d+) bytes unsent \(limit 262144\)")
+    assert int(match.group(1)) > limit
+    assert received == list(range(sent))
+    # Two recipients until the cut, one after; never a mix.
+    first_single = recipients.index(1)
+    assert set(recipients[:first_single]) == {2} and set(recipients[first_single:]) == {1}
+    wait_until(lambda: members() == ["healthy", "sender"], 10, "the stalled node to be gone")
+
+    # The gateway closes the stalled socket: reading it to the end terminates (bounded).
+    stalled.settimeout(10)
+    drained = 0
+    for _ in range(10000):
+        try:
+            chunk = stalled.recv(1 << 16)
+        except ConnectionResetError:
+            break
+        if not chunk:
+            break
+        drained += len(chunk)
+    else:
+        raise AssertionError("stalled socket never closed")
+    stalled.close()
+
+    # Memory: the stalled member may hold at most --max-buffer (256 KiB) in
+    # the gateway, and each broadcast is acked before the next, so growth
+    # stays at a few MiB. A gateway that kept the stalled member's backlog
+    # would grow by everything sent after the cut (>= 300 x 65 KB = 19 MB),
+    # which breaks the 16 MiB bound; 150 MiB caps the whole process
+    # (about 60 MiB at rest).
+    assert sent == 400 and sent - cut_at >= 300, (sent, cut_at)
+    assert peak < 150 * 1024, (baseline, peak)
+    assert peak - baseline < 16 * 1024, (baseline, peak)
+    latecomer = connect(gateway.url, "latecomer")
+    assert latecomer.join("flood")["type"] == "ack"
+    broadcast_between(latecomer, sender, "flood", {"still": "working"}, recipients=2)
+    assert healthy.recv_type("broadcast")["payload"] == {"still": "working"}
+
+
+# --- graceful stop -------------------------------------------------------------------
+
+
+def test_sigterm_closes_clients_going_away_and_exits(launch, connect) -> None:
+    """SIGTERM: every client gets close 1001 and the process ends within 5 s."""
+    gateway = launch("--listen", LOOPBACK)
+    member = connect(gateway.url, "member")
+    assert member.join("lobby")["type"] == "ack"
+    visitor = connect(gateway.url)  # connected, never registered
+    assert visitor.request("ping")["type"] == "pong"
+    signalled = time.monotonic()
+    os.kill(gateway.proc.pid, signal.SIGTERM)
+    for node in (member, visitor):
+        assert expect_closed(node) == (1001, "gateway shutting down")
+    # twistd shuts down cleanly, then re-raises the signal it got, so the
+    # exit status says "terminated by SIGTERM" rather than 0.
+    status = gateway.proc.wait(max(5.0 - (time.monotonic() - signalled), 0.1))
+    assert status == -signal.SIGTERM, gateway.log
+    assert "Server Shut Down." in gateway.log
+    assert re.search(r"node \w+ \(member\) left: gateway shutting down", gateway.log)

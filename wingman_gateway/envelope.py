@@ -110,9 +110,6 @@ def decode(data: bytes | str, max_depth: int) -> Envelope:
         raise GatewayError(errors.INVALID_MESSAGE, "message is not valid JSON")
     if _skip_ws(text, end).end() != len(text):
         raise GatewayError(errors.INVALID_MESSAGE, "message is not valid JSON")
-    kind = fields.get("type")
-    if not isinstance(kind, str):
-        raise GatewayError(errors.INVALID_MESSAGE, "envelope field 'type' must be a string")
     message_id = fields.get("messageId")
     if message_id is not None and (
         isinstance(message_id, bool) or not isinstance(message_id, (str, int))
@@ -120,12 +117,20 @@ def decode(data: bytes | str, max_depth: int) -> Envelope:
         raise GatewayError(
             errors.INVALID_MESSAGE, "envelope field 'messageId' must be a string or integer"
         )
+    # From here the messageId is readable, so the error can answer it.
+    kind = fields.get("type")
+    if not isinstance(kind, str):
+        raise GatewayError(
+            errors.INVALID_MESSAGE, "envelope field 'type' must be a string",
+            message_id=message_id,
+        )
     if "payload" in fields and fields["payload"] is not None and not isinstance(
         fields["payload"], dict
     ):
         raise GatewayError(
             errors.INVALID_MESSAGE, "envelope field 'payload' must be an object",
             details={"messageId": message_id} if message_id is not None else None,
+            message_id=message_id,
         )
     return Envelope(kind, fields, raw, payload_raw)
 

@@ -48,12 +48,15 @@ class GatewayError(Exception):
         message: str,
         details: dict[str, Any] | None = None,
         fatal: bool = False,
+        message_id: str | int | None = None,
     ) -> None:
         super().__init__(message)
         self.code = code
         self.message = message
         self.details = details
         self.fatal = fatal
+        # The request's messageId when it was readable but the envelope was not.
+        self.message_id = message_id
 
     def payload(self) -> dict[str, Any]:
         body: dict[str, Any] = {"code": self.code, "message": self.message}

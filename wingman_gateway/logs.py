@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
+import sys
+from datetime import datetime, timezone
+from typing import IO, Any
+
 from twisted.logger import (
     FilteringLogObserver,
+    ILogObserver,
     LogLevel,
     LogLevelFilterPredicate,
     Logger,
+    formatEvent,
     globalLogPublisher,
+    textFileLogObserver,
 )
+from twisted.python.logfile import LogFile
+from zope.interface import implementer
 
 ROOT_NAMESPACE = "wingman_gateway"
 
@@ -25,3 +36,49 @@ def get_logger(namespace: str) -> Logger:
 def set_level(name: str) -> None:
     """Set the lowest level logged for every gateway namespace."""
     _levels.setLogLevelForNamespace(ROOT_NAMESPACE, LogLevel.levelWithName(name))
+
+
+# -- observers for twistd's ``--logger`` ------------------------------------
+# twistd calls a ``--logger`` factory with no arguments, so the file comes
+# from the environment: ``WINGMAN_LOG_FILE`` (rotated at 10 MB, 5 kept), or
+# standard output when it is unset.
+
+LOG_FILE_ENV = "WINGMAN_LOG_FILE"
+ROTATE_BYTES = 10 * 1000 * 1000
+ROTATED_KEPT = 5
+
+
+def _log_stream() -> IO[str]:
+    path = os.environ.get(LOG_FILE_ENV)
+    if not path:
+        return sys.stdout
+    return LogFile.fromFullPath(path, rotateLength=ROTATE_BYTES, maxRotatedFiles=ROTATED_KEPT)  # type: ignore[return-value]
+
+
+def text_observer() -> ILogObserver:
+    """Human-readable lines (``--log-format text``)."""
+    return textFileLogObserver(_log_stream())
+
+
+def json_observer() -> ILogObserver:
+    """One JSON object per line (``--log-format json``), for log shippers."""
+    stream = _log_stream()
+
+    @implementer(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        record: dict[str, Any] = {
+            "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(),
+            "level": getattr(event.get("log_level"), "name", "info"),
+            "namespace": event.get("log_namespace", "-"),
+            "message": formatEvent(event),
+        }
+        for key, value in event.items():
+            if not key.startswith("log_") and key not in record and not key.startswith("_"):
+                record[key] = value
+        failure = event.get("log_failure")
+        if failure is not None:
+            record["traceback"] = failure.getTraceback()
+        stream.write(json.dumps(record, default=repr) + "\n")
+        stream.flush()
+
+    return observe

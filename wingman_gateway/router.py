@@ -114,7 +114,7 @@ class Router:
             self.messages_processed += 1
             handler(session, envelope)
         except GatewayError as error:
-            message_id = envelope.message_id if envelope is not None else None
+            message_id = envelope.message_id if envelope is not None else error.message_id
             self.refuse(session, error, message_id)
 
     def disconnect(self, session: Session, reason: str = "disconnected") -> None:

@@ -17,6 +17,7 @@ from wingman_gateway.config import ConfigError, GatewayConfig
 from wingman_gateway.connection import CLOSE_GOING_AWAY
 from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
+from wingman_gateway.systemd import SystemdNotifier
 from wingman_gateway.web import build_site
 from wingman_gateway.websocket import GatewayWebSocketFactory
 
@@ -26,8 +27,13 @@ log = get_logger("wingman_gateway.service")
 SHUTDOWN_GRACE = 2.0
 
 
-class ListenError(SystemExit):
-    """A listener could not bind; twistd exits non-zero with this message."""
+class ListenError(Exception):
+    """A listener could not bind.
+
+    An ``Exception`` (not ``SystemExit``) so that a daemonizing twistd
+    reports it to its parent and removes the pid file; the reason is also
+    logged as a critical event.
+    """
 
 
 class Listener(Service):
@@ -118,6 +124,10 @@ class GatewayService(MultiService):
             timer.setServiceParent(self)
         if self.keyring is not None:
             KeyRingWatcher(self.keyring, reactor).setServiceParent(self)
+        # Under systemd (Type=notify): READY=1 once listening, watchdog pings, STOPPING=1.
+        self.notifier = SystemdNotifier.from_environment(self.whenListening, reactor)
+        if self.notifier is not None:
+            self.notifier.setServiceParent(self)
 
     def whenListening(self) -> defer.Deferred[list[IListeningPort]]:
         """Fires once every listener is bound."""
@@ -125,6 +135,8 @@ class GatewayService(MultiService):
 
     def stopService(self) -> defer.Deferred[None]:
         """Close every client with 'going away', then stop listening."""
+        if self.notifier is not None:
+            self.notifier.stopping()  # at once, not after the wait for clients
         sessions = list(self.router.sessions)
         for session in sessions:
             session.conn.close(CLOSE_GOING_AWAY, "gateway shutting down")

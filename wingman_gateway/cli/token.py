@@ -1,30 +1,25 @@
-"""The ``wingman`` command."""
+"""``wingman gateway token``: sign tokens, rotate and retire signing keys."""
 
 from __future__ import annotations
 
 import argparse
-import os
 import re
 import sys
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any
 
 from twisted.internet.task import Clock
 
 from wingman_gateway.auth import KeyRing
+from wingman_gateway.cli.home import Home
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
 _SECONDS = {"": 1, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
 
 
-def wingman_home() -> Path:
-    """``$WINGMAN_HOME``, or ``~/.wingman``."""
-    return Path(os.environ.get("WINGMAN_HOME") or Path.home() / ".wingman")
-
-
 def default_keyring() -> Path:
-    return wingman_home() / "keys.json"
+    return Home.from_environment().keyring
 
 
 def parse_duration(text: str) -> float:
@@ -50,6 +45,10 @@ def _age(seconds: float) -> str:
 
 
 def token_command(args: argparse.Namespace) -> int:
+    if not (args.generate or args.rotate or args.retire or args.list):
+        print("wingman: gateway token: give at least one of --generate, --rotate, --retire, --list",
+              file=sys.stderr)
+        return 2
     path = Path(args.keyring)
     clock = _wall_clock()
     try:
@@ -81,46 +80,20 @@ def token_command(args: argparse.Namespace) -> int:
     return 0
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
-        prog="wingman", description="Wingman Gateway command line.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    commands = parser.add_subparsers(dest="command", required=True)
-    gateway = commands.add_parser("gateway", help="run and use a gateway")
-    actions = gateway.add_subparsers(dest="action", required=True)
-
+def add_parser(actions: Any) -> None:
     token = actions.add_parser(
         "token", help="sign tokens and manage the signing key ring",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     what = token.add_argument_group("actions (at least one)")
-    what.add_argument("--generate", action="store_true", default=argparse.SUPPRESS,
-                      help="print a signed token")
-    what.add_argument("--rotate", action="store_true", default=argparse.SUPPRESS,
-                      help="add a new signing key")
-    what.add_argument("--retire", metavar="KEY_ID", default=argparse.SUPPRESS,
-                      help="remove a key; its tokens stop working")
-    what.add_argument("--list", action="store_true", default=argparse.SUPPRESS,
-                      help="list key ids and ages")
+    what.add_argument("--generate", action="store_true", help="print a signed token")
+    what.add_argument("--rotate", action="store_true", help="add a new signing key")
+    what.add_argument("--retire", metavar="KEY_ID", help="remove a key; its tokens stop working")
+    what.add_argument("--list", action="store_true", help="list key ids and ages")
     token.add_argument("--keyring", default=str(default_keyring()), help="key ring file")
     token.add_argument("--subject", default="wingman", help="who the token is for")
     token.add_argument("--ttl", type=parse_duration, default="30d",
                        help="lifetime, e.g. 30d, 12h, 90m")
-    token.add_argument("--rooms", default="", help="comma-separated rooms the token may join; empty: any")
+    token.add_argument("--rooms", default="",
+                       help="comma-separated rooms the token may join; empty: any")
     token.set_defaults(run=token_command)
-    return parser
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    for flag in ("generate", "rotate", "retire", "list"):
-        args.__dict__.setdefault(flag, None)
-    if args.action == "token" and not (args.generate or args.rotate or args.retire or args.list):
-        parser.error("gateway token: give at least one of --generate, --rotate, --retire, --list")
-    return int(args.run(args))
-
-
-if __name__ == "__main__":
-    sys.exit(main())

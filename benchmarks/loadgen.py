@@ -1,0 +1,216 @@
+"""Load generator for the Wingman Gateway: fan-out, paced latency, idle memory.
+
+Usage: python benchmarks/loadgen.py [fanout|rate|memory|all] [--runs 3] [--duration S]
+
+Starts each server it measures itself (pinned to core 0; this process pins
+itself to core 1), runs every scenario ``--runs`` times on a fresh server,
+and prints each run's figures and the median. See benchmarks/README.rst.
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from procs import (  # noqa: E402
+    GENERATOR_CPU,
+    Server,
+    calibrate,
+    environment,
+    pin,
+    raise_nofile,
+    start_baseline,
+    start_gateway,
+)
+from scenarios import Figures, fanout, memory, rate  # noqa: E402
+
+# -- running and reporting ------------------------------------------------------
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        if value != value:
+            return "n/a"
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.3g}" if abs(value) < 1 else f"{value:.2f}"
+    return f"{value:,}" if isinstance(value, int) else str(value)
+
+
+def _line(label: str, figures: Figures, width: int = 118) -> str:
+    """``label  key value  key value ...``, wrapped; CPU shares as percentages of one core."""
+    parts = []
+    for key, value in figures.items():
+        if key.endswith(("CPU", "waited")):
+            parts.append(f"{key} {value * 100:.0f}%")
+        else:
+            parts.append(f"{key} {_fmt(value)}")
+    lines = [f"  {label:<9}"]
+    for part in parts:
+        if len(lines[-1]) + 2 + len(part) > width:
+            lines.append(" " * 11)
+        lines[-1] += "  " + part
+    return "\n".join(lines)
+
+
+def _median(runs: list[Figures]) -> Figures:
+    return {key: statistics.median(run[key] for run in runs) for key in runs[0]}
+
+
+def _profile_path(pid: int) -> Path:
+    return Path(f"/tmp/bench-gateway-{pid}.pyspy.txt")
+
+
+def _profile(pyspy: str, pid: int, seconds: float) -> subprocess.Popen[bytes]:
+    """Sample the gateway with py-spy (not pausing it) while it is measured."""
+    out = _profile_path(pid)
+    return subprocess.Popen(
+        [pyspy, "record", "--pid", str(pid), "--duration", str(max(1, int(seconds))), "--nonblocking",
+         "--format", "raw", "--nolineno", "--rate", "200", "--output", str(out)],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, preexec_fn=lambda: pin(GENERATOR_CPU),
+    )
+
+
+def _report_profile(path: Path, top: int = 20) -> None:
+    """Top functions by own (leaf) samples, from py-spy's collapsed stacks."""
+    if not path.exists():
+        print(f"  (no profile written to {path}: is py-spy allowed to attach?)")
+        return
+    own: dict[str, int] = {}
+    total = 0
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack:
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        own[leaf] = own.get(leaf, 0) + int(count)
+        total += int(count)
+    print(f"  gateway profile (py-spy, {total} busy samples, {path}): top functions by own time")
+    for leaf, samples in sorted(own.items(), key=lambda item: -item[1])[:top]:
+        print(f"    {samples / max(total, 1) * 100:5.1f}%  {leaf}")
+
+
+def _spied_fanout(server: Server, duration: float, warmup: float, window: int, pyspy: str | None) -> Figures:
+    """``fanout`` with py-spy sampling the server over the measured interval, if asked."""
+    spies: list[subprocess.Popen[bytes]] = []
+    hook = (lambda: spies.append(_profile(pyspy, server.pid, duration))) if pyspy else None
+    try:
+        return fanout(server, duration, warmup, window=window, on_measure=hook)
+    finally:
+        for spy in spies:
+            try:
+                spy.wait(duration + 30)
+            except subprocess.TimeoutExpired:
+                spy.kill()
+                spy.wait()
+        if spies:
+            _report_profile(_profile_path(server.pid))
+
+
+def run_fanout(runs: int, duration: float, warmup: float, window: int, headroom: int, pyspy: str | None) -> None:
+    print(f"\n== fanout: 100 nodes in one room, 10 senders x window {window}, "
+          f"{warmup:g} s warm-up + {duration:g} s measured ==")
+    print("  deliveries: every broadcast frame on all 100 connections, counted by frame header")
+    print("  latency: every broadcast of 5 fixed non-sending receivers (one is the probe)")
+    base_runs, gw_runs = [], []
+    for run in range(1, runs + 1):
+        print(f" run {run}/{runs}")
+        server = start_baseline()
+        try:
+            base_runs.append(fanout(server, duration, warmup, window=window))
+        finally:
+            server.stop()
+        print(_line("baseline", base_runs[-1]), flush=True)
+        server = start_gateway(max_nodes=1000)
+        try:
+            gw_runs.append(_spied_fanout(server, duration, warmup, window, pyspy if run == 1 else None))
+        finally:
+            server.stop()
+        gw_runs[-1]["gateway/baseline"] = gw_runs[-1]["deliveries/s"] / base_runs[-1]["deliveries/s"]
+        print(_line("gateway", gw_runs[-1]), flush=True)
+    print(" median")
+    print(_line("baseline", _median(base_runs)))
+    print(_line("gateway", _median(gw_runs)))
+    print("  target: gateway >= 600,000 deliveries/s")
+    if headroom:
+        print(f" generator headroom: the baseline with window {headroom} (enough in flight to keep it busy)")
+        server = start_baseline()
+        try:
+            print(_line("baseline", fanout(server, duration, warmup, window=headroom)), flush=True)
+        finally:
+            server.stop()
+
+
+def run_rate(runs: int, duration: float) -> None:
+    print(f"\n== rate: 1000 nodes, 50 in one room, 10 senders paced to 1000 msg/s, 1 s warm-up + {duration:g} s ==")
+    print("  latency: every delivery (49 per message) of messages sent after warm-up")
+    results = []
+    for run in range(1, runs + 1):
+        server = start_gateway(max_nodes=1100)
+        try:
+            results.append(rate(server, duration))
+        finally:
+            server.stop()
+        print(_line(f"run {run}/{runs}", results[-1]), flush=True)
+    print(_line("median", _median(results)))
+    print("  target: p99 < 2 ms")
+
+
+def run_memory(runs: int) -> None:
+    print("\n== memory: gateway VmRSS with idle registered nodes (no rooms) ==")
+    results = []
+    for run in range(1, runs + 1):
+        results.append(memory())
+        print(_line(f"run {run}/{runs}", results[-1]), flush=True)
+    print(_line("median", _median(results)))
+    print("  target: < 12 KB per idle node")
+
+
+def _exit_on_signal(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description="Wingman Gateway load generator (see benchmarks/README.rst)")
+    parser.add_argument("scenario", nargs="?", default="all", choices=["fanout", "rate", "memory", "all"])
+    parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is printed too")
+    parser.add_argument("--duration", type=float, default=10.0, help="measured seconds (fanout, rate)")
+    parser.add_argument("--warmup", type=float, default=2.0, help="fan-out warm-up seconds")
+    parser.add_argument("--window", type=int, default=8, help="fan-out messages in flight per sender")
+    parser.add_argument("--headroom", type=int, default=64, metavar="WINDOW",
+                        help="after the fan-out runs, one baseline run with this window (0: skip)")
+    parser.add_argument("--py-spy", metavar="PATH", help="py-spy binary: profile the gateway in fanout run 1")
+    args = parser.parse_args(argv)
+    if not (0 < args.duration <= 120 and 0 <= args.warmup <= 30 and 1 <= args.runs <= 20
+            and 1 <= args.window <= 1000 and 0 <= args.headroom <= 1000):
+        parser.error("bounds: 0 < --duration <= 120, 0 <= --warmup <= 30, 1 <= --runs <= 20, "
+                     "1 <= --window <= 1000, 0 <= --headroom <= 1000")
+    # SIGTERM/SIGHUP unwind through the ``finally`` blocks that stop the servers.
+    for signum in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(signum, _exit_on_signal)
+    raise_nofile()
+    pinned = pin(GENERATOR_CPU)
+    began = time.monotonic()
+    for line in environment():
+        print(line)
+    print(calibrate())
+    if not pinned:
+        print(f"warning: could not pin the generator to core {GENERATOR_CPU}")
+    if args.scenario in ("fanout", "all"):
+        run_fanout(args.runs, args.duration, args.warmup, args.window, args.headroom, args.py_spy)
+    if args.scenario in ("rate", "all"):
+        run_rate(args.runs, args.duration)
+    if args.scenario in ("memory", "all"):
+        run_memory(args.runs)
+    print(f"\ntotal time {time.monotonic() - began:.0f} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,181 @@
+"""The `wingman gateway` lifecycle, end to end, as an operator runs it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+from pathlib import Path
+from typing import Iterator
+
+import pytest
+
+from cli_support import LineProcess, free_port, wingman
+from support import Node
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A WINGMAN_HOME of its own; any gateway left running is stopped by pid."""
+    yield tmp_path
+    pid_file = tmp_path / "gateway.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
+
+
+def test_start_status_health_join_restart_stop(home: Path) -> None:
+    port = free_port()
+    started = wingman(home, "gateway", "start", "--port", str(port), "--host", "127.0.0.1",
+                      "--name", "desk")
+    assert started.returncode == 0, started.stderr
+    assert f"WebSocket: ws://127.0.0.1:{port}/ws" in started.stdout
+    assert "Wingman Gateway 'desk' running (pid" in started.stdout
+    pid = int((home / "gateway.pid").read_text())
+    assert (home / "logs" / "wingman.log").exists()
+
+    status = wingman(home, "gateway", "status")
+    assert status.returncode == 0, status.stdout
+    assert f"running (pid {pid}) at ws://127.0.0.1:{port}/ws" in status.stdout
+    assert "0 nodes, 0 rooms" in status.stdout
+
+    health = wingman(home, "gateway", "health", "--port", str(port))
+    assert health.returncode == 0
+    assert "desk (wingman-gateway" in health.stdout and ": healthy" in health.stdout
+
+    url = f"ws://127.0.0.1:{port}/ws"
+    alice = LineProcess(home, "gateway", "join", url, "--json", "--name", "alice", "--group", "ops")
+    assert alice.read()["event"] == "connected"
+    bob = LineProcess(home, "gateway", "join", url, "--json", "--name", "bob", "--group", "ops")
+    try:
+        assert bob.read()["event"] == "connected"
+        joined = alice.read_until(lambda r: r.get("type") == "presence")
+        assert joined["payload"]["name"] == "bob"
+        alice.send({"type": "agent-stream", "chunk": {"data": {"chunk": "hi"}}})
+        got = bob.read_until(lambda r: r.get("type") == "broadcast")
+        assert got["fromName"] == "alice"
+        assert got["groupName"] == "ops"
+        assert got["payload"] == {"type": "agent-stream", "chunk": {"data": {"chunk": "hi"}}}
+        status = wingman(home, "gateway", "status")
+        assert "2 nodes, 1 rooms" in status.stdout
+        bob.send("not json is fine as a string")
+        assert alice.read_until(lambda r: r.get("type") == "broadcast")["payload"] == (
+            "not json is fine as a string"
+        )
+        alice.close_stdin()  # end of input: the node unregisters and exits
+        assert alice.proc.wait(10) == 0
+        left = bob.read_until(lambda r: r.get("type") == "presence")
+        assert left["payload"]["event"] == "left"
+        assert left["payload"]["reason"] == "unregistered"
+    finally:
+        alice.stop()
+        bob.stop()
+
+    restarted = wingman(home, "gateway", "restart")
+    assert restarted.returncode == 0, restarted.stderr
+    new_pid = int((home / "gateway.pid").read_text())
+    assert new_pid != pid
+    assert f"ws://127.0.0.1:{port}/ws" in restarted.stdout
+    assert "'desk'" in restarted.stdout  # the same options again
+
+    stopped = wingman(home, "gateway", "stop")
+    assert stopped.returncode == 0
+    assert f"stopped the gateway (pid {new_pid})" in stopped.stdout
+    assert not (home / "gateway.pid").exists()
+    status = wingman(home, "gateway", "status")
+    assert status.returncode == 3
+    assert status.stdout.strip() == "stopped"
+
+
+def test_second_start_is_refused(home: Path) -> None:
+    port = free_port()
+    assert wingman(home, "gateway", "start", "--port", str(port), "--host", "127.0.0.1").returncode == 0
+    try:
+        again = wingman(home, "gateway", "start", "--port", str(free_port()), "--host", "127.0.0.1")
+        assert again.returncode == 1
+        assert "the gateway is already running (pid" in again.stderr
+    finally:
+        assert wingman(home, "gateway", "stop").returncode == 0
+
+
+def test_stale_pid_file_is_detected_and_replaced(home: Path) -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    (home / "gateway.pid").write_text(str(dead.pid))
+    status = wingman(home, "gateway", "status")
+    assert status.returncode == 1
+    assert f"stale pid file" in status.stdout
+    port = free_port()
+    started = wingman(home, "gateway", "start", "--port", str(port), "--host", "127.0.0.1")
+    try:
+        assert started.returncode == 0, started.stderr
+        assert f"removing stale pid file" in started.stdout
+        assert int((home / "gateway.pid").read_text()) != dead.pid
+    finally:
+        wingman(home, "gateway", "stop")
+
+
+def test_start_failure_reports_the_reason(home: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = wingman(home, "gateway", "start", "--port", str(port), "--host", "127.0.0.1")
+    assert failed.returncode == 1
+    assert "the gateway failed to start" in failed.stderr
+    assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in failed.stderr
+    assert "Address already in use" in failed.stderr
+    assert not (home / "gateway.pid").exists()
+    assert wingman(home, "gateway", "status").returncode == 3
+
+
+def test_stop_sends_going_away_to_clients(home: Path) -> None:
+    port = free_port()
+    assert wingman(home, "gateway", "start", "--port", str(port), "--host", "127.0.0.1").returncode == 0
+    node = Node(f"ws://127.0.0.1:{port}/ws")
+    node.register("watcher")
+    stopped = wingman(home, "gateway", "stop")
+    assert stopped.returncode == 0
+    with pytest.raises(Exception):
+        node.recv(5)
+    assert node.ws.close_code == 1001
+    assert node.ws.close_reason == "gateway shutting down"
+
+
+def test_json_logs(home: Path) -> None:
+    port = free_port()
+    started = wingman(home, "gateway", "start", "--port", str(port), "--host", "127.0.0.1",
+                      "--log-format", "json")
+    try:
+        assert started.returncode == 0, started.stderr
+    finally:
+        wingman(home, "gateway", "stop")
+    records = [json.loads(line) for line in (home / "logs" / "wingman.log").read_text().splitlines()]
+    listening = [r for r in records if r["message"].startswith("wingman-gateway listening on")]
+    assert listening and listening[0]["level"] == "info"
+    assert listening[0]["namespace"] == "wingman_gateway.service"
+    assert listening[0]["endpoint"] == f"tcp:{port}:interface=127.0.0.1"
+
+
+def test_commands_not_yet_available_say_so(home: Path) -> None:
+    for args in (["gateway", "discover"], ["gateway", "tunnel", "me@host"]):
+        result = wingman(home, *args)
+        assert result.returncode == 2
+        assert "is not available in this version" in result.stderr
+    help_text = wingman(home, "gateway", "start", "--help").stdout
+    assert "--port" in help_text and "(default: text)" in help_text
+
+
+def test_start_failure_reason_from_json_log(home: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        failed = wingman(home, "gateway", "start", "--port", str(port), "--host", "127.0.0.1",
+                         "--log-format", "json")
+    assert failed.returncode == 1
+    assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in failed.stderr

@@ -1,0 +1,122 @@
+"""The interactive `wingman gateway join`, typed at and read from a real terminal (tmux)."""
+
+from __future__ import annotations
+
+import os
+import shlex
+import subprocess
+import time
+import uuid
+from pathlib import Path
+from typing import Callable, Iterator
+
+import pytest
+
+from cli_support import WINGMAN
+from support import GatewayProcess, Node, start_gateway
+
+
+class Terminal:
+    """A tmux server of our own running one command in a 160x40 window."""
+
+    def __init__(self, command: list[str], env: dict[str, str]) -> None:
+        self.socket = f"wingman-test-{uuid.uuid4().hex[:8]}"
+        exports = " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items())
+        line = f'env {exports} {shlex.join(command)}; echo "exit status $?"; sleep 30'
+        self._tmux("new-session", "-d", "-s", "main", "-x", "160", "-y", "40", line)
+
+    def _tmux(self, *args: str) -> str:
+        return subprocess.run(
+            ["tmux", "-L", self.socket, *args], capture_output=True, text=True, check=True, timeout=10
+        ).stdout
+
+    def type(self, text: str) -> None:
+        self._tmux("send-keys", "-t", "main", "-l", text)
+        self._tmux("send-keys", "-t", "main", "Enter")
+
+    def screen(self) -> str:
+        return self._tmux("capture-pane", "-p", "-t", "main", "-J")
+
+    def wait_for(self, check: Callable[[str], bool], timeout: float = 10.0) -> str:
+        deadline = time.monotonic() + timeout
+        while True:
+            text = self.screen()
+            if check(text):
+                return text
+            if time.monotonic() > deadline:
+                raise AssertionError(f"screen never matched; it shows:\n{text}")
+            time.sleep(0.05)
+
+    def close(self) -> None:
+        subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
+
+
+@pytest.fixture
+def gateway() -> Iterator[GatewayProcess]:
+    process = start_gateway()
+    yield process
+    process.stop()
+
+
+@pytest.fixture
+def terminal(gateway: GatewayProcess, tmp_path: Path) -> Iterator[Terminal]:
+    env = {"WINGMAN_HOME": str(tmp_path), "PATH": os.environ["PATH"], "TERM": "xterm-256color"}
+    term = Terminal([WINGMAN, "gateway", "join", gateway.url, "--name", "carol", "--group", "ops"], env)
+    yield term
+    term.close()
+
+
+def test_typed_lines_reach_the_room_and_replies_show(gateway: GatewayProcess, terminal: Terminal) -> None:
+    terminal.wait_for(lambda s: "connected to" in s and "in room ops" in s)
+    agent = Node(gateway.url)
+    agent.register("coder")
+    assert agent.join("ops")["type"] == "ack"
+    terminal.wait_for(lambda s: "* coder joined [ops]" in s)
+    terminal.type("please review the auth module")
+    received = agent.recv_type("broadcast")
+    assert received["payload"] == "please review the auth module"
+    assert received["fromName"] == "carol"
+    agent.send({"type": "broadcast", "payload": {"groupId": "ops", "message": "on it"}})
+    terminal.wait_for(lambda s: "[ops] coder: on it" in s)
+    terminal.type(f"/direct {agent.node_id} just for you")
+    direct = agent.recv_type("direct")
+    assert direct["payload"] == "just for you"
+    terminal.type("/who")
+    terminal.wait_for(lambda s: "ops: carol" in s and "coder (" in s)
+    agent.close()
+    terminal.wait_for(lambda s: "* coder left [ops]" in s)
+    terminal.type("/quit")
+    terminal.wait_for(lambda s: "exit status 0" in s)
+
+
+def test_agent_stream_renders_readably(gateway: GatewayProcess, terminal: Terminal) -> None:
+    terminal.wait_for(lambda s: "in room ops" in s)
+    agent = Node(gateway.url)
+    agent.register("coder-node")
+    agent.join("ops")
+    events = [
+        {"type": "agent-start", "agent": "coder", "prompt": "Review the auth code"},
+        {"type": "agent-stream", "chunk": {"event": "on_chat_model_stream", "data": {"chunk": "The"}}},
+        {"type": "agent-stream", "chunk": {"event": "on_chat_model_stream", "data": {"chunk": " auth code"}}},
+        {"type": "tool-start", "toolName": "command_execute", "toolInput": {"command": "cat src/auth.ts"}},
+        {"type": "tool-end", "toolName": "command_execute", "toolOutput": "export function login() {}"},
+        {"type": "agent-stream", "chunk": {"event": "on_chat_model_stream", "data": {"chunk": " looks fine."}}},
+        {"type": "agent-complete", "result": {"response": "The auth code looks fine."}},
+        {"type": "agent-error", "error": "rate limit from model provider"},
+    ]
+    for event in events:
+        agent.send({"type": "broadcast", "payload": {"groupId": "ops", "message": event}})
+    screen = terminal.wait_for(lambda s: "ERROR: rate limit from model provider" in s)
+    lines = [line.rstrip() for line in screen.splitlines() if line.strip()]
+    start = lines.index("[ops] coder-node ▶ coder working on: Review the auth code")
+    assert lines[start + 1 : start + 8] == [
+        "[ops] coder-node:",
+        "The auth code",
+        '  ⚙ coder-node runs command_execute {"command": "cat src/auth.ts"}',
+        "  ✓ command_execute → export function login() {}",
+        "[ops] coder-node:",
+        " looks fine.",
+        "[ops] coder-node ■ done",
+    ]
+    assert lines[start + 8] == "[ops] coder-node ✗ ERROR: rate limit from model provider"
+    agent.close()

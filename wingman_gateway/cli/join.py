@@ -1,0 +1,217 @@
+"""``wingman gateway join``: the terminal becomes a node in a room.
+
+Interactive by default (typed lines are broadcast, ``/commands`` act); with
+``--json`` standard input and output carry one JSON value per line, so any
+program can be piped into a room.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import sys
+from typing import Any, Callable
+
+from twisted.internet import stdio
+from twisted.internet.defer import Deferred, ensureDeferred, succeed
+from twisted.protocols.basic import LineReceiver
+
+from wingman_gateway.cli.render import Renderer
+from wingman_gateway.cli.runner import run_async
+from wingman_gateway.client import ClientError, GatewayClient, Message
+
+HELP = (
+    "commands: /join ROOM, /leave ROOM, /who, /direct NODE TEXT, /quit; "
+    "other lines are sent to the current room"
+)
+
+
+def websocket_url(target: str) -> str:
+    """ws(s):// URL for a gateway given as URL or host[:port]."""
+    if "://" not in target:
+        target = "ws://" + target
+    scheme, rest = target.split("://", 1)
+    scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
+    host, _, path = rest.partition("/")
+    if ":" not in host.rsplit("]", 1)[-1]:
+        host += ":3000"
+    return f"{scheme}://{host}/{path or 'ws'}"
+
+
+class LineInput(LineReceiver):
+    """Standard input, one line at a time, handled strictly in order."""
+
+    delimiter = b"\n"
+
+    def __init__(self, handle: Callable[[str], Any], closed: Callable[[], None]) -> None:
+        self._handle = handle
+        self._closed = closed
+        self._chain: Deferred[Any] = succeed(None)
+
+    def lineReceived(self, line: bytes) -> None:
+        text = line.decode("utf-8", "replace").rstrip("\r")
+        self._chain.addCallback(lambda _: ensureDeferred(self._handle(text)))
+
+    def connectionLost(self, reason: Any = None) -> None:
+        self._chain.addCallback(lambda _: self._closed())
+
+
+class JoinSession:
+    """One terminal node: a client, a current room, and the screen."""
+
+    def __init__(self, reactor: Any, client: GatewayClient, json_mode: bool) -> None:
+        self.reactor = reactor
+        self.client = client
+        self.json_mode = json_mode
+        self.room: str | None = None
+        self.done: Deferred[int] = Deferred()
+        self.renderer = Renderer(self._write)
+
+    def _write(self, text: str) -> None:
+        sys.stdout.write(text)
+        sys.stdout.flush()
+
+    def emit(self, record: dict[str, Any]) -> None:
+        self._write(json.dumps(record, ensure_ascii=False) + "\n")
+
+    def note(self, text: str) -> None:
+        if self.json_mode:
+            print(json.dumps({"type": "local", "note": text}), file=sys.stderr, flush=True)
+        else:
+            self.renderer.line(f"-- {text}")
+
+    # -- from the gateway ----------------------------------------------
+
+    def delivered(self, message: Message) -> None:
+        if self.json_mode:
+            self.emit(message.envelope)
+        else:
+            self.renderer.message(message)
+
+    def state(self, event: str, info: dict[str, Any]) -> None:
+        if self.json_mode:
+            self.emit({"type": "local", "event": event, **info})
+        elif event == "disconnected":
+            self.note(f"disconnected: {info.get('reason')}")
+        elif event == "reconnecting":
+            self.note(f"reconnecting in {info.get('delay', 0):.1f} s (attempt {info.get('attempt')})")
+        elif event == "reconnected":
+            self.note(f"reconnected as {info.get('nodeId')}")
+
+    # -- from the terminal ---------------------------------------------
+
+    async def line(self, text: str) -> None:
+        try:
+            if self.json_mode:
+                await self._json_line(text)
+            else:
+                await self._typed_line(text)
+        except ClientError as error:
+            if self.json_mode:
+                self.emit({"type": "error", "payload": {"code": error.code, "message": error.message}})
+            else:
+                self.renderer.line(f"! {error.code}: {error.message}")
+
+    async def _json_line(self, text: str) -> None:
+        if not text.strip():
+            return
+        try:
+            value = json.loads(text)
+        except ValueError as error:
+            self.emit({"type": "error", "payload": {"code": "INVALID_INPUT", "message": f"not JSON: {error}"}})
+            return
+        if self.room is None:
+            raise ClientError("NOT_A_MEMBER", "no room: start with --group ROOM")
+        await self.client.broadcast(self.room, value)
+
+    async def _typed_line(self, text: str) -> None:
+        if not text.strip():
+            return
+        if not text.startswith("/"):
+            if self.room is None:
+                self.note("join a room first: /join ROOM")
+                return
+            await self.client.broadcast(self.room, text)
+            return
+        command, _, rest = text[1:].partition(" ")
+        rest = rest.strip()
+        if command == "join" and rest:
+            ack = await self.client.join(rest)
+            self.room = rest
+            names = ", ".join(m.get("name", "?") for m in ack.get("members", []))
+            self.note(f"in room {rest} with {names}")
+        elif command == "leave" and rest:
+            await self.client.leave(rest)
+            if self.room == rest:
+                self.room = next(iter(self.client.rooms), None)
+            self.note(f"left {rest}" + (f"; now in {self.room}" if self.room else ""))
+        elif command == "who":
+            if self.room is None:
+                self.note("not in a room")
+                return
+            members = await self.client.who(self.room)
+            self.note(f"{self.room}: " + ", ".join(f"{m.get('name')} ({m.get('nodeId')})" for m in members))
+        elif command == "direct" and len(rest.split(" ", 1)) == 2:
+            target, message = rest.split(" ", 1)
+            await self.client.direct(target, message)
+        elif command in ("quit", "exit"):
+            await self.quit()
+        else:
+            self.note(HELP)
+
+    async def quit(self) -> None:
+        if not self.done.called:
+            await self.client.close()
+            if not self.done.called:
+                self.done.callback(0)
+
+
+async def join_command(reactor: Any, args: argparse.Namespace) -> int:
+    if args.auto_discover:
+        print("wingman: --auto-discover is not available in this version", file=sys.stderr)
+        return 2
+    url = websocket_url(args.url)
+    client = GatewayClient(
+        url, args.name, token=args.token, capabilities=("terminal",), ca_file=args.ca_file,
+        reactor=reactor,
+    )
+    session = JoinSession(reactor, client, args.json)
+    client.add_listener(session.delivered)
+    client.on_state(session.state)
+    try:
+        node_id = await client.connect()
+        if args.group:
+            await client.join(args.group)
+            session.room = args.group
+    except ClientError as error:
+        print(f"wingman: cannot join {url}: {error.code}: {error.message}", file=sys.stderr)
+        return 1
+    if args.json:
+        session.emit({"type": "local", "event": "connected", "nodeId": node_id, "room": session.room})
+    else:
+        where = f" in room {session.room}" if session.room else ""
+        session.note(f"connected to {url} as {args.name} ({node_id}){where}; {HELP}")
+    stdio.StandardIO(LineInput(session.line, lambda: ensureDeferred(session.quit())), reactor=reactor)
+    return await session.done
+
+
+def add_parser(actions: Any) -> None:
+    parser = actions.add_parser(
+        "join", help="join a gateway as a node from this terminal",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("url", nargs="?", default="ws://127.0.0.1:3000/ws",
+                        help="gateway URL (ws://, wss://, http://) or host:port")
+    parser.add_argument("--name", default=f"{socket.gethostname()}-terminal", help="node name")
+    parser.add_argument("--token", help="auth token")
+    parser.add_argument("--group", help="room to join (created if missing)")
+    parser.add_argument("--json", action="store_true",
+                        help="newline-delimited JSON on stdin (messages) and stdout (envelopes)")
+    parser.add_argument("--ca-file", help="PEM CA file to verify a wss:// gateway")
+    parser.add_argument("--transport", choices=("websocket", "auto"), default="websocket",
+                        help="how to reach the gateway (only WebSocket in this version)")
+    parser.add_argument("--auto-transport", action="store_true", help="same as --transport auto")
+    parser.add_argument("--auto-discover", action="store_true",
+                        help="join the first gateway found on the LAN (not available yet)")
+    parser.set_defaults(run=lambda args: run_async(join_command, args))
