@@ -299,7 +299,14 @@ def environment() -> list[str]:
         except metadata.PackageNotFoundError:
             return "not installed"
 
+    try:
+        revision = subprocess.run(
+            ["git", "describe", "--always", "--dirty"], cwd=HERE.parent, capture_output=True, text=True, timeout=10
+        ).stdout.strip() or "unknown"
+    except (OSError, subprocess.SubprocessError):
+        revision = "unknown"
     return [
+        f"checkout: {revision}",
         f"cpu: {model}, {os.cpu_count()} cores; server on core {SERVER_CPU}, generator on core {GENERATOR_CPU}",
         f"kernel: {platform.system()} {platform.release()}",
         f"python: {platform.python_implementation()} {platform.python_version()}",

@@ -121,7 +121,8 @@ class Node:
     """A test node speaking protocol v1 through the independent ``websockets`` client."""
 
     def __init__(self, url: str, **kwargs: Any) -> None:
-        self.ws: ClientConnection = connect(url, open_timeout=10, **kwargs)
+        # Entered like a context manager (closed by close()), as websockets asks.
+        self.ws: ClientConnection = connect(url, open_timeout=10, **kwargs).__enter__()
         self.node_id: str | None = None
         self._next_id = 0
 

@@ -34,6 +34,7 @@ from support import (
     raw_websocket,
     rss_kib,
     send_text_frame,
+    start_gateway,
     wait_healthy,
     wait_until,
 )
@@ -530,3 +531,22 @@ def test_sigterm_closes_clients_going_away_and_exits(launch, connect) -> None:
     assert status == -signal.SIGTERM, gateway.log
     assert "Server Shut Down." in gateway.log
     assert re.search(r"node \w+ \(member\) left: gateway shutting down", gateway.log)
+
+
+def test_the_same_listener_twice_is_refused() -> None:
+    """Two identical --listen strings are a mistake, named as such."""
+    gateway = GatewayProcess(["--listen", "tcp:0:interface=127.0.0.1", "--listen", "tcp:0:interface=127.0.0.1"])
+    assert gateway.wait_exit() != 0
+    assert "listen: endpoint 'tcp:0:interface=127.0.0.1' is given more than once" in gateway.log
+
+
+def test_ipv6_listener_is_logged_with_brackets() -> None:
+    gateway = start_gateway("--listen", "tcp6:0:interface=\\:\\:1")
+    try:
+        line = gateway.wait_for(r"listening on tcp6:0:interface=\\:\\:1 \(\[::1\]:\d+\)")
+        assert line
+        node = Node(f"ws://[::1]:{gateway.port}/ws")
+        assert node.register("v6")["type"] == "ack"
+        node.close()
+    finally:
+        gateway.stop()

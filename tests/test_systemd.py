@@ -421,3 +421,27 @@ def test_stopping_is_sent_before_clients_are_closed(notify_dir: Path) -> None:
             assert gateway.wait_exit() == -signal.SIGTERM, gateway.log
         finally:
             gateway.stop()
+
+
+def test_sighup_reload_is_announced_and_never_kills(notify_dir: Path) -> None:
+    """`systemctl reload` sends SIGHUP: RELOADING=1, then READY=1; the gateway keeps serving.
+
+    Without --keyring there is nothing to reload, and SIGHUP must not end the process.
+    """
+    path = str(notify_dir / "notify")
+    with datagram_socket(path) as manager:
+        gateway = GatewayProcess(["--listen", LOOPBACK], env={"NOTIFY_SOCKET": path})
+        try:
+            next_state(manager, "READY=1", gateway)
+            node = Node(gateway.url)
+            assert node.register("alice")["type"] == "ack"
+            os.kill(gateway.proc.pid, signal.SIGHUP)
+            reloading = next_state(manager, "RELOADING=1", gateway)
+            assert int(reloading["MONOTONIC_USEC"]) > 0
+            assert next_state(manager, "READY=1", gateway)["STATUS"] == "reloaded"
+            gateway.wait_for("SIGHUP: nothing to reload")
+            assert gateway.proc.poll() is None
+            assert node.request("ping")["type"] == "pong"
+            node.close()
+        finally:
+            gateway.stop()

@@ -172,6 +172,9 @@ def build(
             values[setting.key] = setting.default
 
     endpoints = list(listen) or list(file_values.get("listen", ()))
+    for endpoint in endpoints:
+        if endpoints.count(endpoint) > 1:
+            raise ConfigError(f"listen: endpoint {endpoint!r} is given more than once")
     if values["port"] is not None or values["host"] is not None:
         endpoints.append(
             tcp_endpoint(values["port"] if values["port"] is not None else DEFAULT_PORT,
@@ -213,3 +216,11 @@ def build(
 
 def tcp_endpoint(port: int, host: str) -> str:
     return f"tcp:{port}:interface={quoteStringArgument(host)}"
+
+
+def address_text(address: Any) -> str:
+    """``host:port`` of a listening address (``[v6]:port``; the path of a Unix socket)."""
+    host, number = getattr(address, "host", None), getattr(address, "port", None)
+    if host is None or number is None:
+        return str(getattr(address, "name", address))
+    return f"[{host}]:{number}" if ":" in host else f"{host}:{number}"

@@ -129,7 +129,6 @@ def decode(data: bytes | str, max_depth: int) -> Envelope:
     ):
         raise GatewayError(
             errors.INVALID_MESSAGE, "envelope field 'payload' must be an object",
-            details={"messageId": message_id} if message_id is not None else None,
             message_id=message_id,
         )
     return Envelope(kind, fields, raw, payload_raw)

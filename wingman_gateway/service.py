@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import signal
 from typing import Any
 
 from twisted.application.internet import TimerService
@@ -13,7 +14,7 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from wingman_gateway.auth import Authenticator, KeyRing, KeyRingWatcher
-from wingman_gateway.config import ConfigError, GatewayConfig
+from wingman_gateway.config import ConfigError, GatewayConfig, address_text
 from wingman_gateway.connection import CLOSE_GOING_AWAY
 from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
@@ -66,12 +67,10 @@ class Listener(Service):
 
     def _bound(self, port: IListeningPort) -> None:
         self.port = port
-        address = port.getHost()
-        where = f"{getattr(address, 'host', '')}:{getattr(address, 'port', '')}".strip(":")
         log.info(
             "wingman-gateway listening on {endpoint} ({address})",
             endpoint=self.description,
-            address=where or str(address),
+            address=address_text(port.getHost()),
         )
         self.listening.callback(port)
 
@@ -122,12 +121,39 @@ class GatewayService(MultiService):
         for timer in (pinger, sweeper):
             timer.clock = reactor
             timer.setServiceParent(self)
+        self.keyring_watcher: KeyRingWatcher | None = None
         if self.keyring is not None:
-            KeyRingWatcher(self.keyring, reactor).setServiceParent(self)
+            # SIGHUP belongs to the whole service (see reload), not to the watcher.
+            self.keyring_watcher = KeyRingWatcher(self.keyring, reactor, install_sighup=False)
+            self.keyring_watcher.setServiceParent(self)
+        self._sighup_installed = False
+        self._previous_sighup: Any = None
         # Under systemd (Type=notify): READY=1 once listening, watchdog pings, STOPPING=1.
         self.notifier = SystemdNotifier.from_environment(self.whenListening, reactor)
         if self.notifier is not None:
             self.notifier.setServiceParent(self)
+
+    def startService(self) -> None:
+        super().startService()
+        try:
+            self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
+            self._sighup_installed = True
+        except ValueError:  # not the main thread (embedded in a test or a program)
+            log.warn("SIGHUP reload not available outside the main thread")
+
+    def _on_sighup(self, signum: int, frame: Any) -> None:
+        self.reactor.callFromThread(self.reload)  # out of signal context
+
+    def reload(self) -> None:
+        """SIGHUP (systemctl reload): re-read what may change at runtime."""
+        if self.notifier is not None:
+            self.notifier.reloading()
+        if self.keyring_watcher is not None:
+            self.keyring_watcher.reload()
+        else:
+            log.info("SIGHUP: nothing to reload (no --keyring)")
+        if self.notifier is not None:
+            self.notifier.reloaded()
 
     def whenListening(self) -> defer.Deferred[list[IListeningPort]]:
         """Fires once every listener is bound."""
@@ -137,6 +163,10 @@ class GatewayService(MultiService):
         """Close every client with 'going away', then stop listening."""
         if self.notifier is not None:
             self.notifier.stopping()  # at once, not after the wait for clients
+        if self._sighup_installed:
+            previous = self._previous_sighup
+            signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
+            self._sighup_installed = False
         sessions = list(self.router.sessions)
         for session in sessions:
             session.conn.close(CLOSE_GOING_AWAY, "gateway shutting down")

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import socket
+import time
 from typing import Any, Callable, Mapping
 
 from twisted.application.service import Service
@@ -18,6 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
+from wingman_gateway.config import address_text
 from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.systemd")
@@ -68,14 +70,6 @@ def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
         log.warn("ignoring WATCHDOG_USEC={usec!r}: not a positive integer", usec=usec)
         return None
     return interval
-
-
-def _where(port: IListeningPort) -> str:
-    address: Any = port.getHost()
-    host, number = getattr(address, "host", None), getattr(address, "port", None)
-    if host is None or number is None:
-        return str(getattr(address, "name", address))
-    return f"[{host}]:{number}" if ":" in host else f"{host}:{number}"
 
 
 class SystemdNotifier(Service):
@@ -140,10 +134,19 @@ class SystemdNotifier(Service):
 
     def _ready(self, ports: list[IListeningPort]) -> None:
         self._pending = None
-        status = "serving on " + ", ".join(_where(port) for port in ports)
+        status = "serving on " + ", ".join(address_text(port.getHost()) for port in ports)
         self.ready = self.notify("READY=1", f"STATUS={status}", f"MAINPID={self._pid}")
         if self.ready:
             log.info("told systemd the gateway is ready ({status})", status=status)
+
+    def reloading(self) -> None:
+        """RELOADING=1 while the configuration is re-read (SIGHUP)."""
+        monotonic_usec = int(time.clock_gettime(time.CLOCK_MONOTONIC) * 1_000_000)
+        self.notify("RELOADING=1", f"MONOTONIC_USEC={monotonic_usec}", "STATUS=reloading")
+
+    def reloaded(self) -> None:
+        if self.ready and not self._stopping:
+            self.notify("READY=1", "STATUS=reloaded")
 
     def stopping(self) -> None:
         """Say STOPPING=1 (once), before shutdown starts waiting for clients."""
