@@ -82,8 +82,9 @@ class Server:
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
+        tail = self.log_tail()
         self.stop()
-        raise RuntimeError(f"{self.label} did not start; log:\n{self.log_tail()}")
+        raise RuntimeError(f"{self.label} did not start; log:\n{tail}")
 
     def log_tail(self, lines: int = 30) -> str:
         text = Path(self.log_file.name).read_text(errors="replace").splitlines()

@@ -6,6 +6,7 @@ through raw WebSocket connections (``wsclient``) and returns its figures.
 
 from __future__ import annotations
 
+import math
 import socket
 import struct
 import time
@@ -44,7 +45,7 @@ def _percentile(sorted_ns: list[int], fraction: float) -> float:
     """Nearest-rank percentile, in milliseconds."""
     if not sorted_ns:
         return float("nan")
-    rank = min(len(sorted_ns) - 1, max(0, int(round(fraction * len(sorted_ns) + 0.5)) - 1))
+    rank = min(len(sorted_ns) - 1, max(0, math.ceil(fraction * len(sorted_ns)) - 1))
     return sorted_ns[rank] / 1e6
 
 

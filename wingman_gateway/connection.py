@@ -9,7 +9,11 @@ from __future__ import annotations
 from typing import Any, Callable
 
 from zope.interface import Attribute, Interface, implementer
-from twisted.internet.interfaces import IPushProducer
+from twisted.internet.interfaces import IPushProducer, IReactorTime
+
+from wingman_gateway.logs import get_logger
+
+log = get_logger("wingman_gateway.connection")
 
 # Close statuses, in WebSocket's numbering; other transports map them.
 CLOSE_NORMAL = 1000
@@ -17,6 +21,9 @@ CLOSE_GOING_AWAY = 1001
 CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
+
+# How long a cut-off client has to take its close before it is aborted.
+ABORT_GRACE = 2.0
 
 
 class Outbound:
@@ -47,6 +54,33 @@ class IConnection(Interface):
         """Close the connection; ``reason`` is shown to the client if possible."""
 
 
+class Coalescer:
+    """Writes each connection's outbound data once per reactor turn.
+
+    A fan-out queues a frame on every recipient; the recipients then write
+    everything queued for them in one call when the turn ends. Per delivery
+    that is a list append instead of a trip through the transport (buffer
+    bookkeeping, producer checks, epoll registration).
+    """
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self._clock = clock
+        self._dirty: list[Any] = []
+        self._call: Any = None
+
+    def add(self, conn: Any) -> None:
+        """``conn.flush()`` will be called once, at the end of this turn."""
+        self._dirty.append(conn)
+        if self._call is None:
+            self._call = self._clock.callLater(0, self._flush)
+
+    def _flush(self) -> None:
+        self._call = None
+        dirty, self._dirty = self._dirty, []
+        for conn in dirty:
+            conn.flush()
+
+
 @implementer(IPushProducer)
 class OutboundGuard:
     """Cuts off a client whose unsent outbound data passes a bound.
@@ -63,15 +97,12 @@ class OutboundGuard:
         self.limit = limit
         self.paused = False
         self._on_exceeded = on_exceeded
-        self._socket = _socket_transport(transport)
+        self._socket = socket_transport(transport)
         transport.registerProducer(self, True)
 
     def buffered(self) -> int:
         """Bytes written but not yet handed to the kernel."""
-        sock = self._socket
-        if sock is None:
-            return 0
-        return len(sock.dataBuffer) - sock.offset + sock._tempDataLen
+        return unsent_bytes(self._socket)
 
     def check(self, adding: int) -> bool:
         """True if ``adding`` more bytes keep the client under the bound."""
@@ -91,8 +122,34 @@ class OutboundGuard:
         self.paused = False
 
 
-def _socket_transport(transport: Any) -> Any:
-    """The socket-level transport under any wrapping (TLS), or None."""
+def unsent_bytes(sock: Any) -> int:
+    """Bytes written to a socket-level transport but not yet handed to the kernel."""
+    if sock is None:
+        return 0
+    return len(sock.dataBuffer) - sock.offset + sock._tempDataLen  # type: ignore[no-any-return]
+
+
+def cut_off(
+    conn: IConnection,
+    pending: int,
+    limit: int,
+    disconnect: Callable[[str], None],
+    clock: IReactorTime,
+    abort: Callable[[], None],
+) -> None:
+    """A client stopped reading: close it, stop routing to it, abort it soon.
+
+    The same steps for every transport; only closing and aborting differ.
+    """
+    reason = f"slow consumer: {pending} bytes unsent (limit {limit})"
+    log.warn("cutting off {peer}: {reason}", peer=conn.peer, reason=reason, pending=pending)
+    conn.close(CLOSE_POLICY, reason)
+    disconnect("slow consumer")
+    clock.callLater(ABORT_GRACE, abort)
+
+
+def socket_transport(transport: Any) -> Any:
+    """The socket-level transport under any wrapping (TLS, SSH), or None."""
     seen = 0
     while transport is not None and seen < 4:
         if hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataLen"):
@@ -104,7 +161,7 @@ def _socket_transport(transport: Any) -> Any:
 
 def set_no_delay(transport: Any) -> bool:
     """Turn on TCP_NODELAY on the socket under ``transport``, if it is TCP."""
-    sock = _socket_transport(transport)
+    sock = socket_transport(transport)
     if sock is None or not hasattr(sock, "setTcpNoDelay"):
         return False
     try:

@@ -12,10 +12,12 @@ from wingman_gateway.logs import get_logger
 from zope.interface import implementer
 
 from wingman_gateway.connection import (
-    CLOSE_POLICY,
+    ABORT_GRACE,
+    Coalescer,
     IConnection,
     Outbound,
     OutboundGuard,
+    cut_off,
     set_no_delay,
 )
 from wingman_gateway.router import Router
@@ -25,8 +27,6 @@ log = get_logger("wingman_gateway.websocket")
 
 # Key under which a broadcast's WebSocket framing is cached on its Outbound.
 _FRAME = "websocket"
-# How long a cut-off client has to take its close frame before the socket is aborted.
-_ABORT_GRACE = 2.0
 # Opening-handshake state Autobahn keeps but never reads once the connection
 # is open; dropping it keeps an idle node small.
 _HANDSHAKE_LEFTOVERS = (
@@ -56,6 +56,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
     session: Session | None = None
     _guard: OutboundGuard | None = None
     _open = False
+    _pending: list[bytes] | None = None
     _oversize = 0
 
     # -- connection lifecycle ------------------------------------------
@@ -92,14 +93,28 @@ class GatewayWebSocket(WebSocketServerProtocol):
         frame = message.frames.get(_FRAME)
         if frame is None:
             frame = message.frames[_FRAME] = self.factory.prepareMessage(message.data).payloadHybi
-        guard = self._guard
-        if guard.paused and not guard.check(len(frame)):  # type: ignore[union-attr]
+        pending = self._pending
+        if pending:
+            pending.append(frame)
+        else:
+            self._pending = [frame]
+            self.factory.coalescer.add(self)
+
+    def flush(self) -> None:
+        """Write what this turn queued (called by the Coalescer, and before closing)."""
+        pending, self._pending = self._pending, None
+        if not pending or not self._open:
             return
-        self._write(frame)
+        data = pending[0] if len(pending) == 1 else b"".join(pending)
+        guard = self._guard
+        if guard.paused and not guard.check(len(data)):  # type: ignore[union-attr]
+            return
+        self._write(data)
 
     def close(self, status: int, reason: str) -> None:
         if not self._open:
             return
+        self.flush()  # what was sent before the close goes out before it
         self._open = False
         # sendClose() admits only 1000 and 3000-4999; a server may also send
         # the protocol's own codes (1001 going away, 1008 policy, 1009, 1013).
@@ -150,15 +165,12 @@ class GatewayWebSocket(WebSocketServerProtocol):
         """The client stopped reading: stop routing to it and let it go."""
         if not self._open:
             return
-        limit = self.factory.router.limits.max_buffer
-        reason = f"slow consumer: {pending} bytes unsent (limit {limit})"
-        log.warn(
-            "cutting off {peer}: {reason}", peer=self.peer, reason=reason, pending=pending
+        router, session = self.factory.router, self.session
+        cut_off(
+            self, pending, router.limits.max_buffer,
+            lambda reason: router.disconnect(session, reason) if session is not None else None,
+            self.factory.clock, self.transport.abortConnection,
         )
-        self.close(CLOSE_POLICY, reason)
-        if self.session is not None:
-            self.factory.router.disconnect(self.session, "slow consumer")
-        self.factory.clock.callLater(_ABORT_GRACE, self.transport.abortConnection)
 
 
 class GatewayWebSocketFactory(WebSocketServerFactory):
@@ -170,6 +182,7 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
         super().__init__(**kwargs)
         self.router = router
         self.clock = clock
+        self.coalescer = Coalescer(clock)
         limits = router.limits
         self.setProtocolOptions(
             # Size is enforced per message by GatewayWebSocket, which discards
@@ -182,7 +195,7 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
             autoPingInterval=max(limits.ping_interval, _TIMER_GRAIN),
             autoPingTimeout=max(limits.ping_timeout, _TIMER_GRAIN) + _TIMER_GRAIN,
             openHandshakeTimeout=10,
-            closeHandshakeTimeout=_ABORT_GRACE,
+            closeHandshakeTimeout=ABORT_GRACE,
         )
 
 
