@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from cli_support import LineProcess, free_port, wingman
+from cli_support import WINGMAN, LineProcess, free_port, wingman
 from support import Node
 
 
@@ -161,11 +161,7 @@ def test_json_logs(home: Path) -> None:
     assert listening[0]["endpoint"] == f"tcp:{port}:interface=127.0.0.1"
 
 
-def test_commands_not_yet_available_say_so(home: Path) -> None:
-    for args in (["gateway", "discover"], ["gateway", "tunnel", "me@host"]):
-        result = wingman(home, *args)
-        assert result.returncode == 2
-        assert "is not available in this version" in result.stderr
+def test_start_help_lists_options(home: Path) -> None:
     help_text = wingman(home, "gateway", "start", "--help").stdout
     assert "--port" in help_text and "(default: text)" in help_text
 
@@ -179,3 +175,52 @@ def test_start_failure_reason_from_json_log(home: Path) -> None:
                          "--log-format", "json")
     assert failed.returncode == 1
     assert f"cannot listen on tcp:{port}:interface=127.0.0.1" in failed.stderr
+
+
+def test_stop_escalates_to_sigkill_after_the_timeout(home: Path) -> None:
+    """A gateway that cannot act on SIGTERM (here: stopped) is killed after --timeout."""
+    port = free_port()
+    assert wingman(home, "gateway", "start", "--port", str(port), "--host", "127.0.0.1").returncode == 0
+    pid = int((home / "gateway.pid").read_text())
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        stopped = wingman(home, "gateway", "stop", "--timeout", "1")
+    finally:
+        try:
+            os.kill(pid, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert stopped.returncode == 0
+    assert "did not stop within 1 s; sending SIGKILL" in stopped.stdout
+    assert f"stopped the gateway (pid {pid})" in stopped.stdout
+    assert not Path(f"/proc/{pid}").exists() or "Z" in Path(f"/proc/{pid}/stat").read_text().split()[2]
+    assert wingman(home, "gateway", "status").returncode == 3
+
+
+def test_health_of_an_unreachable_gateway_fails(home: Path) -> None:
+    port = free_port()  # nothing listens there
+    result = wingman(home, "gateway", "health", f"http://127.0.0.1:{port}", "--timeout", "2")
+    assert result.returncode == 1
+    assert result.stdout.startswith(f"wingman: gateway unreachable: http://127.0.0.1:{port}/health:")
+
+
+def test_run_in_the_foreground(home: Path) -> None:
+    port = free_port()
+    proc = subprocess.Popen(
+        [WINGMAN, "gateway", "run", "--port", str(port), "--host", "127.0.0.1", "--name", "fg"],
+        env={**os.environ, "WINGMAN_HOME": str(home)}, stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT, text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        for _ in range(200):
+            line = proc.stdout.readline()
+            if "listening on" in line or not line:
+                break
+        assert f"listening on tcp:{port}:interface=127.0.0.1" in line
+        health = wingman(home, "gateway", "health", "--port", str(port))
+        assert health.returncode == 0 and "fg (wingman-gateway" in health.stdout
+        assert not (home / "gateway.pid").exists()  # foreground: no pid file
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) in (0, -signal.SIGTERM)

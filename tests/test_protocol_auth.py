@@ -184,8 +184,9 @@ def test_health_is_public_with_exact_keys(token_gateway: GatewayProcess) -> None
     status, headers, text = http_get(token_gateway, "/health")
     assert status == 200 and headers["Content-Type"] == "application/json"
     body = json.loads(text)
-    assert set(body) == {"status", "service", "version", "name", "stats", "timestamp"}
+    assert set(body) == {"status", "service", "version", "name", "auth", "stats", "timestamp"}
     assert (body["status"], body["service"], body["name"]) == ("healthy", "wingman-gateway", "my-gw")
+    assert body["auth"] == "required"
     assert body["version"] == wingman_gateway.__version__
     report = body["stats"]
     assert set(report) == {"uptime", "totalNodes", "totalGroups", "messagesProcessed", "startedAt"}

@@ -14,6 +14,8 @@ from typing import Any, Callable
 import attrs
 from twisted.internet.endpoints import quoteStringArgument
 
+from wingman_gateway.bridge import options as bridge_options
+from wingman_gateway.discovery.settings import DEFAULT_TAILSCALE_SOCKET, DiscoverySettings, parse_discovery
 from wingman_gateway.limits import Limits
 
 DEFAULT_PORT = 3000
@@ -76,6 +78,13 @@ def _log_level(key: str, value: Any) -> str:
     return value  # type: ignore[no-any-return]
 
 
+def _discovery(key: str, value: Any) -> DiscoverySettings:
+    try:
+        return parse_discovery(value)
+    except ValueError as error:
+        raise ConfigError(f"{key}: {error}")
+
+
 @attrs.frozen
 class Setting:
     """One setting: flag, config key, checker, default and help."""
@@ -115,10 +124,40 @@ SETTINGS: tuple[Setting, ...] = (
         "drop a node silent this long, ms",
     ),
     Setting("log-level", "logLevel", _log_level, "info", "debug, info, warn, error"),
+    Setting("discovery", "discovery", _discovery, None, "announce the gateway: mdns, tailscale or mdns,tailscale"),
+    Setting("mdns-interface", "mdnsInterface", _text, None, "announce over mDNS on this interface only [all]"),
+    Setting(
+        "tailscale-socket", "tailscaleSocket", _text, DEFAULT_TAILSCALE_SOCKET,
+        "tailscaled LocalAPI socket (--discovery tailscale)",
+    ),
+    Setting("ssh", "ssh", _text, None, "endpoint of the built-in SSH server, e.g. tcp:2222 [off]"),
+    Setting(
+        "ssh-host-key", "sshHostKey", _text, None,
+        "SSH host key file, ed25519 made when absent [WINGMAN_HOME/ssh_host_ed25519_key]",
+    ),
+    Setting(
+        "ssh-authorized-keys", "sshAuthorizedKeys", _text, None,
+        "OpenSSH authorized_keys file: who may use the SSH server",
+    ),
+    Setting(
+        "bridge-session-timeout", "bridgeSessionTimeout", _integer(100), 60000,
+        "end an HTTP bridge session with no poll or stream this long, ms",
+    ),
+    Setting("bridge-queue", "bridgeQueue", _integer(1), 1000, "messages queued per HTTP bridge session"),
+    Setting(
+        "bridge-queue-bytes", "bridgeQueueBytes", _integer(1024), 4 * 1024 * 1024,
+        "bytes queued per HTTP bridge session",
+    ),
+    Setting("bridge-heartbeat", "bridgeHeartbeat", _integer(100), 15000, "SSE heartbeat comment interval, ms"),
 )
 
 # Settings that are switches on the command line or lists, not plain values.
-EXTRA_KEYS = {"requireAuth": _boolean, "listen": _endpoints}
+EXTRA_KEYS = {
+    "requireAuth": _boolean,
+    "listen": _endpoints,
+    "bridge": _boolean,
+    "corsOrigins": bridge_options.check_origins,
+}
 
 
 @attrs.frozen
@@ -132,6 +171,14 @@ class GatewayConfig:
     keyring: str | None
     log_level: str
     limits: Limits
+    discovery: DiscoverySettings = attrs.Factory(DiscoverySettings)
+    mdns_interface: str | None = None
+    tailscale_socket: str = DEFAULT_TAILSCALE_SOCKET
+    ssh: str | None = None
+    ssh_host_key: str | None = None
+    ssh_authorized_keys: str | None = None
+    # The HTTP bridge (/bridge/*); None when turned off.
+    bridge: bridge_options.BridgeOptions | None = attrs.Factory(bridge_options.BridgeOptions)
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -186,6 +233,8 @@ def build(
     auth = require_auth or file_values.get("requireAuth", False)
     if auth and values["authToken"] is None and values["keyring"] is None:
         raise ConfigError("requireAuth: auth is on but neither a token nor a keyring is given")
+    if values["ssh"] is not None and values["sshAuthorizedKeys"] is None:
+        raise ConfigError("sshAuthorizedKeys: the SSH server needs --ssh-authorized-keys FILE")
     if values["pingTimeout"] <= values["pingInterval"]:
         raise ConfigError("pingTimeout: must be longer than pingInterval")
 
@@ -211,7 +260,24 @@ def build(
         keyring=values["keyring"],
         log_level=values["logLevel"],
         limits=limits,
+        discovery=_merge_discovery(values["discovery"], flags, file_values),
+        mdns_interface=values["mdnsInterface"],
+        tailscale_socket=values["tailscaleSocket"],
+        ssh=values["ssh"],
+        ssh_host_key=values["sshHostKey"],
+        ssh_authorized_keys=values["sshAuthorizedKeys"],
+        bridge=bridge_options.from_settings(values, flags, file_values),
     )
+
+
+def _merge_discovery(value: Any, flags: dict[str, Any], file_values: dict[str, Any]) -> DiscoverySettings:
+    """``--discovery`` picks the methods; the file's name and tags still apply."""
+    in_file = file_values.get("discovery")
+    if value is None:
+        return DiscoverySettings()
+    if flags.get("discovery") is not None and isinstance(in_file, DiscoverySettings):
+        return attrs.evolve(in_file, methods=value.methods)
+    return value  # type: ignore[no-any-return]
 
 
 def tcp_endpoint(port: int, host: str) -> str:

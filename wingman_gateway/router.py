@@ -13,7 +13,7 @@ from twisted.internet.interfaces import IReactorTime
 from wingman_gateway.logs import get_logger
 
 from wingman_gateway import errors, fields
-from wingman_gateway.auth import AuthError, Authenticator
+from wingman_gateway.auth import AuthError, Authenticator, Grant
 from wingman_gateway.connection import (
     CLOSE_NORMAL,
     CLOSE_POLICY,
@@ -61,6 +61,8 @@ class Router:
         self.rooms_by_name: dict[str, Room] = {}
         self.started_at = clock.seconds()
         self.messages_processed = 0
+        # Extra /health sections (e.g. "discovery"), each made when /health is asked.
+        self.reports: dict[str, Callable[[], Any]] = {}
         self._handlers: dict[str, Callable[[Session, Envelope], None]] = {
             "register": self._register,
             "unregister": self._unregister,
@@ -74,14 +76,19 @@ class Router:
 
     # -- what transports call -------------------------------------------
 
-    def connect(self, conn: IConnection) -> Session:
-        """A transport has a new client connection."""
+    def connect(self, conn: IConnection, grant: Grant | None = None) -> Session:
+        """A transport has a new client connection.
+
+        ``grant`` is a credential the transport already verified (an SSH
+        key); such a session registers without a token.
+        """
         now = self.clock.seconds()
         limits = self.limits
         window = (
             SlidingWindow(limits.rate_limit, limits.rate_window) if limits.rate_limit > 0 else None
         )
         session = Session(conn=conn, send=conn.send, connected_at=now, last_seen=now, window=window)
+        session.grant = grant
         self.sessions.add(session)
         return session
 
@@ -260,10 +267,12 @@ class Router:
         agent_name = fields.text(payload, "agentName", limit)
         session_id = fields.text(payload, "sessionId", 200)
         metadata = fields.mapping(payload, "metadata")
-        try:
-            grant = self.authenticator.authenticate(payload.get("token"))
-        except AuthError as refusal:
-            raise GatewayError(errors.AUTH_FAILED, f"authentication failed: {refusal}", fatal=True)
+        grant = session.grant
+        if grant is None:
+            try:
+                grant = self.authenticator.authenticate(payload.get("token"))
+            except AuthError as refusal:
+                raise GatewayError(errors.AUTH_FAILED, f"authentication failed: {refusal}", fatal=True)
         if len(self.nodes) >= self.limits.max_nodes:
             raise GatewayError(
                 errors.MAX_NODES_REACHED,

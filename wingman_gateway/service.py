@@ -14,8 +14,10 @@ from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
 from wingman_gateway.auth import Authenticator, KeyRing, KeyRingWatcher
+from wingman_gateway.bridge.session import Bridge
 from wingman_gateway.config import ConfigError, GatewayConfig, address_text
 from wingman_gateway.connection import CLOSE_GOING_AWAY
+from wingman_gateway.discovery import discovery_services
 from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
@@ -39,6 +41,8 @@ class ListenError(Exception):
 
 class Listener(Service):
     """One endpoint-string listener; binding fails startup loudly."""
+
+    announce = "wingman-gateway listening on {endpoint} ({address})"
 
     def __init__(self, description: str, factory: Factory, reactor: Any) -> None:
         self.description = description
@@ -68,7 +72,7 @@ class Listener(Service):
     def _bound(self, port: IListeningPort) -> None:
         self.port = port
         log.info(
-            "wingman-gateway listening on {endpoint} ({address})",
+            self.announce,
             endpoint=self.description,
             address=address_text(port.getHost()),
         )
@@ -108,12 +112,24 @@ class GatewayService(MultiService):
         )
         self.router = Router(reactor, config.limits, authenticator, config.name)
         self.websocket_factory = GatewayWebSocketFactory(self.router, reactor)
+        # The HTTP bridge (/bridge/*) on every listener, unless --no-bridge.
+        self.bridge: Bridge | None = None
+        if config.bridge is not None:
+            self.bridge = Bridge(self.router, config.bridge, reactor)
+            self.bridge.setServiceParent(self)
         self.listeners = [
-            Listener(description, build_site(self.router, self.websocket_factory), reactor)
+            Listener(description, build_site(self.router, self.websocket_factory, self.bridge), reactor)
             for description in config.listen
         ]
         for listener in self.listeners:
             listener.setServiceParent(self)
+        # The built-in SSH server (--ssh); it forwards only to the listeners above.
+        self.ssh_listener: Listener | None = None
+        if config.ssh is not None:
+            from wingman_gateway.ssh import ssh_listener
+
+            self.ssh_listener = ssh_listener(config, self.router, self.listeners, reactor)
+            self.ssh_listener.setServiceParent(self)
         limits = config.limits
         pinger = TimerService(limits.ping_interval, self.router.ping_all)
         # Check for silent nodes often enough to drop them close to the timeout.
@@ -132,6 +148,8 @@ class GatewayService(MultiService):
         self.notifier = SystemdNotifier.from_environment(self.whenListening, reactor)
         if self.notifier is not None:
             self.notifier.setServiceParent(self)
+        # --discovery: mDNS announcer, tailnet reporter (see wingman_gateway.discovery).
+        self.discovery = discovery_services(self, reactor)
 
     def startService(self) -> None:
         super().startService()
@@ -157,12 +175,15 @@ class GatewayService(MultiService):
 
     def whenListening(self) -> defer.Deferred[list[IListeningPort]]:
         """Fires once every listener is bound."""
-        return defer.gatherResults([listener.listening for listener in self.listeners])
+        listeners = self.listeners + ([self.ssh_listener] if self.ssh_listener else [])
+        return defer.gatherResults([listener.listening for listener in listeners])
 
     def stopService(self) -> defer.Deferred[None]:
         """Close every client with 'going away', then stop listening."""
         if self.notifier is not None:
             self.notifier.stopping()  # at once, not after the wait for clients
+        for announcer in self.discovery:
+            announcer.stopService()  # mDNS goodbyes at once, too
         if self._sighup_installed:
             previous = self._previous_sighup
             signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)

@@ -20,11 +20,12 @@ def _help(setting: Any) -> str:
 class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
-        "Run the Wingman Gateway: nodes connect over WebSocket at /ws, register, "
+        "Run the Wingman Gateway: nodes connect over WebSocket at /ws (or HTTP at /bridge/), register, "
         "join rooms and exchange messages. Command-line options override --config."
     )
     optFlags = [
         ["auth", None, "require a token at register (shared --token and/or --keyring)"],
+        ["no-bridge", None, "turn off the HTTP bridge (/bridge/send, /bridge/poll, /bridge/sse)"],
     ]
     optParameters = [["config", "c", None, "JSON config file (PRD keys plus ours)"]] + [
         [s.flag, None, None, _help(s)] for s in SETTINGS
@@ -33,10 +34,15 @@ class Options(usage.Options):
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
+        self["cors-origin"] = []
 
     def opt_listen(self, description: str) -> None:
         """listener endpoint, repeatable [default: tcp:3000:interface=0.0.0.0]"""
         self["listen"].append(description)
+
+    def opt_cors_origin(self, origin: str) -> None:
+        """origin (scheme://host[:port]) whose pages may use the HTTP bridge, repeatable [none]"""
+        self["cors-origin"].append(origin)
 
     def postOptions(self) -> None:
         try:

@@ -1,15 +1,20 @@
-"""The HTTP side of a listener: /health, /stats and the /ws upgrade."""
+"""The HTTP side of a listener: /health, /stats, the /ws upgrade and /bridge."""
 
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from wingman_gateway import __version__
 from wingman_gateway.auth import AuthError
+from wingman_gateway.bridge.bounded import BoundedRequest
+from wingman_gateway.bridge.resources import bridge_resource
+from wingman_gateway.bridge.session import Bridge
 from wingman_gateway.router import Router
 from wingman_gateway.websocket import GatewayWebSocketFactory, websocket_resource
 
@@ -41,8 +46,10 @@ class HealthResource(Resource):
                 "service": SERVICE,
                 "version": __version__,
                 "name": self.router.gateway_name,
+                "auth": "required" if self.router.authenticator.required else "optional",
                 "stats": self.router.summary(),
                 "timestamp": self.router.now_ms(),
+                **{key: report() for key, report in self.router.reports.items()},
             },
         )
 
@@ -86,13 +93,40 @@ class StatsResource(Resource):
         )
 
 
-def build_site(router: Router, websocket_factory: GatewayWebSocketFactory) -> Site:
-    """One Site per listener; every Site shares the one Router."""
+# A bridge session secret in a query string (EventSource cannot send headers).
+_SESSION_QUERY = re.compile(r"([?&]session=)[^&\s\"]*")
+
+
+def _access_line(timestamp: str, request: Request) -> str:
+    """The access log line, with session secrets blotted out."""
+    return _SESSION_QUERY.sub(r"\1[redacted]", combinedLogFormatter(timestamp, request))
+
+
+class GatewaySite(Site):
+    """A listener's Site: request bodies are bounded before they are read."""
+
+    requestFactory = BoundedRequest
+
+    def __init__(self, root: Resource, router: Router, bridge: Bridge | None) -> None:
+        super().__init__(root, logFormatter=_access_line)
+        # What BoundedRequest needs to refuse a body: the limit, the error,
+        # CORS headers so a page can read the refusal, and the clock.
+        self.router = router
+        self.clock = router.clock
+        self.cors = bridge.cors if bridge is not None else None
+
+
+def build_site(
+    router: Router, websocket_factory: GatewayWebSocketFactory, bridge: Bridge | None = None
+) -> Site:
+    """One Site per listener; every Site shares the one Router (and bridge)."""
     root = Resource()
     root.putChild(b"health", HealthResource(router))
     root.putChild(b"stats", StatsResource(router))
     root.putChild(b"ws", websocket_resource(websocket_factory))
-    site = Site(root)
+    if bridge is not None:
+        root.putChild(b"bridge", bridge_resource(bridge))
+    site = GatewaySite(root, router, bridge)
     site.displayTracebacks = False
     site.noisy = False
     return site

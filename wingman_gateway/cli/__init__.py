@@ -4,18 +4,10 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, Sequence
+from typing import Sequence
 
 from wingman_gateway import __version__
-from wingman_gateway.cli import daemon, health, join, token
-
-
-def _not_yet(feature: str) -> Any:
-    def run(args: argparse.Namespace) -> int:
-        print(f"wingman: `gateway {feature}` is not available in this version", file=sys.stderr)
-        return 2
-
-    return run
+from wingman_gateway.cli import daemon, discover, health, join, token, tunnel
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -28,11 +20,8 @@ def build_parser() -> argparse.ArgumentParser:
     join.add_parser(actions)
     token.add_parser(actions)
     health.add_parser(actions)
-    for feature, text in (("discover", "find gateways on the LAN or tailnet"),
-                          ("tunnel", "reach a gateway through SSH")):
-        later = actions.add_parser(feature, help=f"{text} (not available yet)")
-        later.add_argument("rest", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)
-        later.set_defaults(run=_not_yet(feature))
+    discover.add_parser(actions)
+    tunnel.add_parser(actions)
     return parser
 
 

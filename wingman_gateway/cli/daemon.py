@@ -52,6 +52,10 @@ def gateway_arguments(args: argparse.Namespace, home: Home) -> list[str]:
         argv += ["--keyring", str(Path(args.keyring).resolve())]
     if args.token:
         argv += ["--token", args.token]
+    if args.discovery:
+        argv += ["--discovery", ",".join(args.discovery)]
+    if args.mdns_interface:
+        argv += ["--mdns-interface", args.mdns_interface]
     return argv + list(args.gateway_options or ())
 
 
@@ -121,9 +125,6 @@ def _clear_stale_pidfile(home: Home) -> int | None:
 async def start(reactor: Any, args: argparse.Namespace, gateway_args: list[str] | None = None) -> int:
     home = Home.from_environment()
     home.prepare()
-    if getattr(args, "discovery", None):
-        print(f"wingman: --discovery {args.discovery} is not available in this version", file=sys.stderr)
-        return 2
     running = _clear_stale_pidfile(home)
     if running is not None:
         url = home.load_state().get("url", "")
@@ -231,13 +232,19 @@ async def status(reactor: Any, args: argparse.Namespace) -> int:
 def run_foreground(args: argparse.Namespace) -> int:
     """``run``: the gateway in the foreground, logging to standard output."""
     home = Home.from_environment()
-    if getattr(args, "discovery", None):
-        print(f"wingman: --discovery {args.discovery} is not available in this version", file=sys.stderr)
-        return 2
     command = twistd_command(gateway_arguments(args, home), args.log_format, daemon=False, home=home)
     env = {k: v for k, v in os.environ.items() if k != LOG_FILE_ENV}
     os.execve(command[0], command, env)
     return 0  # not reached
+
+
+def _discovery_methods(text: str) -> tuple[str, ...]:
+    from wingman_gateway.discovery.settings import parse_discovery
+
+    try:
+        return parse_discovery(text).methods
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def add_gateway_options(parser: argparse.ArgumentParser) -> None:
@@ -251,7 +258,9 @@ def add_gateway_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keyring", help="key ring for signed tokens (default with --auth: "
                         "$WINGMAN_HOME/keys.json)")
     parser.add_argument("--config", help="gateway config file (JSON)")
-    parser.add_argument("--discovery", choices=("mdns", "tailscale"), help="announce the gateway")
+    parser.add_argument("--discovery", type=_discovery_methods, metavar="METHODS",
+                        help="announce the gateway: mdns, tailscale or mdns,tailscale")
+    parser.add_argument("--mdns-interface", metavar="NAME", help="announce over mDNS on this interface only")
     parser.add_argument("--log-format", choices=("text", "json"), default="text",
                         help="log lines as text or one JSON object per line")
     parser.add_argument("gateway_options", nargs=argparse.REMAINDER,

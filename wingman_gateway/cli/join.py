@@ -169,12 +169,17 @@ class JoinSession:
 
 async def join_command(reactor: Any, args: argparse.Namespace) -> int:
     if args.auto_discover:
-        print("wingman: --auto-discover is not available in this version", file=sys.stderr)
-        return 2
-    url = websocket_url(args.url)
+        from wingman_gateway.cli.discover import auto_discover_url
+
+        found = await auto_discover_url(reactor, args.json)
+        if found is None:
+            return 1
+        url = found
+    else:
+        url = websocket_url(args.url)
     client = GatewayClient(
         url, args.name, token=args.token, capabilities=("terminal",), ca_file=args.ca_file,
-        reactor=reactor,
+        reactor=reactor, transport="auto" if args.auto_transport else args.transport,
     )
     session = JoinSession(reactor, client, args.json)
     client.add_listener(session.delivered)
@@ -209,9 +214,11 @@ def add_parser(actions: Any) -> None:
     parser.add_argument("--json", action="store_true",
                         help="newline-delimited JSON on stdin (messages) and stdout (envelopes)")
     parser.add_argument("--ca-file", help="PEM CA file to verify a wss:// gateway")
-    parser.add_argument("--transport", choices=("websocket", "auto"), default="websocket",
-                        help="how to reach the gateway (only WebSocket in this version)")
-    parser.add_argument("--auto-transport", action="store_true", help="same as --transport auto")
+    parser.add_argument("--transport", choices=("websocket", "http", "auto"), default="websocket",
+                        help="websocket, http (the HTTP bridge: event stream or long poll) "
+                             "or auto (WebSocket, falling back to HTTP)")
+    parser.add_argument("--auto-transport", action="store_true",
+                        help="same as --transport auto (for proxies that block WebSocket)")
     parser.add_argument("--auto-discover", action="store_true",
-                        help="join the first gateway found on the LAN (not available yet)")
+                        help="join the first gateway announced on the LAN (mDNS, within 5 s)")
     parser.set_defaults(run=lambda args: run_async(join_command, args))

@@ -29,6 +29,7 @@ from wingman_gateway.client.message import Message
 from wingman_gateway.client.stream import MessageStream
 from wingman_gateway.client.transport import (
     CLOSE_NORMAL,
+    TRANSPORTS,
     IClientTransport,
     ITransportReceiver,
     transport_for,
@@ -81,6 +82,8 @@ class GatewayClient:
     Awaitable methods run on the Twisted reactor (``ensureDeferred``). After
     a lost connection the client reconnects (unless ``reconnect=False`` or
     ``close()`` was called), registers again and rejoins its rooms.
+    ``transport`` is ``"websocket"``, ``"http"`` (the HTTP bridge) or
+    ``"auto"`` (WebSocket, else HTTP); by default the URL's scheme decides.
     """
 
     def __init__(
@@ -98,12 +101,16 @@ class GatewayClient:
         max_backoff: float = 30.0,
         request_timeout: float = 10.0,
         reactor: Any = None,
+        transport: str | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
 
             reactor = default_reactor
+        if transport is not None and transport not in TRANSPORTS:
+            raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         self.url = url
+        self.transport = transport
         self.name = name
         self.token = token
         self.capabilities = list(capabilities)
@@ -183,6 +190,7 @@ class GatewayClient:
                 reactor=self._reactor,
                 ca_file=self.ca_file,
                 timeout=self.request_timeout,
+                kind=self.transport,
             )
             await self._bounded(link.transport.open(), f"connecting to {self.url}")
             reply = await self._request("register", self._register_payload(), internal=True)

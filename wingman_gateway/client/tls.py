@@ -15,6 +15,8 @@ from twisted.internet.ssl import (
     trustRootFromCertificates,
 )
 from twisted.python.failure import Failure
+from twisted.web.iweb import IPolicyForHTTPS
+from zope.interface import implementer
 
 from wingman_gateway.client.errors import TLS_ERROR, ClientError
 
@@ -56,3 +58,31 @@ def _ssl_text(error: SSL.Error) -> str:
         return "; ".join(str(entry[2]) for entry in error.args[0]) or str(error)
     except (IndexError, TypeError):
         return str(error)
+
+
+@implementer(IPolicyForHTTPS)
+class VerifyingPolicy:
+    """https:// is verified like wss://: the chain (system or ``ca_file``) and the host name."""
+
+    def __init__(self, ca_file: str | None) -> None:
+        self.ca_file = ca_file
+
+    def creatorForNetloc(self, hostname: bytes, port: int) -> Any:
+        return client_options(hostname.decode("ascii"), self.ca_file)
+
+
+def failure_text(failure: Failure) -> tuple[str, bool]:
+    """A readable reason for a failed request, and whether it was TLS."""
+    reasons = [failure]
+    for _ in range(3):
+        nested = [inner for f in reasons for inner in getattr(f.value, "reasons", ()) or ()]
+        if not nested:
+            break
+        reasons = nested
+    for reason in reasons:
+        tls = tls_failure(reason)
+        if tls is not None:
+            return tls, True
+        if isinstance(reason.value, ClientError):
+            return reason.value.message, reason.value.code == TLS_ERROR
+    return "; ".join(r.getErrorMessage() for r in reasons), False

@@ -1,0 +1,258 @@
+"""The bridge's twisted.web resources: ``/bridge/send``, ``poll``, ``sse``, ``ack``.
+
+Posted envelopes go through the Router like WebSocket frames (same auth,
+limits, validation and rate limiting); its direct reply becomes the HTTP
+response, with a status from ``HTTP_STATUS``. Everything else the node
+receives is read with a long poll or an event stream.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+from twisted.web.resource import Resource
+from twisted.web.server import NOT_DONE_YET, Request
+
+from wingman_gateway import errors
+from wingman_gateway.bridge.cors import CorsPolicy
+from wingman_gateway.bridge.readers import PollReader, StreamReader
+from wingman_gateway.bridge.session import Bridge, BridgeSession
+from wingman_gateway.config import address_text
+from wingman_gateway.envelope import encode
+from wingman_gateway.errors import GatewayError
+
+# The HTTP status of each error code, for the replies posted requests get.
+HTTP_STATUS = {
+    errors.INVALID_MESSAGE: 400,
+    errors.UNKNOWN_MESSAGE_TYPE: 400,
+    errors.INVALID_REQUEST: 400,
+    errors.AUTH_FAILED: 401,
+    errors.NOT_REGISTERED: 401,
+    errors.FORBIDDEN: 403,
+    errors.NOT_A_MEMBER: 403,
+    errors.GROUP_NOT_FOUND: 404,
+    errors.NODE_NOT_FOUND: 404,
+    errors.ALREADY_REGISTERED: 409,
+    errors.PAYLOAD_TOO_LARGE: 413,
+    errors.RATE_LIMITED: 429,
+    errors.MAX_NODES_REACHED: 503,
+}
+SESSION_HEADER = "x-wingman-session"
+_AUTH_CODES = (errors.AUTH_FAILED, errors.NOT_REGISTERED)
+
+
+def _peer(request: Request) -> str:
+    address = request.getClientAddress()
+    kind = getattr(address, "type", None) or "unix"
+    return f"{kind.lower()}:{address_text(address)}"
+
+
+def _answer(request: Request, reply: bytes) -> bytes:
+    """Send ``reply`` (an encoded envelope) with the status its type and code call for."""
+    envelope = json.loads(reply)
+    status = 200
+    if envelope.get("type") == "error":
+        payload = envelope.get("payload") or {}
+        code = payload.get("code")
+        status = HTTP_STATUS.get(code, 400)
+        if code == errors.RATE_LIMITED:
+            wait_ms = payload.get("retryAfterMs") or 1000
+            request.setHeader(b"retry-after", b"%d" % max(1, math.ceil(wait_ms / 1000)))
+        elif code in _AUTH_CODES:
+            request.setHeader(b"www-authenticate", b'Bearer realm="wingman-gateway"')
+        elif code == errors.MAX_NODES_REACHED:
+            request.setHeader(b"retry-after", b"5")
+    request.setResponseCode(status)
+    request.setHeader(b"content-type", b"application/json")
+    return reply
+
+
+def _refuse(request: Request, code: str, message: str) -> bytes:
+    error = GatewayError(code, message)
+    reply = encode({"type": "error", "payload": error.payload(), "timestamp": _now_ms(request)})
+    return _answer(request, reply)
+
+
+def _now_ms(request: Request) -> int:
+    return int(request.channel.site.router.now_ms())
+
+
+def _secret(request: Request, query: bool) -> str | None:
+    """The session secret: ``X-Wingman-Session``, ``Authorization: Bearer``, or ``?session=``."""
+    header = request.getHeader(SESSION_HEADER)
+    if header and header.strip():
+        return header.strip()
+    scheme, _, value = (request.getHeader("authorization") or "").partition(" ")
+    if scheme.lower() == "bearer" and value.strip():
+        return value.strip()
+    if query:
+        given = request.args.get(b"session")
+        if given and given[0]:
+            return given[0].decode("utf-8", "surrogateescape")
+    return None
+
+
+class _Endpoint(Resource):
+    """CORS, no caching and the session lookup, shared by every bridge endpoint."""
+
+    isLeaf = True
+
+    def __init__(self, bridge: Bridge, cors: CorsPolicy) -> None:
+        super().__init__()
+        self.bridge = bridge
+        self.cors = cors
+
+    def render(self, request: Request) -> Any:
+        request.setHeader(b"cache-control", b"no-store")
+        if not self.cors.admit(request):
+            origin = request.getHeader("origin")
+            return _refuse(
+                request, errors.FORBIDDEN,
+                f"origin {origin[:200]!r} is not allowed to use this gateway's HTTP bridge",
+            )
+        if request.method == b"OPTIONS":
+            self.cors.preflight(request)
+            return b""
+        return super().render(request)
+
+    def session(self, request: Request) -> BridgeSession | bytes:
+        """The live session the request names, or the 401 answer to send."""
+        secret = _secret(request, query=request.method == b"GET")
+        if secret is None:
+            return _refuse(
+                request, errors.NOT_REGISTERED,
+                "no bridge session: POST a register to /bridge/send, then present the "
+                "session secret it returns (X-Wingman-Session or Authorization: Bearer)",
+            )
+        session = self.bridge.find(secret)
+        if session is None:
+            return _refuse(request, errors.AUTH_FAILED, "unknown or expired bridge session")
+        session.touch()
+        return session
+
+    def position(self, request: Request, session: BridgeSession) -> int | bytes:
+        """Where the client is: ``Last-Event-ID`` or ``?after=`` (default: all unconfirmed)."""
+        given = request.getHeader("last-event-id")
+        name = "Last-Event-ID"
+        if given is None:
+            raw = request.args.get(b"after")
+            given = raw[0].decode("ascii", "replace") if raw else None
+            name = "after"
+        if given is None or given == "":
+            return session.queue.confirmed
+        if not given.isdigit() or len(given) > 18:
+            return _refuse(
+                request, errors.INVALID_REQUEST, f"{name} must be a message sequence number"
+            )
+        after = int(given)
+        if after > session.queue.last_seq:
+            return _refuse(
+                request, errors.INVALID_REQUEST,
+                f"{name}={after} is beyond the last message ({session.queue.last_seq})",
+            )
+        return after
+
+
+class SendResource(_Endpoint):
+    """``POST /bridge/send``: one envelope in, the gateway's direct reply out."""
+
+    def render_POST(self, request: Request) -> bytes:
+        body = request.content.read()
+        secret = _secret(request, query=False)
+        if secret is not None:
+            session = self.session(request)
+            if isinstance(session, bytes):
+                return session
+            return self._reply(request, session.receive(body))
+        # No session yet: a connection of its own, kept only if it registers.
+        session = self.bridge.open(_peer(request))
+        replies = session.receive(body)
+        if session.state.node_id is None or session.ended is not None:
+            self.bridge.discard(session)
+            return self._reply(request, replies)
+        new_secret = self.bridge.admit(session)
+        return self._reply(request, replies, new_secret)
+
+    @staticmethod
+    def _reply(request: Request, replies: list[bytes], secret: str | None = None) -> bytes:
+        if not replies:
+            request.setResponseCode(204)
+            return b""
+        reply = replies[0]
+        if secret is not None:
+            # The ack of a register carries the session's secret.
+            reply = reply[:-1] + b',"session":' + json.dumps(secret).encode("ascii") + b"}"
+        return _answer(request, reply)
+
+
+class PollResource(_Endpoint):
+    """``GET /bridge/poll?after=SEQ&timeout=S``: a long poll."""
+
+    def render_GET(self, request: Request) -> Any:
+        session = self.session(request)
+        if isinstance(session, bytes):
+            return session
+        after = self.position(request, session)
+        if isinstance(after, bytes):
+            return after
+        limit = self.bridge.options.poll_timeout
+        timeout = limit
+        raw = request.args.get(b"timeout")
+        if raw:
+            try:
+                timeout = float(raw[0])
+            except ValueError:
+                timeout = -1.0
+            if not 0 <= timeout < math.inf:
+                return _refuse(
+                    request, errors.INVALID_REQUEST,
+                    f"timeout must be a number of seconds from 0 to {limit:g}",
+                )
+        PollReader(session, request, after, min(timeout, limit)).start()
+        return NOT_DONE_YET
+
+
+class StreamResource(_Endpoint):
+    """``GET /bridge/sse``: the session's messages as server-sent events."""
+
+    def render_GET(self, request: Request) -> Any:
+        session = self.session(request)
+        if isinstance(session, bytes):
+            return session
+        after = self.position(request, session)
+        if isinstance(after, bytes):
+            return after
+        StreamReader(session, request, after).start()
+        return NOT_DONE_YET
+
+
+class AckResource(_Endpoint):
+    """``POST /bridge/ack?after=SEQ``: confirm messages read from an event stream."""
+
+    def render_POST(self, request: Request) -> bytes:
+        session = self.session(request)
+        if isinstance(session, bytes):
+            return session
+        if not request.args.get(b"after"):
+            return _refuse(request, errors.INVALID_REQUEST, "after is required")
+        after = self.position(request, session)
+        if isinstance(after, bytes):
+            return after
+        session.confirm(after)
+        request.setResponseCode(204)
+        return b""
+
+
+def bridge_resource(bridge: Bridge) -> Resource:
+    """``/bridge`` with its endpoints."""
+    root = Resource()
+    for name, kind in (
+        (b"send", SendResource),
+        (b"poll", PollResource),
+        (b"sse", StreamResource),
+        (b"ack", AckResource),
+    ):
+        root.putChild(name, kind(bridge, bridge.cors))
+    return root

@@ -1,0 +1,49 @@
+"""The built-in SSH server: ``--ssh ENDPOINT`` adds it to the gateway's MultiService."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+from wingman_gateway.config import ConfigError, GatewayConfig
+from wingman_gateway.logs import get_logger
+from wingman_gateway.router import Router
+from wingman_gateway.service import Listener
+from wingman_gateway.ssh.keys import (
+    AuthorizedKeysFile,
+    KeyFileError,
+    default_host_key_path,
+    fingerprint,
+    load_host_key,
+)
+from wingman_gateway.ssh.server import GatewaySSHFactory
+
+log = get_logger("wingman_gateway.ssh")
+
+
+class SSHListener(Listener):
+    """The SSH endpoint; announced apart from the WebSocket listeners."""
+
+    announce = "wingman-gateway SSH server on {endpoint} ({address})"
+
+    def __init__(self, description: str, factory: Any, reactor: Any) -> None:
+        super().__init__(description, factory, reactor)
+        self.setName(f"ssh {description}")
+
+
+def ssh_listener(config: GatewayConfig, router: Router, listeners: Sequence[Listener],
+                 reactor: Any) -> SSHListener:
+    """The SSH server for ``config.ssh``; forwarding reaches ``listeners`` only."""
+    assert config.ssh is not None and config.ssh_authorized_keys is not None
+    try:
+        host_key = load_host_key(config.ssh_host_key or default_host_key_path())
+        keyfile = AuthorizedKeysFile(config.ssh_authorized_keys)
+    except KeyFileError as error:
+        raise ConfigError(str(error))
+    log.info("SSH host key {fingerprint}; {count} authorized keys",
+             fingerprint=fingerprint(host_key), count=len(keyfile.entries))
+
+    def listening() -> list[Any]:
+        return [listener.port.getHost() for listener in listeners if listener.port is not None]
+
+    factory = GatewaySSHFactory(router, host_key, keyfile, listening, reactor)
+    return SSHListener(config.ssh, factory, reactor)
