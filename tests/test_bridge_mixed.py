@@ -4,18 +4,11 @@ event-stream node all see each other, and nobody hears its own broadcast."""
 from __future__ import annotations
 
 import json
-from typing import Any, Iterator
+from typing import Any
 
-import pytest
 
 from bridgekit import BridgeNode, EventStream
-from support import GatewayProcess, Node, expect_silence, running_gateway
-
-
-@pytest.fixture
-def gateway() -> Iterator[GatewayProcess]:
-    with running_gateway() as process:
-        yield process
+from support import GatewayProcess, Node, expect_silence
 
 
 def stream_messages(stream: EventStream, count: int) -> list[dict[str, Any]]:

@@ -5,19 +5,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from bridgekit import ProxyProcess
 from cli_support import LineProcess, wingman
-from support import GatewayProcess, Node, running_gateway
-
-
-@pytest.fixture
-def gateway() -> Iterator[GatewayProcess]:
-    with running_gateway() as process:
-        yield process
+from support import GatewayProcess, Node
 
 
 def stats_transports(gateway: GatewayProcess) -> dict[str, str]:

@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import pytest
 
 from cli_support import WINGMAN
-from support import GatewayProcess, Node, start_gateway
+from support import GatewayProcess, Node
 
 
 class Terminal:
@@ -49,13 +49,6 @@ class Terminal:
 
     def close(self) -> None:
         subprocess.run(["tmux", "-L", self.socket, "kill-server"], capture_output=True, timeout=10)
-
-
-@pytest.fixture
-def gateway() -> Iterator[GatewayProcess]:
-    process = start_gateway()
-    yield process
-    process.stop()
 
 
 @pytest.fixture

@@ -30,15 +30,6 @@ def sshd(tmp_path: Path, key: UserKey) -> Iterator[SSHServer]:
 
 
 @pytest.fixture
-def gateway() -> Iterator[GatewayProcess]:
-    gw = start_gateway()
-    try:
-        yield gw
-    finally:
-        gw.stop()
-
-
-@pytest.fixture
 def helpers() -> Iterator[list[LineProcess]]:
     """Tunnel processes; each one left is stopped by pid, and its ssh must be gone."""
     started: list[LineProcess] = []

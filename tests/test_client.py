@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
-from typing import Any, AsyncIterator, Callable, Iterator
+from typing import Any, AsyncIterator, Callable
 
 import pytest
 import pytest_twisted
@@ -15,12 +15,6 @@ from support import GatewayProcess, Node, free_tcp_port, recv_text, running_gate
 from wingman_gateway.client import ClientError, GatewayClient, Message
 
 MakeClient = Callable[..., GatewayClient]
-
-
-@pytest.fixture
-def gateway() -> Iterator[GatewayProcess]:
-    with running_gateway() as process:
-        yield process
 
 
 @pytest_twisted.async_yield_fixture

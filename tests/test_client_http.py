@@ -20,12 +20,6 @@ MakeClient = Callable[..., GatewayClient]
 
 
 @pytest.fixture
-def gateway() -> Iterator[GatewayProcess]:
-    with running_gateway() as process:
-        yield process
-
-
-@pytest.fixture
 def proxies() -> Iterator[Callable[..., ProxyProcess]]:
     started: list[ProxyProcess] = []
 

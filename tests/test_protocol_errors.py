@@ -23,7 +23,6 @@ from support import (
     health,
     reply_to,
     running_gateway,
-    start_gateway,
     wait_totals,
 )
 
@@ -32,21 +31,11 @@ MAX_PAYLOAD = 4096
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[GatewayProcess]:
-    process = start_gateway("--max-payload", str(MAX_PAYLOAD))
-    try:
+    """One gateway for the module; each test leaves it empty again."""
+    with running_gateway("--max-payload", str(MAX_PAYLOAD)) as process:
         yield process
-    finally:
-        process.stop()
 
 
-@pytest.fixture
-def nodes(gateway: GatewayProcess) -> Iterator[NodePool]:
-    pool = NodePool(gateway)
-    try:
-        yield pool
-    finally:
-        pool.close_all()
-        wait_totals(gateway, 0, 0)
 
 
 @pytest.fixture

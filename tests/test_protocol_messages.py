@@ -26,7 +26,7 @@ from support import (
     health,
     http_get,
     reply_to,
-    start_gateway,
+    running_gateway,
     wait_totals,
 )
 
@@ -36,22 +36,10 @@ NODE_ID = re.compile(r"^[0-9a-f]{16}$")
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[GatewayProcess]:
     """One gateway for the module; each test leaves it empty again."""
-    process = start_gateway()
-    try:
+    with running_gateway() as process:
         yield process
-    finally:
-        process.stop()
 
 
-@pytest.fixture
-def nodes(gateway: GatewayProcess) -> Iterator[NodePool]:
-    """Nodes for one test; afterwards the gateway is back to no nodes and no rooms."""
-    pool = NodePool(gateway)
-    try:
-        yield pool
-    finally:
-        pool.close_all()
-        wait_totals(gateway, 0, 0)
 
 
 def described(node: Node, name: str, capabilities: list[str] | None = None) -> dict[str, Any]:

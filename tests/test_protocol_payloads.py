@@ -21,8 +21,7 @@ from support import (
     expect_silence,
     recv_text,
     reply_to,
-    start_gateway,
-    wait_totals,
+    running_gateway,
 )
 
 # One hand-written event of each PRD kind. Raw strings: every backslash is JSON's.
@@ -57,21 +56,11 @@ SCALARS = [
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[GatewayProcess]:
-    process = start_gateway()
-    try:
+    """One gateway for the module; each test leaves it empty again."""
+    with running_gateway() as process:
         yield process
-    finally:
-        process.stop()
 
 
-@pytest.fixture
-def nodes(gateway: GatewayProcess) -> Iterator[NodePool]:
-    pool = NodePool(gateway)
-    try:
-        yield pool
-    finally:
-        pool.close_all()
-        wait_totals(gateway, 0, 0)
 
 
 def room_of(nodes: NodePool, room: str) -> tuple[Node, Node, str]:
