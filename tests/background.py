@@ -15,14 +15,15 @@ class Background:
     """A process started by a test; every wait is bounded and ``stop`` kills it by pid."""
 
     def __init__(self, command: list[str], env: dict[str, str] | None = None,
-                 stdin: bool = False, cwd: str | None = None) -> None:
+                 stdin: bool = False, cwd: str | None = None, exact_env: bool = False) -> None:
+        """``env`` adds to this process's environment, or replaces it with ``exact_env``."""
         self.command = command
         self.lines: list[str] = []
         self._seen = threading.Condition()
         self.proc = subprocess.Popen(
             command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
             stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
-            env={**os.environ, **(env or {})}, cwd=cwd,
+            env=dict(env or {}) if exact_env else {**os.environ, **(env or {})}, cwd=cwd,
         )
         self._reader = threading.Thread(target=self._read, daemon=True)
         self._reader.start()
@@ -36,9 +37,13 @@ class Background:
         for line in self.proc.stdout:
             with self._seen:
                 self.lines.append(line.rstrip("\n"))
+                self.line_received(line)
                 self._seen.notify_all()
         with self._seen:
             self._seen.notify_all()
+
+    def line_received(self, line: str) -> None:
+        """Called for every line (under the lock), before waiters wake."""
 
     @property
     def output(self) -> str:

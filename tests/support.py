@@ -5,71 +5,46 @@ from __future__ import annotations
 import json
 import os
 import re
-import signal
-import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
+from background import Background
+
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 _LISTENING = re.compile(r"listening on (\S+) \((.*):(\d+)\)")
 
 
-class GatewayProcess:
+class GatewayProcess(Background):
     """A gateway started with ``twistd -n``; its log is collected as it runs."""
 
-    def __init__(self, args: list[str], env: dict[str, str] | None = None, cwd: str | None = None):
+    def __init__(
+        self,
+        args: list[str],
+        env: dict[str, str] | None = None,
+        cwd: str | None = None,
+        command: list[str] | None = None,
+        exact_env: bool = False,
+    ) -> None:
+        """``command`` replaces the default ``twistd … wingman-gateway ARGS`` line."""
         self.args = args
-        self.lines: list[str] = []
         self.ports: list[int] = []
-        self._seen = threading.Condition()
-        command = [TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway", *args]
-        self.proc = subprocess.Popen(
-            command,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env={**os.environ, **(env or {})},
-            cwd=cwd,
+        super().__init__(
+            command or [TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway", *args],
+            env=env, cwd=cwd, exact_env=exact_env,
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            with self._seen:
-                self.lines.append(line.rstrip("\n"))
-                match = _LISTENING.search(line)
-                if match:
-                    self.ports.append(int(match.group(3)))
-                self._seen.notify_all()
-        with self._seen:
-            self._seen.notify_all()
+    def line_received(self, line: str) -> None:
+        match = _LISTENING.search(line)
+        if match:
+            self.ports.append(int(match.group(3)))
 
     @property
     def log(self) -> str:
-        with self._seen:
-            return "\n".join(self.lines)
-
-    def wait_for(self, pattern: str, timeout: float = 15.0) -> re.Match[str]:
-        """Wait for a log line matching ``pattern``."""
-        regex = re.compile(pattern)
-        deadline = time.monotonic() + timeout
-        with self._seen:
-            while True:
-                for line in self.lines:
-                    match = regex.search(line)
-                    if match:
-                        return match
-                left = deadline - time.monotonic()
-                if left <= 0 or (self.proc.poll() is not None and not self._reader.is_alive()):
-                    raise AssertionError(f"no log line matching {pattern!r}; log:\n{self.log}")
-                self._seen.wait(min(left, 0.2))
+        return self.output
 
     def wait_listening(self, count: int = 1, timeout: float = 15.0) -> list[int]:
         deadline = time.monotonic() + timeout
@@ -88,24 +63,6 @@ class GatewayProcess:
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
-
-    def stop(self, timeout: float = 10.0) -> int:
-        """SIGTERM the process we started, by its pid; returns its exit code."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout)
-        self._reader.join(timeout)
-        return self.proc.returncode
-
-    def wait_exit(self, timeout: float = 15.0) -> int:
-        code = self.proc.wait(timeout)
-        self._reader.join(timeout)
-        return code
-
 
 def start_gateway(*args: str, env: dict[str, str] | None = None) -> GatewayProcess:
     """Start a gateway on a free loopback port (unless args give listeners)."""

@@ -8,7 +8,6 @@ import re
 import shutil
 import subprocess
 import sys
-import threading
 import zipfile
 from pathlib import Path
 
@@ -29,20 +28,10 @@ class InstalledGateway(GatewayProcess):
     """A gateway run by another environment's twistd, with exactly the given env and cwd."""
 
     def __init__(self, twistd: Path, args: list[str], env: dict[str, str], cwd: Path) -> None:
-        self.args = args
-        self.lines: list[str] = []
-        self.ports: list[int] = []
-        self._seen = threading.Condition()
-        self.proc = subprocess.Popen(
-            [str(twistd), "--nodaemon", "--pidfile=", "wingman-gateway", *args],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            text=True,
-            env=env,
-            cwd=cwd,
+        super().__init__(
+            args, env=env, cwd=str(cwd), exact_env=True,
+            command=[str(twistd), "--nodaemon", "--pidfile=", "wingman-gateway", *args],
         )
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
 
 
 def run(command: list[str | Path], cwd: Path, env: dict[str, str] | None = None, timeout: float = 300) -> str:

@@ -19,7 +19,6 @@ import socket
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -118,13 +117,7 @@ class ActivatedGateway(GatewayProcess):
     the log reading is GatewayProcess's, the command line is ours."""
 
     def __init__(self, command: list[str]) -> None:
-        self.args = command
-        self.lines: list[str] = []
-        self.ports: list[int] = []
-        self._seen = threading.Condition()
-        self.proc = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-        self._reader = threading.Thread(target=self._read, daemon=True)
-        self._reader.start()
+        super().__init__(command, command=command)
 
 
 def command_of(pid: int) -> list[str]:
