@@ -11,6 +11,18 @@ import time
 from typing import Any
 
 
+def stop_process(proc: "subprocess.Popen[Any]", timeout: float = 10.0) -> int:
+    """SIGTERM a process the test started (by its pid), SIGKILL if it lingers; its exit status."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(timeout)
+    return proc.returncode  # type: ignore[return-value]
+
+
 class Background:
     """A process started by a test; every wait is bounded and ``stop`` kills it by pid."""
 
@@ -74,15 +86,9 @@ class Background:
 
     def stop(self, timeout: float = 10.0) -> int:
         """SIGTERM by pid, SIGKILL if it lingers; the exit status."""
-        if self.proc.poll() is None:
-            os.kill(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                os.kill(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout)
+        code = stop_process(self.proc, timeout)
         self._reader.join(timeout)
-        return self.proc.returncode
+        return code
 
     def wait_exit(self, timeout: float = 30.0) -> int:
         code = self.proc.wait(timeout)

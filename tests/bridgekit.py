@@ -16,7 +16,7 @@ from typing import Any, Callable, Iterator
 
 import attrs
 import pytest
-
+from background import stop_process
 from support import GatewayProcess, NodePool, expect_error, start_gateway
 
 SESSION = "X-Wingman-Session"
@@ -249,13 +249,7 @@ class ProxyProcess:
         return any(re.search(pattern, line) for line in list(self.lines))
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
 
 # --- fixtures and helpers shared by the bridge test modules ---------------------

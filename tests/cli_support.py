@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import queue
-import signal
 import socket
 import subprocess
 import sys
 import threading
 from pathlib import Path
 from typing import Any
+
+from background import stop_process
 
 WINGMAN = str(Path(sys.executable).with_name("wingman"))
 
@@ -71,11 +72,4 @@ class LineProcess:
         self.proc.stdin.close()
 
     def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc)

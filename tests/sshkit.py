@@ -9,17 +9,17 @@ import struct
 from pathlib import Path
 from typing import Any
 
+from background import stop_process
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from memory import Harness
 from twisted.conch.ssh import channel, common, connection, keys, transport, userauth
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.test import iosim
 
-from memory import Harness
 from wingman_gateway.ssh.keys import AuthorizedKeysFile
 from wingman_gateway.ssh.server import GatewaySSHFactory
-
 
 # -- keys ------------------------------------------------------------------------
 
@@ -312,14 +312,7 @@ class SSHLineNode:
 
     def stop(self) -> int:
         """End the ssh process we started, by pid."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        return self.proc.returncode
+        return stop_process(self.proc)
 
 
 import getpass  # noqa: E402
@@ -366,13 +359,7 @@ class SSHServer:
 
     def stop(self) -> None:
         """SIGTERM the sshd we started (its connections' processes end with their clients)."""
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        stop_process(self.proc)
 
 
 def tunnel_ssh_options(key: Path) -> list[str]:
