@@ -1,4 +1,4 @@
-"""Shared fixtures; test helpers (support.py, memory.py, …) import as plain modules."""
+"""Shared fixtures; helpers live in the ``harness`` package beside this file."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from support import GatewayProcess, NodePool, running_gateway, wait_totals  # noqa: E402
+from harness.support import GatewayProcess, NodePool, running_gateway, wait_totals  # noqa: E402
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from bridgekit import (  # noqa: F401 (the fixtures launch, gateway, pool)
+from harness.bridgekit import (  # noqa: F401 (the fixtures launch, gateway, pool)
     BridgeNode,
     bridge_node,
     call,
@@ -19,7 +19,7 @@ from bridgekit import (  # noqa: F401 (the fixtures launch, gateway, pool)
     raw_request,
     read_head,
 )
-from support import (
+from harness.support import (
     GatewayProcess,
     Node,
     NodePool,

@@ -12,7 +12,7 @@ from typing import Any, Iterator
 import pytest
 from playwright.sync_api import BrowserContext, Page, sync_playwright
 
-from support import Node, http_get, running_gateway
+from harness.support import Node, http_get, running_gateway
 
 CHROMIUM = "/usr/bin/chromium"
 FLAGS = [

@@ -7,8 +7,8 @@ import json
 from typing import Any
 
 
-from bridgekit import BridgeNode, EventStream
-from support import GatewayProcess, Node, expect_silence
+from harness.bridgekit import BridgeNode, EventStream
+from harness.support import GatewayProcess, Node, expect_silence
 
 
 def stream_messages(stream: EventStream, count: int) -> list[dict[str, Any]]:

@@ -12,7 +12,7 @@ import threading
 import time
 from typing import Callable
 
-from bridgekit import (  # noqa: F401 (the fixtures launch, gateway, pool)
+from harness.bridgekit import (  # noqa: F401 (the fixtures launch, gateway, pool)
     EventStream,
     Reply,
     bridge_node,
@@ -24,7 +24,7 @@ from bridgekit import (  # noqa: F401 (the fixtures launch, gateway, pool)
     raw_request,
     read_head,
 )
-from support import (
+from harness.support import (
     GatewayProcess,
     Node,
     NodePool,

@@ -14,18 +14,19 @@ from twisted.internet.testing import StringTransport
 from twisted.python.failure import Failure
 from twisted.web.test.requesthelper import DummyRequest
 
-from memory import Harness
+from harness.memory import Harness
 from wingman_gateway import errors
-from wingman_gateway.bridge.cors import CorsPolicy
-from wingman_gateway.bridge.options import BridgeOptions
-from wingman_gateway.bridge.queue import DeliveryQueue
-from wingman_gateway.bridge.readers import PollReader, StreamReader, sse_event
-from wingman_gateway.bridge.resources import HTTP_STATUS
-from wingman_gateway.bridge.session import Bridge, BridgeSession
+from wingman_gateway.transports.bridge.cors import CorsPolicy
+from wingman_gateway.transports.bridge.options import BridgeOptions
+from wingman_gateway.transports.bridge.queue import DeliveryQueue
+from wingman_gateway.transports.bridge.readers import PollReader, StreamReader, sse_event
+from wingman_gateway.transports.bridge.resources import HTTP_STATUS, bridge_resource
+from wingman_gateway.transports.bridge.session import Bridge, BridgeSession
 from wingman_gateway.client.sse import Event, EventStreamProtocol
 from wingman_gateway.limits import Limits
-from wingman_gateway.web import build_site
-from wingman_gateway.websocket import GatewayWebSocketFactory
+from wingman_gateway.transports.websocket import GatewayWebSocketFactory, websocket_resource
+from wingman_gateway.web.health import HealthSources
+from wingman_gateway.web.site import build_site
 
 
 def notice(lost: int) -> bytes:
@@ -99,11 +100,11 @@ class Rig(Harness):
     def bridge_node(self, name: str, *rooms: str) -> BridgeSession:
         session = self.bridge.open("tcp:127.0.0.1:1")
         replies = session.receive(json.dumps({"type": "register", "payload": {"name": name}}).encode())
-        assert json.loads(replies[0])["type"] == "ack"
+        assert replies[0].envelope["type"] == "ack"
         self.bridge.admit(session)
         for room in rooms:
             envelope = {"type": "join_group", "payload": {"groupName": room, "createIfNotExists": True}}
-            assert json.loads(session.receive(json.dumps(envelope).encode())[0])["type"] == "ack"
+            assert session.receive(json.dumps(envelope).encode())[0].envelope["type"] == "ack"
         return session
 
 
@@ -116,10 +117,10 @@ def test_direct_reply_is_captured_and_everything_else_is_queued() -> None:
     alice = rig.bridge_node("alice", "room")
     before = len(alice.queue)
     # A direct message to oneself: the message is queued, its ack is the reply.
-    envelope = {"type": "direct", "messageId": 9, "payload": {"targetNodeId": alice.state.node_id, "message": "me"}}
+    envelope = {"type": "direct", "messageId": 9, "payload": {"targetNodeId": alice.node.node_id, "message": "me"}}
     replies = alice.receive(json.dumps(envelope).encode())
-    assert [json.loads(r)["type"] for r in replies] == ["ack"]
-    assert json.loads(replies[0])["messageId"] == 9
+    assert [r.envelope["type"] for r in replies] == ["ack"]
+    assert replies[0].envelope["messageId"] == 9
     assert [m["type"] for m in queued(alice)[before:]] == ["direct"]
     # Presence and broadcasts from others are queued, never captured.
     bob, bob_conn = rig.node("bob", "room")
@@ -135,7 +136,7 @@ def test_secret_lookup_and_forgetting() -> None:
     session = rig.bridge.open("tcp:127.0.0.1:1")
     session.receive(b'{"type":"register","payload":{"name":"a"}}')
     secret = rig.bridge.admit(session)
-    assert len(secret) >= 40 and secret != session.state.node_id
+    assert len(secret) >= 40 and secret != session.node.node_id
     assert rig.bridge.find(secret) is session
     assert rig.bridge.find(secret[:-1] + ("A" if secret[-1] != "A" else "B")) is None
     assert rig.bridge.find("") is None
@@ -156,11 +157,11 @@ def test_session_without_a_reader_times_out_like_a_lost_connection() -> None:
     rig.clock.advance(59)
     assert alice.ended is None
     rig.clock.advance(1)
-    assert alice.ended is not None and alice.state.closed
+    assert alice.ended is not None and alice.node.closed
     left = [m for m in bob_conn.take() if m["type"] == "presence"]
     assert left[-1]["payload"]["event"] == "left"
     assert left[-1]["payload"]["reason"] == "bridge session timeout"
-    assert alice.state.node_id not in rig.router.nodes and len(rig.bridge) == 0
+    assert rig.router.rooms.node(alice.node.node_id) is None and len(rig.bridge) == 0
 
 
 def test_router_heartbeat_drops_a_silent_bridge_node_and_ends_its_stream() -> None:
@@ -172,7 +173,7 @@ def test_router_heartbeat_drops_a_silent_bridge_node_and_ends_its_stream() -> No
     rig.router.drop_silent()
     text = b"".join(request.written).decode()
     assert "event: close" in text and '"code": 1008' in text and "heartbeat timeout" in text
-    assert request.finished and alice.state.closed
+    assert request.finished and alice.node.closed
 
 
 # --- readers -------------------------------------------------------------------------
@@ -294,7 +295,13 @@ def test_every_reply_code_has_an_http_status() -> None:
 
 
 def channel(rig: Rig) -> tuple[Any, StringTransport]:
-    site = build_site(rig.router, GatewayWebSocketFactory(rig.router, rig.clock), rig.bridge)
+    router = rig.router
+    health = HealthSources(router.gateway_name, False, router.summary, router.now_ms)
+    children = {
+        b"ws": websocket_resource(GatewayWebSocketFactory(router, rig.clock)),
+        b"bridge": bridge_resource(rig.bridge),
+    }
+    site = build_site(router, health, children, rig.bridge.cors)
     protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1))
     transport = StringTransport()
     protocol.makeConnection(transport)
@@ -318,7 +325,7 @@ def test_a_declared_oversized_body_is_refused_before_any_of_it_arrives(expect_co
     for _ in range(100):
         protocol.dataReceived(b"x" * 65536)
     assert transport.value() == answer
-    assert rig.router.sessions == set()
+    assert rig.router.connections == set()
 
 
 def test_a_chunked_body_is_refused_once_it_passes_the_limit() -> None:

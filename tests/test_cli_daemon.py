@@ -12,8 +12,8 @@ from typing import Iterator
 
 import pytest
 
-from cli_support import WINGMAN, LineProcess, free_port, wingman
-from support import Node
+from harness.cli_support import WINGMAN, LineProcess, free_port, wingman
+from harness.support import Node
 
 
 @pytest.fixture

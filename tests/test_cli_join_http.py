@@ -8,13 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from bridgekit import ProxyProcess
-from cli_support import LineProcess, wingman
-from support import GatewayProcess, Node
+from harness.bridgekit import ProxyProcess
+from harness.cli_support import LineProcess, wingman
+from harness.support import GatewayProcess, Node
 
 
 def stats_transports(gateway: GatewayProcess) -> dict[str, str]:
-    from support import http_get
+    from harness.support import http_get
 
     status, _, body = http_get(gateway, "/stats")
     assert status == 200

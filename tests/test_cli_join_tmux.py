@@ -12,8 +12,8 @@ from typing import Callable, Iterator
 
 import pytest
 
-from cli_support import WINGMAN
-from support import GatewayProcess, Node
+from harness.cli_support import WINGMAN
+from harness.support import GatewayProcess, Node
 
 
 class Terminal:

@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from support import Node, start_gateway
+from harness.support import Node, start_gateway
 
 WINGMAN = str(Path(sys.executable).with_name("wingman"))
 

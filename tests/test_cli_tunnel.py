@@ -10,9 +10,9 @@ from typing import Iterator
 
 import pytest
 
-from cli_support import LineProcess, wingman
-from support import GatewayProcess, Node, assert_delivers, free_tcp_port, start_gateway, wait_until
-from sshkit import SSHServer, UserKey, process_gone, tunnel_ssh_options, write_authorized_keys
+from harness.cli_support import LineProcess, wingman
+from harness.support import GatewayProcess, Node, assert_delivers, free_tcp_port, start_gateway, wait_until
+from harness.sshkit import SSHServer, UserKey, process_gone, tunnel_ssh_options, write_authorized_keys
 
 
 @pytest.fixture

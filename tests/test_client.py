@@ -10,8 +10,8 @@ import pytest
 import pytest_twisted
 from twisted.internet import defer
 
-from clientkit import Inbox, StateLog, sleep, stop_gateway, within
-from support import GatewayProcess, Node, free_tcp_port, recv_text, running_gateway, start_gateway
+from harness.clientkit import Inbox, StateLog, sleep, stop_gateway, within
+from harness.support import GatewayProcess, Node, free_tcp_port, recv_text, running_gateway, start_gateway
 from wingman_gateway.client import ClientError, GatewayClient, Message
 
 MakeClient = Callable[..., GatewayClient]

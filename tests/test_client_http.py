@@ -11,9 +11,9 @@ from typing import Any, AsyncIterator, Callable, Iterator
 import pytest
 import pytest_twisted
 
-from bridgekit import ProxyProcess
-from clientkit import LOCAL_NAMES, WRONG_NAMES, Inbox, StateLog, make_pki, sleep, stop_gateway, within
-from support import GatewayProcess, free_tcp_port, http_get, running_gateway
+from harness.bridgekit import ProxyProcess
+from harness.clientkit import LOCAL_NAMES, WRONG_NAMES, Inbox, StateLog, make_pki, sleep, stop_gateway, within
+from harness.support import GatewayProcess, free_tcp_port, http_get, running_gateway
 from wingman_gateway.client import ClientError, GatewayClient
 
 MakeClient = Callable[..., GatewayClient]

@@ -8,8 +8,8 @@ from typing import AsyncIterator, Iterator
 import pytest
 import pytest_twisted
 
-from clientkit import LOCAL_NAMES, WRONG_NAMES, Inbox, Pki, make_pki, within
-from support import GatewayProcess, running_gateway
+from harness.clientkit import LOCAL_NAMES, WRONG_NAMES, Inbox, Pki, make_pki, within
+from harness.support import GatewayProcess, running_gateway
 from wingman_gateway.client import ClientError, GatewayClient
 
 

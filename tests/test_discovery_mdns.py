@@ -13,9 +13,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from background import Background
-from cli_support import WINGMAN
-from netns import Netns, start_avahi
+from harness.background import Background
+from harness.cli_support import WINGMAN
+from harness.netns import Netns, start_avahi
 
 from wingman_gateway import __version__
 
@@ -245,7 +245,7 @@ def test_txt_names_tls_ssh_and_no_bridge(netns: Netns, tmp_path: Path) -> None:
     from cryptography.hazmat.primitives import serialization
     from cryptography.hazmat.primitives.asymmetric import ed25519
 
-    from support import make_pki
+    from harness.support import make_pki
 
     pki = make_pki(tmp_path)
     keys = tmp_path / "authorized_keys"

@@ -18,11 +18,11 @@ from typing import Any, Iterator
 
 import pytest
 
-from background import Background, stop_all
-from cli_support import WINGMAN
-from support import Node, get_url, make_pki, running_gateway, start_gateway, wait_until
+from harness.background import Background, stop_all
+from harness.cli_support import WINGMAN
+from harness.support import Node, get_url, make_pki, running_gateway, start_gateway, wait_until
 
-FAKES = str(Path(__file__).with_name("tailscale_fakes.py"))
+FAKES = str(Path(__file__).parent / "harness" / "tailscale_fakes.py")
 TAILNET = "tail-scale.ts.net"
 
 

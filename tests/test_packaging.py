@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from support import TWISTD, GatewayProcess, Node, get_url
+from harness.support import TWISTD, GatewayProcess, Node, get_url
 from wingman_gateway import __version__
 from wingman_gateway.config import SETTINGS
 

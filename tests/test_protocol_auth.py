@@ -19,7 +19,7 @@ import pytest
 from twisted.internet.task import Clock
 
 import wingman_gateway
-from support import (
+from harness.support import (
     GatewayProcess,
     Node,
     NodePool,

@@ -13,7 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from support import (
+from harness.support import (
     GatewayProcess,
     Node,
     NodePool,

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from support import (
+from harness.support import (
     GatewayProcess,
     Node,
     NodePool,

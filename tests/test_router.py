@@ -11,7 +11,7 @@ from wingman_gateway.auth import Authenticator
 from wingman_gateway.connection import CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN
 from wingman_gateway.limits import Limits
 
-from memory import Harness
+from harness.memory import Harness
 
 
 def error_code(reply: dict) -> str:
@@ -29,7 +29,7 @@ def test_register_acks_with_node_id_and_echoes_message_id() -> None:
     assert reply["payload"]["capabilities"] == ["code"]
     assert reply["payload"]["action"] == "register"
     assert len(reply["payload"]["nodeId"]) == 16
-    assert h.router.nodes[reply["payload"]["nodeId"]] is session
+    assert h.router.rooms.node(reply["payload"]["nodeId"]) is session
 
 
 def test_second_register_is_an_error_not_a_second_node() -> None:
@@ -38,7 +38,7 @@ def test_second_register_is_an_error_not_a_second_node() -> None:
     reply = h.request(session, conn, "register", {"name": "b"}, messageId="x")
     assert error_code(reply) == errors.ALREADY_REGISTERED
     assert reply["messageId"] == "x"
-    assert len(h.router.nodes) == 1
+    assert h.router.rooms.node_count() == 1
     assert conn.closed is None
 
 
@@ -78,14 +78,14 @@ def test_join_missing_room_without_create_is_group_not_found() -> None:
 def test_join_by_id_and_rejoin_is_idempotent() -> None:
     h = Harness()
     a, a_conn = h.node("a", "room")
-    room_id = next(iter(h.router.rooms))
+    room_id = next(iter(h.router.rooms.rooms())).id
     b, b_conn = h.node("b")
     assert h.request(b, b_conn, "join_group", {"groupId": room_id})["type"] == "ack"
     a_conn.take()
     again = h.request(b, b_conn, "join_group", {"groupId": room_id})
     assert again["type"] == "ack"
     assert a_conn.take() == []  # no second presence notice
-    assert len(h.router.rooms[room_id].members) == 2
+    assert len(h.router.rooms.find(room_id).members) == 2
 
 
 def test_broadcast_reaches_every_other_member_untouched() -> None:
@@ -153,7 +153,7 @@ def test_broadcast_room_in_envelope() -> None:
     h = Harness()
     a, _ = h.node("a", "room")
     b, b_conn = h.node("b", "room")
-    room_id = next(iter(h.router.rooms))
+    room_id = next(iter(h.router.rooms.rooms())).id
     h.send(a, {"type": "broadcast", "groupId": room_id, "payload": {"message": "hi"}})
     assert b_conn.take()[0]["payload"] == "hi"
 
@@ -191,10 +191,10 @@ def test_leave_tells_others_and_empty_rooms_vanish() -> None:
     assert notice["payload"]["reason"] == "left"
     reply = h.request(b, b_conn, "leave_group", {"groupName": "room"})
     assert error_code(reply) == errors.NOT_A_MEMBER
-    room_id = next(iter(h.router.rooms))
+    room_id = next(iter(h.router.rooms.rooms())).id
     h.request(a, a_conn, "leave_group", groupId=room_id)
-    assert h.router.rooms == {}
-    assert h.router.rooms_by_name == {}
+    assert h.router.rooms.room_count() == 0
+    assert h.router.rooms.find_by_name("room") is None
 
 
 def test_disconnect_leaves_every_room_at_once() -> None:
@@ -207,8 +207,8 @@ def test_disconnect_leaves_every_room_at_once() -> None:
     assert sorted(n["payload"]["groupName"] for n in notices) == ["r1", "r2"]
     assert all(n["payload"]["event"] == "left" for n in notices)
     assert all(n["payload"]["reason"] == "connection lost" for n in notices)
-    assert sorted(r.name for r in h.router.rooms.values()) == ["r1", "r2"]
-    assert b.node_id not in h.router.nodes
+    assert sorted(r.name for r in h.router.rooms.rooms()) == ["r1", "r2"]
+    assert h.router.rooms.node(b.node_id) is None
     h.router.disconnect(b, "again")  # idempotent
     assert a_conn.take() == []
 
@@ -219,7 +219,7 @@ def test_unregister_acks_then_closes_normally() -> None:
     reply = h.request(a, a_conn, "unregister")
     assert reply["type"] == "ack"
     assert a_conn.closed == (CLOSE_NORMAL, "unregistered")
-    assert h.router.nodes == {}
+    assert h.router.rooms.node_count() == 0
 
 
 def test_unknown_type_and_bad_json_leave_connection_usable() -> None:
@@ -345,7 +345,7 @@ def test_max_nodes_refuses_and_closes() -> None:
     reply = h.request(session, conn, "register", {"name": "c"})
     assert error_code(reply) == errors.MAX_NODES_REACHED
     assert conn.closed == (CLOSE_TRY_AGAIN, "gateway is full (2 nodes)")
-    assert len(h.router.nodes) == 2
+    assert h.router.rooms.node_count() == 2
 
 
 def test_room_limits() -> None:
@@ -369,7 +369,7 @@ def test_auth_failure_is_fatal_and_secret_free() -> None:
     assert error_code(reply) == errors.AUTH_FAILED
     assert reply["payload"]["message"] == "authentication failed: token not accepted"
     assert conn.closed == (CLOSE_POLICY, "authentication failed: token not accepted")
-    assert session not in h.router.sessions
+    assert session not in h.router.connections
     other, other_conn = h.connect()
     assert h.request(other, other_conn, "register", {"name": "b", "token": "s3cret-token"})["type"] == "ack"
     assert "s3cret" not in json.dumps(h.router.node_list())
@@ -388,7 +388,7 @@ def test_heartbeat_pings_and_drops_silent_connections() -> None:
     assert silent_conn.closed == (CLOSE_POLICY, "no message for 60 s (heartbeat timeout)")
     assert never_conn.closed is not None
     assert talker_conn.closed is None
-    assert set(h.router.sessions) == {talker}
+    assert set(h.router.connections) == {talker}
     assert any(m["type"] == "ping" for m in talker_conn.sent)
     notices = [m for m in talker_conn.sent if m["type"] == "presence"]
     assert notices[-1]["payload"]["reason"] == "heartbeat timeout"

@@ -14,7 +14,7 @@ import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from support import GatewayProcess, get_url, start_gateway, wait_totals
+from harness.support import GatewayProcess, get_url, start_gateway, wait_totals
 
 NODES = 1000
 ROOM_SIZE = 10

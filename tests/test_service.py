@@ -23,7 +23,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from websockets.exceptions import ConnectionClosed
 
-from support import (
+from harness.support import (
     GatewayProcess,
     Node,
     expect_closed,
@@ -326,13 +326,13 @@ def test_accepted_sockets_have_tcp_nodelay(tmp_path: Path) -> Any:
             clients.append((factory, connector))
             ack = yield factory.registered.addTimeout(10, reactor)
             assert ack["type"] == "ack", ack
-            session = service.router.nodes[ack["payload"]["nodeId"]]
+            session = service.router.rooms.node(ack["payload"]["nodeId"])
             sock, chain = socket_under(session.conn.transport)
             assert isinstance(chain[0], TLSMemoryBIOProtocol) is secure, chain
             client_address = connector.transport.getHost()
             assert sock.getpeername() == (client_address.host, client_address.port)
             assert sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY) != 0
-        assert len(service.router.nodes) == 2
+        assert service.router.rooms.node_count() == 2
     finally:
         for factory, connector in clients:
             connector.disconnect()

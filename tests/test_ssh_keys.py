@@ -9,9 +9,9 @@ from pathlib import Path
 import pytest
 from twisted.conch.ssh import keys
 
-from sshkit import UserKey, write_authorized_keys
+from harness.sshkit import UserKey, write_authorized_keys
 from wingman_gateway.auth import Grant
-from wingman_gateway.ssh.keys import (
+from wingman_gateway.transports.ssh.keys import (
     AuthorizedKeysFile,
     KeyFileError,
     load_host_key,

@@ -13,9 +13,9 @@ import pytest
 from twisted.conch.ssh import common, connection, forwarding, transport
 from twisted.internet.address import IPv4Address
 
-from sshkit import ClientChannel, ForwardChannel, MemorySSH, UserKey, write_authorized_keys
+from harness.sshkit import ClientChannel, ForwardChannel, MemorySSH, UserKey, write_authorized_keys
 from wingman_gateway.limits import Limits
-from wingman_gateway.ssh.server import LOGIN_TIMEOUT, MAX_CHANNELS
+from wingman_gateway.transports.ssh.server import LOGIN_TIMEOUT, MAX_CHANNELS
 
 
 @pytest.fixture
@@ -74,8 +74,8 @@ def test_key_login_and_node_exchange_with_another_member(keys_dir: Path, alice: 
     pump.flush()
     heard = [m for m in other_conn.take() if m["type"] == "broadcast"]
     assert heard[0]["payload"] == {"from": "ssh"} and heard[0]["fromNodeId"] == node_id
-    assert gw.router.nodes[node_id].conn.transport_name == "ssh"
-    assert gw.router.nodes[node_id].conn.peer == "alice@127.0.0.1:50000"
+    assert gw.router.rooms.node(node_id).conn.transport_name == "ssh"
+    assert gw.router.rooms.node(node_id).conn.peer == "alice@127.0.0.1:50000"
 
 
 def test_wrong_key_and_unknown_user_are_refused(keys_dir: Path, alice: UserKey,
@@ -86,7 +86,7 @@ def test_wrong_key_and_unknown_user_are_refused(keys_dir: Path, alice: UserKey,
         assert client.conn is None
         # Conch's client gives up once its one key is refused.
         assert client.disconnect_reason is None or client.disconnect_reason[0] != 0
-    assert not gw.router.sessions
+    assert not gw.router.connections
 
 
 def test_login_must_finish_within_the_timeout(keys_dir: Path, alice: UserKey) -> None:
@@ -245,7 +245,7 @@ def test_end_of_input_ends_the_node(keys_dir: Path, alice: UserKey) -> None:
     left = [m for m in other_conn.take() if m["type"] == "presence"]
     assert left[0]["payload"]["event"] == "left" and left[0]["payload"]["reason"] == "end of input"
     assert chan.exit_status == 0 and chan.is_closed
-    assert len(gw.router.nodes) == 1
+    assert gw.router.rooms.node_count() == 1
 
 
 def test_heartbeat_close_sends_a_last_line_and_closes(keys_dir: Path, alice: UserKey) -> None:
@@ -262,7 +262,7 @@ def test_heartbeat_close_sends_a_last_line_and_closes(keys_dir: Path, alice: Use
     assert "heartbeat timeout" in last["payload"]["reason"]
     assert "heartbeat timeout" in chan.err.decode()
     assert chan.exit_status == 1 and chan.is_closed
-    assert not gw.router.sessions
+    assert not gw.router.connections
 
 
 def test_a_stalled_client_is_cut_off_and_its_queue_dropped(keys_dir: Path, alice: UserKey) -> None:
@@ -272,7 +272,7 @@ def test_a_stalled_client_is_cut_off_and_its_queue_dropped(keys_dir: Path, alice
     register(chan, pump, "stalled", "ops")
     sender, sender_conn = gw.node("sender", "ops")
     sender_conn.take()
-    line = gw.router.nodes[next(iter(gw.router.nodes))].conn
+    line = next(iter(gw.router.rooms.nodes())).conn
     message = {"type": "broadcast", "payload": {"groupId": "ops", "message": "z" * 1000}}
     for _ in range(200):
         gw.send(sender, message)
@@ -307,9 +307,9 @@ def test_shutdown_close_says_going_away(keys_dir: Path, alice: UserKey) -> None:
     client, pump = logged_in(gw, "alice", alice)
     chan, _ = gw.subsystem(client, pump)
     register(chan, pump, "leaving")
-    for session in list(gw.router.sessions):
+    for session in list(gw.router.connections):
         session.conn.close(1001, "gateway shutting down")
     gw.clock.advance(0)
     pump.flush()
     assert chan.lines()[-1]["payload"] == {"code": 1001, "reason": "gateway shutting down"}
-    assert chan.is_closed and not gw.router.sessions
+    assert chan.is_closed and not gw.router.connections

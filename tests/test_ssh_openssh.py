@@ -15,7 +15,7 @@ from typing import Iterator
 
 import pytest
 
-from support import (
+from harness.support import (
     GatewayProcess,
     Node,
     assert_delivers,
@@ -26,7 +26,7 @@ from support import (
     start_gateway,
     wait_until,
 )
-from sshkit import (
+from harness.sshkit import (
     SSHLineNode,
     UserKey,
     environment_without_agent,

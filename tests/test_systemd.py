@@ -29,7 +29,7 @@ from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.internet.task import Clock
 
-from support import TWISTD, GatewayProcess, Node, expect_closed, free_tcp_port, get_url
+from harness.support import TWISTD, GatewayProcess, Node, expect_closed, free_tcp_port, get_url
 from wingman_gateway.auth import KeyRing
 from wingman_gateway.systemd import SystemdNotifier, sd_notify, watchdog_interval
 

@@ -14,68 +14,14 @@ from typing import Any, Callable
 import attrs
 from twisted.internet.endpoints import quoteStringArgument
 
-from wingman_gateway.bridge import options as bridge_options
+from wingman_gateway.transports.bridge import options as bridge_options
 from wingman_gateway.discovery.settings import DEFAULT_TAILSCALE_SOCKET, DiscoverySettings, parse_discovery
+from wingman_gateway import checks
+from wingman_gateway.checks import ConfigError
 from wingman_gateway.limits import Limits
 
 DEFAULT_PORT = 3000
 DEFAULT_HOST = "0.0.0.0"
-LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
-
-
-class ConfigError(ValueError):
-    """A setting has a bad value; the message names it."""
-
-
-def _integer(minimum: int) -> Callable[[str, Any], int]:
-    def check(key: str, value: Any) -> int:
-        if isinstance(value, str):
-            try:
-                value = int(value)
-            except ValueError:
-                raise ConfigError(f"{key}: expected a whole number, got {value!r}")
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected a whole number, got {value!r}")
-        if value < minimum:
-            raise ConfigError(f"{key}: must be at least {minimum}, got {value}")
-        return value
-
-    return check
-
-
-def _port(key: str, value: Any) -> int:
-    port = _integer(0)(key, value)
-    if port > 65535:
-        raise ConfigError(f"{key}: must be a TCP port (0-65535), got {port}")
-    return port
-
-
-def _text(key: str, value: Any) -> str:
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{key}: expected a non-empty string, got {value!r}")
-    return value
-
-
-def _boolean(key: str, value: Any) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{key}: expected true or false, got {value!r}")
-    return value
-
-
-def _endpoints(key: str, value: Any) -> tuple[str, ...]:
-    if isinstance(value, str):
-        value = [value]
-    if not isinstance(value, list) or not value or not all(
-        isinstance(v, str) and v for v in value
-    ):
-        raise ConfigError(f"{key}: expected a list of endpoint strings, got {value!r}")
-    return tuple(value)
-
-
-def _log_level(key: str, value: Any) -> str:
-    if value not in LOG_LEVELS:
-        raise ConfigError(f"{key}: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
-    return value  # type: ignore[no-any-return]
 
 
 def _discovery(key: str, value: Any) -> DiscoverySettings:
@@ -97,65 +43,65 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting("port", "port", _port, None, f"TCP port, shorthand for --listen tcp:PORT [{DEFAULT_PORT}]"),
-    Setting("host", "host", _text, None, f"interface for --port [{DEFAULT_HOST}]"),
-    Setting("name", "name", _text, None, "gateway name reported by /health [host name]"),
-    Setting("token", "authToken", _text, None, "shared auth token accepted at register"),
-    Setting("keyring", "keyring", _text, None, "key ring file (JSON) for signed tokens"),
-    Setting("max-nodes", "maxNodes", _integer(1), 1000, "most nodes at once"),
-    Setting("max-payload", "maxPayload", _integer(256), 1024 * 1024, "largest message, bytes"),
-    Setting("max-rooms", "maxRooms", _integer(1), 10000, "most rooms at once"),
-    Setting("max-rooms-per-node", "maxRoomsPerNode", _integer(1), 100, "most rooms one node joins"),
-    Setting("max-name-length", "maxNameLength", _integer(1), 100, "longest node/room name"),
+    Setting("port", "port", checks.port, None, f"TCP port, shorthand for --listen tcp:PORT [{DEFAULT_PORT}]"),
+    Setting("host", "host", checks.text, None, f"interface for --port [{DEFAULT_HOST}]"),
+    Setting("name", "name", checks.text, None, "gateway name reported by /health [host name]"),
+    Setting("token", "authToken", checks.text, None, "shared auth token accepted at register"),
+    Setting("keyring", "keyring", checks.text, None, "key ring file (JSON) for signed tokens"),
+    Setting("max-nodes", "maxNodes", checks.integer(1), 1000, "most nodes at once"),
+    Setting("max-payload", "maxPayload", checks.integer(256), 1024 * 1024, "largest message, bytes"),
+    Setting("max-rooms", "maxRooms", checks.integer(1), 10000, "most rooms at once"),
+    Setting("max-rooms-per-node", "maxRoomsPerNode", checks.integer(1), 100, "most rooms one node joins"),
+    Setting("max-name-length", "maxNameLength", checks.integer(1), 100, "longest node/room name"),
     Setting(
-        "max-description-length", "maxDescriptionLength", _integer(1), 500,
+        "max-description-length", "maxDescriptionLength", checks.integer(1), 500,
         "longest room description",
     ),
-    Setting("max-depth", "maxDepth", _integer(2), 64, "deepest JSON nesting in a message"),
-    Setting("rate-limit", "rateLimit", _integer(0), 100, "messages per window per node, 0 = off"),
-    Setting("rate-window", "rateWindow", _integer(1), 60000, "rate limit window, ms"),
+    Setting("max-depth", "maxDepth", checks.integer(2), 64, "deepest JSON nesting in a message"),
+    Setting("rate-limit", "rateLimit", checks.integer(0), 100, "messages per window per node, 0 = off"),
+    Setting("rate-window", "rateWindow", checks.integer(1), 60000, "rate limit window, ms"),
     Setting(
-        "max-buffer", "maxBuffer", _integer(1024), 4 * 1024 * 1024,
+        "max-buffer", "maxBuffer", checks.integer(1024), 4 * 1024 * 1024,
         "unsent bytes per client before it is cut off",
     ),
-    Setting("ping-interval", "pingInterval", _integer(10), 30000, "heartbeat ping interval, ms"),
+    Setting("ping-interval", "pingInterval", checks.integer(10), 30000, "heartbeat ping interval, ms"),
     Setting(
-        "ping-timeout", "pingTimeout", _integer(10), 60000,
+        "ping-timeout", "pingTimeout", checks.integer(10), 60000,
         "drop a node silent this long, ms",
     ),
-    Setting("log-level", "logLevel", _log_level, "info", "debug, info, warn, error"),
+    Setting("log-level", "logLevel", checks.log_level, "info", "debug, info, warn, error"),
     Setting("discovery", "discovery", _discovery, None, "announce the gateway: mdns, tailscale or mdns,tailscale"),
-    Setting("mdns-interface", "mdnsInterface", _text, None, "announce over mDNS on this interface only [all]"),
+    Setting("mdns-interface", "mdnsInterface", checks.text, None, "announce over mDNS on this interface only [all]"),
     Setting(
-        "tailscale-socket", "tailscaleSocket", _text, DEFAULT_TAILSCALE_SOCKET,
+        "tailscale-socket", "tailscaleSocket", checks.text, DEFAULT_TAILSCALE_SOCKET,
         "tailscaled LocalAPI socket (--discovery tailscale)",
     ),
-    Setting("ssh", "ssh", _text, None, "endpoint of the built-in SSH server, e.g. tcp:2222 [off]"),
+    Setting("ssh", "ssh", checks.text, None, "endpoint of the built-in SSH server, e.g. tcp:2222 [off]"),
     Setting(
-        "ssh-host-key", "sshHostKey", _text, None,
+        "ssh-host-key", "sshHostKey", checks.text, None,
         "SSH host key file, ed25519 made when absent [WINGMAN_HOME/ssh_host_ed25519_key]",
     ),
     Setting(
-        "ssh-authorized-keys", "sshAuthorizedKeys", _text, None,
+        "ssh-authorized-keys", "sshAuthorizedKeys", checks.text, None,
         "OpenSSH authorized_keys file: who may use the SSH server",
     ),
     Setting(
-        "bridge-session-timeout", "bridgeSessionTimeout", _integer(100), 60000,
+        "bridge-session-timeout", "bridgeSessionTimeout", checks.integer(100), 60000,
         "end an HTTP bridge session with no poll or stream this long, ms",
     ),
-    Setting("bridge-queue", "bridgeQueue", _integer(1), 1000, "messages queued per HTTP bridge session"),
+    Setting("bridge-queue", "bridgeQueue", checks.integer(1), 1000, "messages queued per HTTP bridge session"),
     Setting(
-        "bridge-queue-bytes", "bridgeQueueBytes", _integer(1024), 4 * 1024 * 1024,
+        "bridge-queue-bytes", "bridgeQueueBytes", checks.integer(1024), 4 * 1024 * 1024,
         "bytes queued per HTTP bridge session",
     ),
-    Setting("bridge-heartbeat", "bridgeHeartbeat", _integer(100), 15000, "SSE heartbeat comment interval, ms"),
+    Setting("bridge-heartbeat", "bridgeHeartbeat", checks.integer(100), 15000, "SSE heartbeat comment interval, ms"),
 )
 
 # Settings that are switches on the command line or lists, not plain values.
 EXTRA_KEYS = {
-    "requireAuth": _boolean,
-    "listen": _endpoints,
-    "bridge": _boolean,
+    "requireAuth": checks.boolean,
+    "listen": checks.endpoints,
+    "bridge": checks.boolean,
     "corsOrigins": bridge_options.check_origins,
 }
 
@@ -282,11 +228,3 @@ def _merge_discovery(value: Any, flags: dict[str, Any], file_values: dict[str, A
 
 def tcp_endpoint(port: int, host: str) -> str:
     return f"tcp:{port}:interface={quoteStringArgument(host)}"
-
-
-def address_text(address: Any) -> str:
-    """``host:port`` of a listening address (``[v6]:port``; the path of a Unix socket)."""
-    host, number = getattr(address, "host", None), getattr(address, "port", None)
-    if host is None or number is None:
-        return str(getattr(address, "name", address))
-    return f"[{host}]:{number}" if ":" in host else f"{host}:{number}"

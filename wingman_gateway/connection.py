@@ -11,6 +11,7 @@ from typing import Any, Callable
 from zope.interface import Attribute, Interface, implementer
 from twisted.internet.interfaces import IPushProducer, IReactorTime
 
+from wingman_gateway.envelope import encode as encode_envelope
 from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.connection")
@@ -39,6 +40,33 @@ class Outbound:
     def __init__(self, data: bytes) -> None:
         self.data = data
         self.frames: dict[Any, bytes] = {}
+
+
+class Reply(Outbound):
+    """The Router's direct answer to one request (``ack``, ``error``, ``pong``).
+
+    Keeps the envelope it encodes, so a transport that answers requests one
+    by one (the HTTP bridge) learns the outcome without parsing bytes.
+    """
+
+    __slots__ = ("envelope",)
+
+    def __init__(self, envelope: dict[str, Any]) -> None:
+        super().__init__(encode_envelope(envelope))
+        self.envelope = envelope
+
+    @property
+    def code(self) -> str | None:
+        """The error code of an ``error`` reply; None for an ``ack`` or ``pong``."""
+        if self.envelope.get("type") != "error":
+            return None
+        return self.envelope["payload"]["code"]  # type: ignore[no-any-return]
+
+    @property
+    def details(self) -> dict[str, Any]:
+        """The error's ``details`` (empty for other replies)."""
+        payload = self.envelope.get("payload")
+        return (payload or {}).get("details") or {} if isinstance(payload, dict) else {}
 
 
 class IConnection(Interface):

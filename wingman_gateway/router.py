@@ -1,12 +1,13 @@
 """The Router: the one shared object every transport hands envelopes to.
 
-It owns nodes, rooms, auth, rate limits and validation, and answers only
-through ``IConnection``; it never imports a transport.
+It decides what may happen (validation, auth, limits, rate limits) and
+answers through ``IConnection``; where nodes and rooms live and how a
+message reaches them is the rooms seam's (``rooms.IRooms``). It never
+imports a transport.
 """
 
 from __future__ import annotations
 
-import secrets
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
@@ -21,12 +22,14 @@ from wingman_gateway.connection import (
     CLOSE_TRY_AGAIN,
     IConnection,
     Outbound,
+    Reply,
 )
 from wingman_gateway.envelope import Envelope, decode, encode, splice
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.limits import Limits
 from wingman_gateway.ratelimit import SlidingWindow
-from wingman_gateway.state import Room, Session
+from wingman_gateway.rooms import IRooms, LocalRooms
+from wingman_gateway.state import Node, Room
 
 log = get_logger("wingman_gateway.router")
 
@@ -50,20 +53,18 @@ class Router:
         limits: Limits | None = None,
         authenticator: Authenticator | None = None,
         gateway_name: str = "wingman-gateway",
+        rooms: IRooms | None = None,
     ) -> None:
         self.clock = clock
         self.limits = limits or Limits()
         self.authenticator = authenticator or Authenticator(required=False)
         self.gateway_name = gateway_name
-        self.sessions: set[Session] = set()
-        self.nodes: dict[str, Session] = {}
-        self.rooms: dict[str, Room] = {}
-        self.rooms_by_name: dict[str, Room] = {}
+        self.rooms: IRooms = rooms if rooms is not None else LocalRooms(clock)
+        # Every open connection, registered or not (heartbeat, shutdown).
+        self.connections: set[Node] = set()
         self.started_at = clock.seconds()
         self.messages_processed = 0
-        # Extra /health sections (e.g. "discovery"), each made when /health is asked.
-        self.reports: dict[str, Callable[[], Any]] = {}
-        self._handlers: dict[str, Callable[[Session, Envelope], None]] = {
+        self._handlers: dict[str, Callable[[Node, Envelope], None]] = {
             "register": self._register,
             "unregister": self._unregister,
             "join_group": self._join_group,
@@ -76,28 +77,28 @@ class Router:
 
     # -- what transports call -------------------------------------------
 
-    def connect(self, conn: IConnection, grant: Grant | None = None) -> Session:
+    def connect(self, conn: IConnection, grant: Grant | None = None) -> Node:
         """A transport has a new client connection.
 
         ``grant`` is a credential the transport already verified (an SSH
-        key); such a session registers without a token.
+        key); such a connection registers without a token.
         """
         now = self.clock.seconds()
         limits = self.limits
         window = (
             SlidingWindow(limits.rate_limit, limits.rate_window) if limits.rate_limit > 0 else None
         )
-        session = Session(conn=conn, send=conn.send, connected_at=now, last_seen=now, window=window)
-        session.grant = grant
-        self.sessions.add(session)
-        return session
+        node = Node(conn=conn, send=conn.send, connected_at=now, last_seen=now, window=window)
+        node.grant = grant
+        self.connections.add(node)
+        return node
 
-    def receive(self, session: Session, data: bytes | str) -> None:
-        """One envelope arrived on ``session``'s connection."""
-        if session.closed:
+    def receive(self, node: Node, data: bytes | str) -> None:
+        """One envelope arrived on ``node``'s connection."""
+        if node.closed:
             return
         now = self.clock.seconds()
-        session.last_seen = now
+        node.last_seen = now
         envelope: Envelope | None = None
         try:
             if len(data) > self.limits.max_payload:
@@ -108,8 +109,8 @@ class Router:
                 raise GatewayError(
                     errors.UNKNOWN_MESSAGE_TYPE, f"unknown message type {envelope.type[:40]!r}"
                 )
-            if session.window is not None and envelope.type not in UNMETERED:
-                wait = session.window.hit(now)
+            if node.window is not None and envelope.type not in UNMETERED:
+                wait = node.window.hit(now)
                 if wait:
                     retry_ms = int(wait * 1000) + 1
                     raise GatewayError(
@@ -119,45 +120,43 @@ class Router:
                         details={"retryAfterMs": retry_ms},
                     )
             self.messages_processed += 1
-            handler(session, envelope)
+            handler(node, envelope)
         except GatewayError as error:
             message_id = envelope.message_id if envelope is not None else error.message_id
-            self.refuse(session, error, message_id)
+            self.refuse(node, error, message_id)
 
-    def disconnect(self, session: Session, reason: str = "disconnected") -> None:
+    def disconnect(self, node: Node, reason: str = "disconnected") -> None:
         """The connection is gone: the node leaves its rooms at once."""
-        if session.closed:
+        if node.closed:
             return
-        session.closed = True
-        self.sessions.discard(session)
-        if session.node_id is not None:
-            self.nodes.pop(session.node_id, None)
-            for room in list(session.rooms.values()):
-                self._leave(session, room, reason)
+        node.closed = True
+        self.connections.discard(node)
+        if node.node_id is not None:
+            self.rooms.remove_node(node, reason)
             log.info(
                 "node {nodeId} ({name}) left: {reason}",
-                nodeId=session.node_id,
-                name=session.name,
+                nodeId=node.node_id,
+                name=node.name,
                 reason=reason,
-                transport=session.conn.transport_name,
+                transport=node.conn.transport_name,
             )
 
-    def refuse(self, session: Session, error: GatewayError, message_id: Any = None) -> None:
+    def refuse(self, node: Node, error: GatewayError, message_id: Any = None) -> None:
         """Answer with an error envelope; close too if the error is fatal."""
         reply: dict[str, Any] = {"type": "error", "payload": error.payload()}
         if message_id is not None:
             reply["messageId"] = message_id
         reply["timestamp"] = self.now_ms()
-        session.send(Outbound(encode(reply)))
+        node.send(Reply(reply))
         log.debug(
             "refused {code} to {peer}: {message}",
             code=error.code,
             message=error.message,
-            peer=session.conn.peer,
+            peer=node.conn.peer,
         )
         if error.fatal:
-            session.conn.close(_CLOSE_FOR.get(error.code, CLOSE_POLICY), error.message)
-            self.disconnect(session, error.message)
+            node.conn.close(_CLOSE_FOR.get(error.code, CLOSE_POLICY), error.message)
+            self.disconnect(node, error.message)
 
     def too_large(self, size: int) -> GatewayError:
         return GatewayError(
@@ -171,16 +170,16 @@ class Router:
     def ping_all(self) -> None:
         """The gateway's heartbeat: every connection gets a ``ping``."""
         ping = Outbound(encode({"type": "ping", "timestamp": self.now_ms()}))
-        for session in list(self.sessions):
-            session.send(ping)
+        for node in list(self.connections):
+            node.send(ping)
 
     def drop_silent(self) -> None:
         """Drop connections that sent nothing for ``ping_timeout``."""
         deadline = self.clock.seconds() - self.limits.ping_timeout
-        for session in [s for s in self.sessions if s.last_seen < deadline]:
+        for node in [n for n in self.connections if n.last_seen < deadline]:
             reason = f"no message for {self.limits.ping_timeout:g} s (heartbeat timeout)"
-            session.conn.close(CLOSE_POLICY, reason)
-            self.disconnect(session, "heartbeat timeout")
+            node.conn.close(CLOSE_POLICY, reason)
+            self.disconnect(node, "heartbeat timeout")
 
     # -- reports --------------------------------------------------------
 
@@ -190,73 +189,40 @@ class Router:
     def summary(self) -> dict[str, Any]:
         return {
             "uptime": int((self.clock.seconds() - self.started_at) * 1000),
-            "totalNodes": len(self.nodes),
-            "totalGroups": len(self.rooms),
+            "totalNodes": self.rooms.node_count(),
+            "totalGroups": self.rooms.room_count(),
             "messagesProcessed": self.messages_processed,
             "startedAt": int(self.started_at * 1000),
         }
 
     def node_list(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "id": s.node_id,
-                "name": s.name,
-                "capabilities": s.capabilities,
-                "rooms": [room.name for room in s.rooms.values()],
-                "transport": s.conn.transport_name,
-                "connectedAt": int(s.connected_at * 1000),
-                "lastSeen": int(s.last_seen * 1000),
-            }
-            for s in self.nodes.values()
-        ]
+        return [node.report() for node in self.rooms.nodes()]
 
     def room_list(self) -> list[dict[str, Any]]:
-        return [room.describe() for room in self.rooms.values()]
+        return [room.describe() for room in self.rooms.rooms()]
 
     # -- replies --------------------------------------------------------
 
-    def _ack(self, session: Session, envelope: Envelope, payload: dict[str, Any]) -> None:
+    def _ack(self, node: Node, envelope: Envelope, payload: dict[str, Any]) -> None:
         payload["action"] = envelope.type
         reply: dict[str, Any] = {"type": "ack", "payload": payload}
         if envelope.message_id is not None:
             reply["messageId"] = envelope.message_id
         reply["timestamp"] = self.now_ms()
-        session.send(Outbound(encode(reply)))
-
-    def _presence(self, room: Room, session: Session, event: str, reason: str | None) -> None:
-        payload = session.describe()
-        payload.update(
-            event=event, groupId=room.id, groupName=room.name, memberCount=len(room.members)
-        )
-        if reason is not None:
-            payload["reason"] = reason
-        notice = Outbound(
-            encode(
-                {
-                    "type": "presence",
-                    "nodeId": session.node_id,
-                    "groupId": room.id,
-                    "payload": payload,
-                    "timestamp": self.now_ms(),
-                }
-            )
-        )
-        for member in room.recipients:
-            if member is not session:
-                member.send(notice)
+        node.send(Reply(reply))
 
     # -- handlers -------------------------------------------------------
 
-    def _registered(self, session: Session) -> str:
-        if session.node_id is None:
+    def _registered(self, node: Node) -> str:
+        if node.node_id is None:
             raise GatewayError(errors.NOT_REGISTERED, "register before sending this message")
-        return session.node_id
+        return node.node_id
 
-    def _register(self, session: Session, envelope: Envelope) -> None:
-        if session.node_id is not None:
+    def _register(self, node: Node, envelope: Envelope) -> None:
+        if node.node_id is not None:
             raise GatewayError(
                 errors.ALREADY_REGISTERED,
-                f"this connection is already registered as node {session.node_id}",
+                f"this connection is already registered as node {node.node_id}",
             )
         payload = envelope.payload
         limit = self.limits.max_name_length
@@ -267,40 +233,38 @@ class Router:
         agent_name = fields.text(payload, "agentName", limit)
         session_id = fields.text(payload, "sessionId", 200)
         metadata = fields.mapping(payload, "metadata")
-        grant = session.grant
+        grant = node.grant
         if grant is None:
             try:
                 grant = self.authenticator.authenticate(payload.get("token"))
             except AuthError as refusal:
                 raise GatewayError(errors.AUTH_FAILED, f"authentication failed: {refusal}", fatal=True)
-        if len(self.nodes) >= self.limits.max_nodes:
+        if self.rooms.node_count() >= self.limits.max_nodes:
             raise GatewayError(
                 errors.MAX_NODES_REACHED,
                 f"gateway is full ({self.limits.max_nodes} nodes)",
                 details={"limit": self.limits.max_nodes},
                 fatal=True,
             )
-        node_id = secrets.token_hex(8)
-        while node_id in self.nodes:
-            node_id = secrets.token_hex(8)
-        session.node_id = node_id
-        session.name = name
-        session.capabilities = capabilities
-        session.agent_name = agent_name
-        session.session_id = session_id
-        session.metadata = metadata
-        session.grant = grant
-        self.nodes[node_id] = session
+        node_id = self.rooms.new_node_id()
+        node.node_id = node_id
+        node.name = name
+        node.capabilities = capabilities
+        node.agent_name = agent_name
+        node.session_id = session_id
+        node.metadata = metadata
+        node.grant = grant
+        self.rooms.add_node(node)
         log.info(
             "node {nodeId} ({name}) registered over {transport} from {peer}",
             nodeId=node_id,
             name=name,
-            transport=session.conn.transport_name,
-            peer=session.conn.peer,
+            transport=node.conn.transport_name,
+            peer=node.conn.peer,
             subject=grant.subject,
         )
         self._ack(
-            session,
+            node,
             envelope,
             {
                 "nodeId": node_id,
@@ -319,11 +283,11 @@ class Router:
             },
         )
 
-    def _unregister(self, session: Session, envelope: Envelope) -> None:
-        node_id = self._registered(session)
-        self._ack(session, envelope, {"nodeId": node_id})
-        session.conn.close(CLOSE_NORMAL, "unregistered")
-        self.disconnect(session, "unregistered")
+    def _unregister(self, node: Node, envelope: Envelope) -> None:
+        node_id = self._registered(node)
+        self._ack(node, envelope, {"nodeId": node_id})
+        node.conn.close(CLOSE_NORMAL, "unregistered")
+        self.disconnect(node, "unregistered")
 
     def _find_room(self, envelope: Envelope) -> Room:
         """The room a request names by id or by name (payload before envelope)."""
@@ -336,16 +300,16 @@ class Router:
         room = None
         if group_id is not None:
             # Clients may give a room's name where its id is expected.
-            room = self.rooms.get(group_id) or self.rooms_by_name.get(group_id)
+            room = self.rooms.find(group_id)
         elif group_name is not None:
-            room = self.rooms_by_name.get(group_name)
+            room = self.rooms.find_by_name(group_name)
         if room is None:
             wanted = group_id if group_id is not None else group_name
             raise GatewayError(errors.GROUP_NOT_FOUND, f"no room {wanted!r}")
         return room
 
-    def _join_group(self, session: Session, envelope: Envelope) -> None:
-        node_id = self._registered(session)
+    def _join_group(self, node: Node, envelope: Envelope) -> None:
+        node_id = self._registered(node)
         payload = envelope.payload
         limits = self.limits
         create = fields.flag(payload, "createIfNotExists", False)
@@ -358,33 +322,22 @@ class Router:
             name = fields.text(payload, "groupName", limits.max_name_length)
             if missing.code != errors.GROUP_NOT_FOUND or not create or name is None:
                 raise
-            self._check_may_join(session, name)
-            self._check_room_quota(session)
-            if len(self.rooms) >= limits.max_rooms:
+            self._check_may_join(node, name)
+            self._check_room_quota(node)
+            if self.rooms.room_count() >= limits.max_rooms:
                 raise GatewayError(
                     errors.FORBIDDEN,
                     f"the gateway has reached its limit of {limits.max_rooms} rooms",
                     details={"limit": limits.max_rooms},
                 )
-            room = Room(
-                id=secrets.token_hex(8),
-                name=name,
-                description=description,
-                strategy=strategy,
-                created_at=self.now_ms(),
-                created_by=node_id,
-            )
-            self.rooms[room.id] = room
-            self.rooms_by_name[room.name] = room
+            room = self.rooms.create(name, description, strategy, node_id)
             created = True
         if node_id not in room.members:
-            self._check_may_join(session, room.name)
-            self._check_room_quota(session)
-            room.add(session)
-            session.rooms[room.id] = room
-            self._presence(room, session, "joined", None)
+            self._check_may_join(node, room.name)
+            self._check_room_quota(node)
+            self.rooms.join(room, node)
         self._ack(
-            session,
+            node,
             envelope,
             {
                 "groupId": room.id,
@@ -392,39 +345,30 @@ class Router:
                 "created": created,
                 "description": room.description,
                 "strategy": room.strategy,
-                "members": [member.describe() for member in room.recipients],
+                "members": self.rooms.members(room),
             },
         )
 
-    def _check_may_join(self, session: Session, room_name: str) -> None:
-        if session.grant is not None and not session.grant.may_join(room_name):
+    def _check_may_join(self, node: Node, room_name: str) -> None:
+        if node.grant is not None and not node.grant.may_join(room_name):
             raise GatewayError(errors.FORBIDDEN, f"your token does not allow room {room_name!r}")
 
-    def _check_room_quota(self, session: Session) -> None:
+    def _check_room_quota(self, node: Node) -> None:
         limit = self.limits.max_rooms_per_node
-        if len(session.rooms) >= limit:
+        if len(node.rooms) >= limit:
             raise GatewayError(
                 errors.FORBIDDEN,
                 f"a node may be in at most {limit} rooms",
                 details={"limit": limit},
             )
 
-    def _leave_group(self, session: Session, envelope: Envelope) -> None:
-        self._registered(session)
+    def _leave_group(self, node: Node, envelope: Envelope) -> None:
+        self._registered(node)
         room = self._find_room(envelope)
-        if room.id not in session.rooms:
+        if room.id not in node.rooms:
             raise GatewayError(errors.NOT_A_MEMBER, f"you are not a member of room {room.name!r}")
-        self._leave(session, room, "left")
-        self._ack(session, envelope, {"groupId": room.id, "groupName": room.name})
-
-    def _leave(self, session: Session, room: Room, reason: str) -> None:
-        room.remove(session)
-        session.rooms.pop(room.id, None)
-        if room.members:
-            self._presence(room, session, "left", reason)
-        else:
-            del self.rooms[room.id]
-            del self.rooms_by_name[room.name]
+        self.rooms.leave(room, node, "left")
+        self._ack(node, envelope, {"groupId": room.id, "groupName": room.name})
 
     def _message_text(self, envelope: Envelope) -> str:
         raw = envelope.payload_raw.get("message")
@@ -432,8 +376,8 @@ class Router:
             raise GatewayError(errors.INVALID_REQUEST, "'message' is required")
         return raw
 
-    def _broadcast(self, session: Session, envelope: Envelope) -> None:
-        node_id = self._registered(session)
+    def _broadcast(self, node: Node, envelope: Envelope) -> None:
+        node_id = self._registered(node)
         room = self._find_room(envelope)
         message = self._message_text(envelope)
         if node_id not in room.members:
@@ -442,51 +386,46 @@ class Router:
             "type": "broadcast",
             "nodeId": node_id,
             "fromNodeId": node_id,
-            "fromName": session.name,
+            "fromName": node.name,
             "groupId": room.id,
             "groupName": room.name,
             "timestamp": self.now_ms(),
         }
-        out = Outbound(splice(head, "payload", message))
-        for member in room.recipients:
-            if member is not session:
-                member.send(out)
+        recipients = self.rooms.deliver(room, Outbound(splice(head, "payload", message)), node)
         if envelope.message_id is not None:
             self._ack(
-                session,
+                node,
                 envelope,
-                {"groupId": room.id, "groupName": room.name, "recipients": len(room.recipients) - 1},
+                {"groupId": room.id, "groupName": room.name, "recipients": recipients},
             )
 
-    def _direct(self, session: Session, envelope: Envelope) -> None:
-        node_id = self._registered(session)
+    def _direct(self, node: Node, envelope: Envelope) -> None:
+        node_id = self._registered(node)
         target_id = fields.first_text(
             (envelope.payload, envelope.fields), "targetNodeId", self.limits.max_name_length
         )
         if target_id is None:
             raise GatewayError(errors.INVALID_REQUEST, "'targetNodeId' is required")
         message = self._message_text(envelope)
-        target = self.nodes.get(target_id)
-        if target is None:
-            raise GatewayError(errors.NODE_NOT_FOUND, f"no node {target_id!r}")
         head = {
             "type": "direct",
             "nodeId": node_id,
             "fromNodeId": node_id,
-            "fromName": session.name,
+            "fromName": node.name,
             "targetNodeId": target_id,
             "timestamp": self.now_ms(),
         }
-        target.send(Outbound(splice(head, "payload", message)))
+        if not self.rooms.send_to(target_id, Outbound(splice(head, "payload", message))):
+            raise GatewayError(errors.NODE_NOT_FOUND, f"no node {target_id!r}")
         if envelope.message_id is not None:
-            self._ack(session, envelope, {"targetNodeId": target_id, "delivered": True})
+            self._ack(node, envelope, {"targetNodeId": target_id, "delivered": True})
 
-    def _ping(self, session: Session, envelope: Envelope) -> None:
+    def _ping(self, node: Node, envelope: Envelope) -> None:
         reply: dict[str, Any] = {"type": "pong"}
         if envelope.message_id is not None:
             reply["messageId"] = envelope.message_id
         reply["timestamp"] = self.now_ms()
-        session.send(Outbound(encode(reply)))
+        node.send(Reply(reply))
 
-    def _pong(self, session: Session, envelope: Envelope) -> None:
+    def _pong(self, node: Node, envelope: Envelope) -> None:
         """Answer to the heartbeat; receiving it already refreshed ``last_seen``."""

@@ -1,4 +1,11 @@
-"""Assembly of the gateway's one MultiService."""
+"""The wiring: the one module that knows every part of the gateway.
+
+``GatewayService`` (the one MultiService) builds the Router on its rooms,
+the transports, one Site per listener, the timers, the key-ring watcher,
+systemd notification and discovery. Every feature gets plain values
+(settings, callables, the ``Offer`` once listening); nothing but the
+twistd entry point (``tap``) imports this module.
+"""
 
 from __future__ import annotations
 
@@ -6,23 +13,28 @@ import signal
 from typing import Any
 
 from twisted.application.internet import TimerService
-from twisted.application.service import MultiService, Service
+from twisted.application.service import MultiService
 from twisted.internet import defer
-from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.protocol import Factory
-from twisted.python.failure import Failure
+from twisted.web.resource import Resource
 
+from wingman_gateway import __version__
 from wingman_gateway.auth import Authenticator, KeyRing, KeyRingWatcher
-from wingman_gateway.bridge.session import Bridge
-from wingman_gateway.config import ConfigError, GatewayConfig, address_text
+from wingman_gateway.checks import ConfigError
+from wingman_gateway.config import GatewayConfig
 from wingman_gateway.connection import CLOSE_GOING_AWAY
-from wingman_gateway.discovery import discovery_services
+from wingman_gateway.discovery import announcers
+from wingman_gateway.listener import Listener
 from wingman_gateway.logs import get_logger
+from wingman_gateway.offer import Bound, Offer
+from wingman_gateway.rooms import LocalRooms
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
-from wingman_gateway.web import build_site
-from wingman_gateway.websocket import GatewayWebSocketFactory
+from wingman_gateway.transports.bridge.resources import bridge_resource
+from wingman_gateway.transports.bridge.session import Bridge
+from wingman_gateway.transports.websocket import GatewayWebSocketFactory, websocket_resource
+from wingman_gateway.web.health import HealthSources
+from wingman_gateway.web.site import build_site
 
 log = get_logger("wingman_gateway.service")
 
@@ -30,71 +42,8 @@ log = get_logger("wingman_gateway.service")
 SHUTDOWN_GRACE = 2.0
 
 
-class ListenError(Exception):
-    """A listener could not bind.
-
-    An ``Exception`` (not ``SystemExit``) so that a daemonizing twistd
-    reports it to its parent and removes the pid file; the reason is also
-    logged as a critical event.
-    """
-
-
-class Listener(Service):
-    """One endpoint-string listener; binding fails startup loudly."""
-
-    announce = "wingman-gateway listening on {endpoint} ({address})"
-
-    def __init__(self, description: str, factory: Factory, reactor: Any) -> None:
-        self.description = description
-        self.factory = factory
-        try:
-            self.endpoint = serverFromString(reactor, description)
-        except (ValueError, KeyError, TypeError) as error:
-            raise ConfigError(f"listen: bad endpoint {description!r}: {error}")
-        self.port: IListeningPort | None = None
-        self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
-        self.setName(f"listener {description}")
-
-    def privilegedStartService(self) -> None:
-        super().privilegedStartService()
-        outcome: list[Any] = []
-        self.endpoint.listen(self.factory).addBoth(outcome.append)
-        if not outcome:
-            # Endpoints that bind later (systemd, onion) report when done.
-            return
-        result = outcome[0]
-        if isinstance(result, Failure):
-            reason = result.getErrorMessage()
-            log.critical("cannot listen on {endpoint}: {reason}", endpoint=self.description, reason=reason)
-            raise ListenError(f"wingman-gateway: cannot listen on {self.description}: {reason}")
-        self._bound(result)
-
-    def _bound(self, port: IListeningPort) -> None:
-        self.port = port
-        log.info(
-            self.announce,
-            endpoint=self.description,
-            address=address_text(port.getHost()),
-        )
-        self.listening.callback(port)
-
-    def startService(self) -> None:
-        if self.port is None and not self.running:
-            # Not started through twistd's privileged step (e.g. in tests).
-            if not self.listening.called:
-                self.privilegedStartService()
-        super().startService()
-
-    def stopService(self) -> defer.Deferred[None] | None:
-        super().stopService()
-        if self.port is not None:
-            port, self.port = self.port, None
-            return defer.maybeDeferred(port.stopListening)
-        return None
-
-
 class GatewayService(MultiService):
-    """The Router, its listeners and its timers."""
+    """The Router, its transports, listeners and timers."""
 
     def __init__(self, config: GatewayConfig, reactor: Any) -> None:
         super().__init__()
@@ -110,15 +59,40 @@ class GatewayService(MultiService):
         authenticator = Authenticator(
             required=config.require_auth, shared_token=config.auth_token, keyring=self.keyring
         )
-        self.router = Router(reactor, config.limits, authenticator, config.name)
-        self.websocket_factory = GatewayWebSocketFactory(self.router, reactor)
-        # The HTTP bridge (/bridge/*) on every listener, unless --no-bridge.
+        self.router = Router(
+            reactor, config.limits, authenticator, config.name, LocalRooms(reactor)
+        )
+        # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
+        websocket_factory = GatewayWebSocketFactory(self.router, reactor)
+        children: dict[bytes, Resource] = {b"ws": websocket_resource(websocket_factory)}
         self.bridge: Bridge | None = None
         if config.bridge is not None:
             self.bridge = Bridge(self.router, config.bridge, reactor)
             self.bridge.setServiceParent(self)
+            children[b"bridge"] = bridge_resource(self.bridge)
+        # --discovery: mDNS announcer, tailnet reporter.
+        self.discovery = announcers(
+            config.discovery, config.name, config.mdns_interface, config.tailscale_socket,
+            self.whenOffered, reactor,
+        )
+        for announcer in self.discovery.values():
+            announcer.setServiceParent(self)
+        sections = {}
+        if self.discovery:
+            found = self.discovery
+            sections["discovery"] = lambda: {
+                method: announcer.report() for method, announcer in found.items()  # type: ignore[attr-defined]
+            }
+        health = HealthSources(
+            name=config.name,
+            auth_required=config.require_auth,
+            stats=self.router.summary,
+            now_ms=self.router.now_ms,
+            sections=sections,
+        )
+        cors = self.bridge.cors if self.bridge is not None else None
         self.listeners = [
-            Listener(description, build_site(self.router, self.websocket_factory, self.bridge), reactor)
+            Listener(description, build_site(self.router, health, children, cors), reactor)
             for description in config.listen
         ]
         for listener in self.listeners:
@@ -126,9 +100,9 @@ class GatewayService(MultiService):
         # The built-in SSH server (--ssh); it forwards only to the listeners above.
         self.ssh_listener: Listener | None = None
         if config.ssh is not None:
-            from wingman_gateway.ssh import ssh_listener
+            from wingman_gateway.transports.ssh import ssh_listener
 
-            self.ssh_listener = ssh_listener(config, self.router, self.listeners, reactor)
+            self.ssh_listener = ssh_listener(config, self.router, self._bound_addresses, reactor)
             self.ssh_listener.setServiceParent(self)
         limits = config.limits
         pinger = TimerService(limits.ping_interval, self.router.ping_all)
@@ -148,8 +122,41 @@ class GatewayService(MultiService):
         self.notifier = SystemdNotifier.from_environment(self.whenListening, reactor)
         if self.notifier is not None:
             self.notifier.setServiceParent(self)
-        # --discovery: mDNS announcer, tailnet reporter (see wingman_gateway.discovery).
-        self.discovery = discovery_services(self, reactor)
+
+    # -- what the gateway offers ------------------------------------------
+
+    def _bound_addresses(self) -> list[Any]:
+        return [listener.port.getHost() for listener in self.listeners if listener.port is not None]
+
+    def whenListening(self) -> defer.Deferred[list[IListeningPort]]:
+        """Fires once every listener is bound."""
+        listeners = self.listeners + ([self.ssh_listener] if self.ssh_listener else [])
+        return defer.gatherResults([listener.listening for listener in listeners])
+
+    def whenOffered(self) -> defer.Deferred[Offer]:
+        """Fires with the ``Offer`` once every listener is bound."""
+        return self.whenListening().addCallback(lambda _: self.offer())
+
+    def offer(self) -> Offer:
+        """What the gateway offers now (its bound listeners among it)."""
+        config = self.config
+        ssh = self.ssh_listener
+        ssh_port = getattr(ssh.port.getHost(), "port", None) if ssh and ssh.port else None
+        return Offer(
+            name=config.name,
+            version=__version__,
+            auth_required=config.require_auth,
+            listeners=tuple(
+                Bound.of(listener.description, listener.port.getHost())
+                for listener in self.listeners
+                if listener.port is not None
+            ),
+            bridge=self.bridge is not None,
+            ssh_port=ssh_port,
+            tags=config.discovery.tags,
+        )
+
+    # -- lifecycle --------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
@@ -173,26 +180,21 @@ class GatewayService(MultiService):
         if self.notifier is not None:
             self.notifier.reloaded()
 
-    def whenListening(self) -> defer.Deferred[list[IListeningPort]]:
-        """Fires once every listener is bound."""
-        listeners = self.listeners + ([self.ssh_listener] if self.ssh_listener else [])
-        return defer.gatherResults([listener.listening for listener in listeners])
-
     def stopService(self) -> defer.Deferred[None]:
         """Close every client with 'going away', then stop listening."""
         if self.notifier is not None:
             self.notifier.stopping()  # at once, not after the wait for clients
-        for announcer in self.discovery:
+        for announcer in self.discovery.values():
             announcer.stopService()  # mDNS goodbyes at once, too
         if self._sighup_installed:
             previous = self._previous_sighup
             signal.signal(signal.SIGHUP, signal.SIG_DFL if previous is None else previous)
             self._sighup_installed = False
-        sessions = list(self.router.sessions)
-        for session in sessions:
-            session.conn.close(CLOSE_GOING_AWAY, "gateway shutting down")
+        connections = list(self.router.connections)
+        for node in connections:
+            node.conn.close(CLOSE_GOING_AWAY, "gateway shutting down")
         waited: defer.Deferred[None] = defer.Deferred()
-        if sessions:
+        if connections:
             self.reactor.callLater(SHUTDOWN_GRACE, waited.callback, None)
             self._wait_for_clients(waited)
         else:
@@ -204,7 +206,7 @@ class GatewayService(MultiService):
         """Finish ``waited`` early once every client has gone."""
         if waited.called:
             return
-        if not self.router.sessions:
+        if not self.router.connections:
             waited.callback(None)
             return
         self.reactor.callLater(0.05, self._wait_for_clients, waited)

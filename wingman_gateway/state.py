@@ -1,4 +1,4 @@
-"""The Router's in-memory state: connections, nodes and rooms.
+"""The Router's records: a client connection (``Node``) and a ``Room``.
 
 Plain data; nothing here knows a transport or the wire format.
 """
@@ -15,8 +15,12 @@ from wingman_gateway.ratelimit import SlidingWindow
 
 
 @attrs.define(eq=False, slots=True, repr=False)
-class Session:
-    """One client connection; it becomes a node when it registers."""
+class Node:
+    """One client connection as the Router knows it; a node once it registers.
+
+    (A bridge session, an SSH session and a client's session are other
+    things: this is the Router's record of any of them.)
+    """
 
     conn: IConnection
     send: Callable[[Outbound], None]
@@ -34,7 +38,7 @@ class Session:
     closed: bool = False
 
     def __repr__(self) -> str:
-        return f"<Session node={self.node_id} name={self.name!r} peer={self.conn.peer}>"
+        return f"<Node {self.node_id} name={self.name!r} peer={self.conn.peer}>"
 
     def describe(self) -> dict[str, Any]:
         """Public description of the node, as other members see it."""
@@ -47,6 +51,18 @@ class Session:
             info["agentName"] = self.agent_name
         return info
 
+    def report(self) -> dict[str, Any]:
+        """The node as ``/stats`` lists it."""
+        return {
+            "id": self.node_id,
+            "name": self.name,
+            "capabilities": self.capabilities,
+            "rooms": [room.name for room in self.rooms.values()],
+            "transport": self.conn.transport_name,
+            "connectedAt": int(self.connected_at * 1000),
+            "lastSeen": int(self.last_seen * 1000),
+        }
+
 
 @attrs.define(eq=False, slots=True, repr=False)
 class Room:
@@ -58,20 +74,20 @@ class Room:
     strategy: str
     created_at: int
     created_by: str
-    members: dict[str, Session] = attrs.Factory(dict)
+    members: dict[str, Node] = attrs.Factory(dict)
     # Snapshot of members for fan-out, rebuilt when membership changes, so
     # a member dropped during a fan-out cannot disturb the loop.
-    recipients: tuple[Session, ...] = ()
+    recipients: tuple[Node, ...] = ()
 
     def __repr__(self) -> str:
         return f"<Room {self.id} {self.name!r} members={len(self.members)}>"
 
-    def add(self, session: Session) -> None:
-        self.members[session.node_id] = session  # type: ignore[index]
+    def add(self, node: Node) -> None:
+        self.members[node.node_id] = node  # type: ignore[index]
         self.recipients = tuple(self.members.values())
 
-    def remove(self, session: Session) -> None:
-        self.members.pop(session.node_id, None)  # type: ignore[arg-type]
+    def remove(self, node: Node) -> None:
+        self.members.pop(node.node_id, None)  # type: ignore[arg-type]
         self.recipients = tuple(self.members.values())
 
     def describe(self) -> dict[str, Any]:

@@ -19,7 +19,7 @@ from twisted.internet.interfaces import IDelayedCall, IListeningPort
 from twisted.internet.task import LoopingCall
 from twisted.python.failure import Failure
 
-from wingman_gateway.config import address_text
+from wingman_gateway.addresses import address_text
 from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.systemd")

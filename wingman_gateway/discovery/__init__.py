@@ -1,34 +1,42 @@
 """Discovery: announcing a gateway (mDNS, Tailscale) and finding gateways.
 
-``discovery_services`` adds the announcers ``--discovery`` asks for to the
-gateway's MultiService and reports their state in ``/health`` under
-``discovery``. zeroconf is imported only when mDNS is used.
+``announcers`` makes the services ``--discovery`` asks for from plain
+values; the wiring parents them and reports their state in ``/health``
+under ``discovery``. zeroconf is imported only when mDNS is used.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
-if TYPE_CHECKING:
-    from wingman_gateway.service import GatewayService
+from twisted.application.service import Service
+from twisted.internet.defer import Deferred
+
+from wingman_gateway.discovery.settings import DiscoverySettings
+from wingman_gateway.offer import Offer
 
 
-def discovery_services(gateway: "GatewayService", reactor: Any) -> list[Any]:
-    """The announcer services for ``gateway.config.discovery``, already parented."""
-    services: dict[str, Any] = {}
-    methods = gateway.config.discovery.methods
-    if "mdns" in methods:
+def announcers(
+    settings: DiscoverySettings,
+    name: str,
+    mdns_interface: str | None,
+    tailscale_socket: str,
+    offered: Callable[[], Deferred[Offer]],
+    reactor: Any,
+) -> dict[str, Service]:
+    """The announcer of each method in ``settings``, by method name.
+
+    ``name`` is the gateway's name (the mDNS instance name unless the
+    settings give another); ``offered`` fires with what the gateway
+    offers once it listens.
+    """
+    services: dict[str, Service] = {}
+    if "mdns" in settings.methods:
         from wingman_gateway.discovery.mdns import MdnsAnnouncer
 
-        services["mdns"] = MdnsAnnouncer(gateway, reactor)
-    if "tailscale" in methods:
+        services["mdns"] = MdnsAnnouncer(settings.name or name, mdns_interface, offered, reactor)
+    if "tailscale" in settings.methods:
         from wingman_gateway.discovery.tailnet import TailnetReporter
 
-        services["tailscale"] = TailnetReporter(gateway, reactor)
-    for service in services.values():
-        service.setServiceParent(gateway)
-    if services:
-        gateway.router.reports["discovery"] = lambda: {
-            method: service.report() for method, service in services.items()
-        }
-    return list(services.values())
+        services["tailscale"] = TailnetReporter(tailscale_socket, offered, reactor)
+    return services

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import ipaddress
 import socket
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 import attrs
 import ifaddr
@@ -22,20 +22,16 @@ from twisted.internet.defer import Deferred, ensureDeferred
 from zeroconf import DNSQuestionType, ServiceInfo, Zeroconf
 from zeroconf.asyncio import AsyncServiceInfo
 
-from wingman_gateway import __version__
-from wingman_gateway.config import ConfigError
+from wingman_gateway.checks import ConfigError
 from wingman_gateway.discovery.records import (
     SERVICE_TYPE,
     instance_name,
-    is_tls,
     sort_addresses,
     txt_record,
 )
 from wingman_gateway.discovery.zc import ZeroconfThread, describe_socket_error, when_done
 from wingman_gateway.logs import get_logger
-
-if TYPE_CHECKING:
-    from wingman_gateway.service import GatewayService, Listener
+from wingman_gateway.offer import Bound, Offer
 
 log = get_logger("wingman_gateway.discovery.mdns")
 
@@ -88,39 +84,18 @@ def select_addresses(bound_host: str, interface: str | None) -> Addresses:
     return Addresses(announced=sort_addresses(announced), multicast=multicast)
 
 
-def _loopback_only(listener: "Listener") -> bool:
-    host = getattr(listener.port.getHost(), "host", "") if listener.port else ""
+def _loopback_only(bound: Bound) -> bool:
     try:
-        return ipaddress.ip_address(host.split("%", 1)[0]).is_loopback
+        return ipaddress.ip_address((bound.host or "").split("%", 1)[0]).is_loopback
     except ValueError:
         return True
 
 
-def websocket_listener(listeners: list["Listener"]) -> "Listener | None":
+def websocket_listener(offer: Offer) -> Bound | None:
     """The listener to announce: the first TCP/TLS one, preferring one not bound to loopback."""
-    network = [l for l in listeners if l.port is not None and hasattr(l.port.getHost(), "host")]
-    outside = [l for l in network if not _loopback_only(l)]
+    network = list(offer.network)
+    outside = [bound for bound in network if not _loopback_only(bound)]
     return (outside or network or [None])[0]
-
-
-def bridge_served(listener: "Listener") -> bool:
-    """True when the listener's site serves the HTTP bridge at ``/bridge``."""
-    root = getattr(listener.factory, "resource", None)
-    return b"bridge" in (getattr(root, "children", None) or {})
-
-
-def ssh_port(gateway: "GatewayService") -> int | None:
-    """The port of the gateway's SSH server (a child serving an SSHFactory), when one runs."""
-    from twisted.conch.ssh.factory import SSHFactory
-
-    for service in gateway:
-        port = getattr(service, "port", None)
-        if port is None or not isinstance(getattr(service, "factory", None), SSHFactory):
-            continue
-        number = getattr(port.getHost(), "port", None)
-        if isinstance(number, int):
-            return number
-    return None
 
 
 async def _free_name(wanted: str, zeroconf: Zeroconf) -> str:
@@ -156,12 +131,13 @@ async def _unregister(info: ServiceInfo, zeroconf: Zeroconf) -> None:
 class MdnsAnnouncer(Service):
     """Announces the gateway on the LAN while it runs."""
 
-    def __init__(self, gateway: "GatewayService", reactor: Any) -> None:
-        self.gateway = gateway
+    def __init__(
+        self, name: str, interface: str | None, offered: Callable[[], Deferred[Offer]], reactor: Any
+    ) -> None:
+        self.offered = offered
         self.reactor = reactor
-        config = gateway.config
-        self.wanted = instance_name(config.discovery.name or config.name)
-        self.interface: str | None = config.mdns_interface
+        self.wanted = instance_name(name)
+        self.interface: str | None = interface
         if self.interface is not None:
             _interface_ips(self.interface)  # an unknown interface stops startup
         self.info: ServiceInfo | None = None
@@ -191,24 +167,21 @@ class MdnsAnnouncer(Service):
         log.error("mdns: cannot announce the gateway: {reason}", reason=reason)
 
     async def _announce(self) -> None:
-        await self.gateway.whenListening()
-        listener = websocket_listener(self.gateway.listeners)
-        if listener is None or listener.port is None:
+        offer = await self.offered()
+        bound = websocket_listener(offer)
+        if bound is None or bound.host is None:
             self.state = "idle: no TCP or TLS listener to announce"
             log.warn("mdns: {state}", state=self.state)
             return
-        bound = listener.port.getHost()
         addresses = select_addresses(bound.host, self.interface)
         if not addresses.announced:
             where = f"interface {self.interface}" if self.interface else "this host"
             self.state = f"idle: {bound.host} is not an address of {where}"
             log.warn("mdns: {state}", state=self.state)
             return
-        config = self.gateway.config
         properties = txt_record(
-            version=__version__, auth_required=config.require_auth,
-            secure=is_tls(listener.description),
-            bridge=bridge_served(listener), ssh_port=ssh_port(self.gateway),
+            version=offer.version, auth_required=offer.auth_required, secure=bound.tls,
+            bridge=offer.bridge, ssh_port=offer.ssh_port,
         )
         host = socket.gethostname().split(".")[0] or "wingman-gateway"
         self.info = ServiceInfo(

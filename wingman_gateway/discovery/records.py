@@ -13,11 +13,6 @@ TXT_VERSION = "1"
 MAX_INSTANCE_BYTES = 63
 
 
-def is_tls(listen_description: str) -> bool:
-    """Whether a ``--listen`` endpoint serves TLS (so its URLs are ``wss://``)."""
-    return listen_description.startswith(("ssl:", "tls:"))
-
-
 class BadAnnouncement(ValueError):
     """An announcement of our service type that a client cannot use."""
 

@@ -10,35 +10,28 @@ discover --tailscale``. tailscaled being down is logged, never fatal.
 from __future__ import annotations
 
 import ipaddress
-from typing import TYPE_CHECKING, Any
+from typing import Any, Callable
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, ensureDeferred
 from twisted.internet.task import LoopingCall
 
-from wingman_gateway.discovery.records import gateway_urls, is_tls
+from wingman_gateway.discovery.records import gateway_urls
 from wingman_gateway.discovery.tailscale import Device, TailscaleError, devices_from_status, local_status
 from wingman_gateway.logs import get_logger
-
-if TYPE_CHECKING:
-    from wingman_gateway.service import GatewayService
+from wingman_gateway.offer import Offer
 
 log = get_logger("wingman_gateway.discovery.tailscale")
 
 REFRESH_SECONDS = 60.0
 
 
-def tailnet_urls(me: Device, listeners: list[Any]) -> list[str]:
+def tailnet_urls(me: Device, offer: Offer) -> list[str]:
     """URLs (Tailscale IPs, then MagicDNS name) of the listeners the tailnet can reach."""
     urls: list[str] = []
-    for listener in listeners:
-        if listener.port is None:
-            continue
-        bound = listener.port.getHost()
-        host = getattr(bound, "host", None)
-        if host is None:
-            continue
-        address = ipaddress.ip_address(host.split("%", 1)[0])
+    for bound in offer.network:
+        assert bound.host is not None and bound.port is not None
+        address = ipaddress.ip_address(bound.host.split("%", 1)[0])
         if address.is_unspecified:
             ips = [ip for ip in me.ips if address.version == 6 or ipaddress.ip_address(ip).version == 4]
         else:
@@ -46,18 +39,19 @@ def tailnet_urls(me: Device, listeners: list[Any]) -> list[str]:
         if not ips:
             continue
         names = ips + ([me.dns_name] if me.dns_name else [])
-        urls += [u for u in gateway_urls(names, bound.port, is_tls(listener.description)) if u not in urls]
+        urls += [u for u in gateway_urls(names, bound.port, bound.tls) if u not in urls]
     return urls
 
 
 class TailnetReporter(Service):
     """Keeps the gateway's tailnet URLs for logs and ``/health``."""
 
-    def __init__(self, gateway: "GatewayService", reactor: Any) -> None:
-        self.gateway = gateway
+    def __init__(self, socket_path: str, offered: Callable[[], Deferred[Offer]], reactor: Any) -> None:
+        self.offered = offered
+        self.offer: Offer | None = None
         self.reactor = reactor
-        self.socket_path: str = gateway.config.tailscale_socket
-        self.tags = gateway.config.discovery.tags
+        self.socket_path = socket_path
+        self.tags: tuple[str, ...] = ()
         self.me: Device | None = None
         self.urls: list[str] = []
         self.error: str | None = None
@@ -76,9 +70,10 @@ class TailnetReporter(Service):
 
     def startService(self) -> None:
         super().startService()
-        self.gateway.whenListening().addCallback(self._start)
+        self.offered().addCallback(self._start)
 
-    def _start(self, _: Any) -> None:
+    def _start(self, offer: Offer) -> None:
+        self.offer, self.tags = offer, offer.tags
         if self.running and not self._loop.running:
             self._loop.start(REFRESH_SECONDS, now=True)
 
@@ -112,7 +107,8 @@ class TailnetReporter(Service):
                 log.warn("tailscale: {reason}", reason=problem)
             self.error, self.urls, self.me = problem, [], None
             return
-        urls = tailnet_urls(me, self.gateway.listeners)
+        assert self.offer is not None
+        urls = tailnet_urls(me, self.offer)
         if urls != self.urls or self.error is not None:
             if urls:
                 log.info("tailscale: reachable on the tailnet at {urls}", urls=", ".join(urls))

@@ -21,7 +21,7 @@ from wingman_gateway.connection import (
     set_no_delay,
 )
 from wingman_gateway.router import Router
-from wingman_gateway.state import Session
+from wingman_gateway.state import Node
 
 log = get_logger("wingman_gateway.websocket")
 
@@ -53,7 +53,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
 
     transport_name = "websocket"
     factory: "GatewayWebSocketFactory"
-    session: Session | None = None
+    session: Node | None = None
     _guard: OutboundGuard | None = None
     _open = False
     _pending: list[bytes] | None = None

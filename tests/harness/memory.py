@@ -12,7 +12,7 @@ from wingman_gateway.auth import Authenticator
 from wingman_gateway.connection import IConnection, Outbound
 from wingman_gateway.limits import Limits
 from wingman_gateway.router import Router
-from wingman_gateway.state import Session
+from wingman_gateway.state import Node
 
 
 @implementer(IConnection)
@@ -52,15 +52,15 @@ class Harness:
         self.router = Router(self.clock, limits or Limits(), authenticator, "test-gateway")
 
     def connect(self) -> tuple[Session, MemoryConnection]:
-        conn = MemoryConnection(f"memory:{len(self.router.sessions) + 1}")
+        conn = MemoryConnection(f"memory:{len(self.router.connections) + 1}")
         return self.router.connect(conn), conn
 
-    def send(self, session: Session, envelope: dict[str, Any] | str | bytes) -> None:
+    def send(self, session: Node, envelope: dict[str, Any] | str | bytes) -> None:
         data = envelope if isinstance(envelope, (str, bytes)) else json.dumps(envelope)
         self.router.receive(session, data)
 
     def request(
-        self, session: Session, conn: MemoryConnection, kind: str, payload: Any = None, **extra: Any
+        self, session: Node, conn: MemoryConnection, kind: str, payload: Any = None, **extra: Any
     ) -> dict[str, Any]:
         """Send one request and return the single reply it caused."""
         envelope: dict[str, Any] = {"type": kind, **extra}

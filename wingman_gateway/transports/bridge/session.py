@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import re
 import secrets
 from typing import Any
 
@@ -21,18 +20,16 @@ from twisted.internet.interfaces import IDelayedCall
 from zope.interface import Attribute, Interface, implementer
 
 from wingman_gateway import errors
-from wingman_gateway.bridge.cors import CorsPolicy
-from wingman_gateway.bridge.options import BridgeOptions
-from wingman_gateway.bridge.queue import DeliveryQueue
-from wingman_gateway.connection import CLOSE_GOING_AWAY, IConnection, Outbound
+from wingman_gateway.transports.bridge.cors import CorsPolicy
+from wingman_gateway.transports.bridge.options import BridgeOptions
+from wingman_gateway.transports.bridge.queue import DeliveryQueue
+from wingman_gateway.connection import CLOSE_GOING_AWAY, IConnection, Outbound, Reply
 from wingman_gateway.envelope import encode
 from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
 
 log = get_logger("wingman_gateway.bridge")
 
-# The Router's direct replies; it encodes every envelope with "type" first.
-_REPLY = re.compile(rb'\{"type":"(?:ack|error|pong)"')
 TIMEOUT_REASON = "bridge session timeout"
 
 
@@ -69,27 +66,26 @@ class BridgeSession:
         self.reader: IReader | None = None
         self.ended: tuple[int, str] | None = None
         self.key: bytes | None = None  # digest of the secret, once admitted
-        self._replies: list[bytes] | None = None
+        self._replies: list[Reply] | None = None
         self._expiry: IDelayedCall | None = None
-        self.state = bridge.router.connect(self)
+        self.node = bridge.router.connect(self)
 
     def __repr__(self) -> str:
-        return f"<BridgeSession node={self.state.node_id} peer={self.peer}>"
+        return f"<BridgeSession node={self.node.node_id} peer={self.peer}>"
 
     # -- IConnection ---------------------------------------------------
 
     def send(self, message: Outbound) -> None:
         if self.ended is not None:
             return
-        data = message.data
-        if self._replies is not None and _REPLY.match(data):
-            self._replies.append(data)
+        if self._replies is not None and isinstance(message, Reply):
+            self._replies.append(message)
             return
         had_loss = self.queue.lost
-        if not self.queue.push(data) and not had_loss:
+        if not self.queue.push(message.data) and not had_loss:
             log.warn(
                 "bridge queue of node {nodeId} is full: dropping messages",
-                nodeId=self.state.node_id,
+                nodeId=self.node.node_id,
                 peer=self.peer,
                 queued=len(self.queue),
                 queuedBytes=self.queue.bytes,
@@ -108,15 +104,15 @@ class BridgeSession:
             reader.end(status, reason)
         # The Router calls disconnect itself right after closing; this covers
         # a close it does not follow (shutdown), as a WebSocket's onClose does.
-        self.bridge.clock.callLater(0, self.bridge.router.disconnect, self.state, reason)
+        self.bridge.clock.callLater(0, self.bridge.router.disconnect, self.node, reason)
 
     # -- from the HTTP side ---------------------------------------------
 
-    def receive(self, data: bytes) -> list[bytes]:
+    def receive(self, data: bytes) -> list[Reply]:
         """Route one posted envelope; the replies the Router gave it directly."""
         self._replies = replies = []
         try:
-            self.bridge.router.receive(self.state, data)
+            self.bridge.router.receive(self.node, data)
         finally:
             self._replies = None
         return replies
@@ -143,7 +139,7 @@ class BridgeSession:
 
     def touch(self) -> None:
         """A request from the client: it is alive (the Router's heartbeat)."""
-        self.state.last_seen = self.bridge.clock.seconds()
+        self.node.last_seen = self.bridge.clock.seconds()
 
     # -- expiry -----------------------------------------------------------
 
@@ -213,7 +209,7 @@ class Bridge(Service):
         """A connection that did not become a session (no register)."""
         if session.ended is None:
             session.ended = (CLOSE_GOING_AWAY, "no session")
-            self.router.disconnect(session.state, "no session")
+            self.router.disconnect(session.node, "no session")
 
     def find(self, secret: str) -> BridgeSession | None:
         """The live session ``secret`` names, compared in constant time."""
@@ -232,11 +228,11 @@ class Bridge(Service):
         timeout = self.options.session_timeout
         log.info(
             "bridge session of node {nodeId} timed out: no poll or stream for {timeout:g} s",
-            nodeId=session.state.node_id,
+            nodeId=session.node.node_id,
             timeout=timeout,
         )
         session.close(CLOSE_GOING_AWAY, f"{TIMEOUT_REASON}: no poll or stream for {timeout:g} s")
-        self.router.disconnect(session.state, TIMEOUT_REASON)
+        self.router.disconnect(session.node, TIMEOUT_REASON)
 
     def stopService(self) -> Any:
         for session in list(self._sessions.values()):

@@ -12,7 +12,7 @@ from typing import Any
 
 from websockets.sync.client import ClientConnection, connect
 
-from background import Background
+from harness.background import Background
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 _LISTENING = re.compile(r"listening on (\S+) \((.*):(\d+)\)")

@@ -19,13 +19,13 @@ from twisted.cred.portal import IRealm, Portal
 from twisted.internet.interfaces import IAddress, IReactorTime
 from zope.interface import implementer
 
-from wingman_gateway.config import address_text
+from wingman_gateway.addresses import address_text
 from wingman_gateway.connection import set_no_delay
 from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
-from wingman_gateway.ssh.forwarding import ForwardTargets, GatewayForwardingChannel
-from wingman_gateway.ssh.keys import AuthorizedKeysFile, KeyFileChecker, SSHIdentity
-from wingman_gateway.ssh.subsystem import SUBSYSTEM, GatewaySession, LineConnection
+from wingman_gateway.transports.ssh.forwarding import ForwardTargets, GatewayForwardingChannel
+from wingman_gateway.transports.ssh.keys import AuthorizedKeysFile, KeyFileChecker, SSHIdentity
+from wingman_gateway.transports.ssh.subsystem import SUBSYSTEM, GatewaySession, LineConnection
 
 log = get_logger("wingman_gateway.ssh")
 # Conch's own events pass the gateway's --log-level filter too.

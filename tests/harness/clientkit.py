@@ -10,7 +10,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.task import deferLater
 
-from support import GatewayProcess
+from harness.support import GatewayProcess
 from wingman_gateway.client import GatewayClient, Message
 
 
@@ -114,5 +114,5 @@ async def stop_gateway(gateway: GatewayProcess, timeout: float = 10.0) -> int:
 
 
 # The test PKI lives in support.py.
-from support import LOCAL_NAMES, WRONG_NAMES, Pki, make_pki  # noqa: E402,F401
+from harness.support import LOCAL_NAMES, WRONG_NAMES, Pki, make_pki  # noqa: E402,F401
 

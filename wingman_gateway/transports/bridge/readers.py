@@ -15,7 +15,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 from zope.interface import implementer
 
-from wingman_gateway.bridge.session import BridgeSession, IReader
+from wingman_gateway.transports.bridge.session import BridgeSession, IReader
 from wingman_gateway.connection import socket_transport, unsent_bytes
 from wingman_gateway.logs import get_logger
 
@@ -180,7 +180,7 @@ class StreamReader:
         log.warn(
             "event stream of node {nodeId} is not read ({unsent} bytes unsent): dropped; "
             "its messages stay queued",
-            nodeId=self.session.state.node_id,
+            nodeId=self.session.node.node_id,
             unsent=unsent,
         )
         self._stop()

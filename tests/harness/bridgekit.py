@@ -16,8 +16,8 @@ from typing import Any, Callable, Iterator
 
 import attrs
 import pytest
-from background import stop_process
-from support import GatewayProcess, NodePool, expect_error, start_gateway
+from harness.background import stop_process
+from harness.support import GatewayProcess, NodePool, expect_error, start_gateway
 
 SESSION = "X-Wingman-Session"
 PROXY = str(Path(__file__).with_name("blocking_proxy.py"))

@@ -33,7 +33,7 @@ from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
 
 if TYPE_CHECKING:
-    from wingman_gateway.ssh.server import GatewayAvatar
+    from wingman_gateway.transports.ssh.server import GatewayAvatar
 
 log = get_logger("wingman_gateway.ssh")
 

@@ -14,7 +14,7 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-from background import Background, stop_all
+from harness.background import Background, stop_all
 
 
 def _ip(*args: str) -> None:

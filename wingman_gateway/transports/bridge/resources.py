@@ -8,7 +8,6 @@ receives is read with a long poll or an event stream.
 
 from __future__ import annotations
 
-import json
 import math
 from typing import Any
 
@@ -16,12 +15,14 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from wingman_gateway import errors
-from wingman_gateway.bridge.cors import CorsPolicy
-from wingman_gateway.bridge.readers import PollReader, StreamReader
-from wingman_gateway.bridge.session import Bridge, BridgeSession
-from wingman_gateway.config import address_text
+from wingman_gateway.transports.bridge.cors import CorsPolicy
+from wingman_gateway.transports.bridge.readers import PollReader, StreamReader
+from wingman_gateway.transports.bridge.session import Bridge, BridgeSession
+from wingman_gateway.addresses import address_text
+from wingman_gateway.connection import Reply
 from wingman_gateway.envelope import encode
 from wingman_gateway.errors import GatewayError
+from wingman_gateway.web.bearer import CHALLENGE, bearer_token
 
 # The HTTP status of each error code, for the replies posted requests get.
 HTTP_STATUS = {
@@ -49,29 +50,27 @@ def _peer(request: Request) -> str:
     return f"{kind.lower()}:{address_text(address)}"
 
 
-def _answer(request: Request, reply: bytes) -> bytes:
-    """Send ``reply`` (an encoded envelope) with the status its type and code call for."""
-    envelope = json.loads(reply)
+def _answer(request: Request, reply: Reply, body: bytes | None = None) -> bytes:
+    """Send ``reply`` with the status its outcome calls for (``body``: its bytes, if others)."""
+    code = reply.code
     status = 200
-    if envelope.get("type") == "error":
-        payload = envelope.get("payload") or {}
-        code = payload.get("code")
+    if code is not None:
         status = HTTP_STATUS.get(code, 400)
         if code == errors.RATE_LIMITED:
-            wait_ms = payload.get("retryAfterMs") or 1000
+            wait_ms = reply.details.get("retryAfterMs") or 1000
             request.setHeader(b"retry-after", b"%d" % max(1, math.ceil(wait_ms / 1000)))
         elif code in _AUTH_CODES:
-            request.setHeader(b"www-authenticate", b'Bearer realm="wingman-gateway"')
+            request.setHeader(b"www-authenticate", CHALLENGE)
         elif code == errors.MAX_NODES_REACHED:
             request.setHeader(b"retry-after", b"5")
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
-    return reply
+    return reply.data if body is None else body
 
 
 def _refuse(request: Request, code: str, message: str) -> bytes:
     error = GatewayError(code, message)
-    reply = encode({"type": "error", "payload": error.payload(), "timestamp": _now_ms(request)})
+    reply = Reply({"type": "error", "payload": error.payload(), "timestamp": _now_ms(request)})
     return _answer(request, reply)
 
 
@@ -84,9 +83,9 @@ def _secret(request: Request, query: bool) -> str | None:
     header = request.getHeader(SESSION_HEADER)
     if header and header.strip():
         return header.strip()
-    scheme, _, value = (request.getHeader("authorization") or "").partition(" ")
-    if scheme.lower() == "bearer" and value.strip():
-        return value.strip()
+    bearer = bearer_token(request)
+    if bearer is not None:
+        return bearer
     if query:
         given = request.args.get(b"session")
         if given and given[0]:
@@ -155,6 +154,17 @@ class _Endpoint(Resource):
         return after
 
 
+    def reading(self, request: Request) -> tuple[BridgeSession, int] | bytes:
+        """The session and the position a read (or confirmation) starts from, or the refusal."""
+        session = self.session(request)
+        if isinstance(session, bytes):
+            return session
+        after = self.position(request, session)
+        if isinstance(after, bytes):
+            return after
+        return session, after
+
+
 class SendResource(_Endpoint):
     """``POST /bridge/send``: one envelope in, the gateway's direct reply out."""
 
@@ -169,21 +179,21 @@ class SendResource(_Endpoint):
         # No session yet: a connection of its own, kept only if it registers.
         session = self.bridge.open(_peer(request))
         replies = session.receive(body)
-        if session.state.node_id is None or session.ended is not None:
+        if session.node.node_id is None or session.ended is not None:
             self.bridge.discard(session)
             return self._reply(request, replies)
         new_secret = self.bridge.admit(session)
         return self._reply(request, replies, new_secret)
 
     @staticmethod
-    def _reply(request: Request, replies: list[bytes], secret: str | None = None) -> bytes:
+    def _reply(request: Request, replies: list[Reply], secret: str | None = None) -> bytes:
         if not replies:
             request.setResponseCode(204)
             return b""
         reply = replies[0]
         if secret is not None:
             # The ack of a register carries the session's secret.
-            reply = reply[:-1] + b',"session":' + json.dumps(secret).encode("ascii") + b"}"
+            return _answer(request, reply, encode(dict(reply.envelope, session=secret)))
         return _answer(request, reply)
 
 
@@ -191,12 +201,10 @@ class PollResource(_Endpoint):
     """``GET /bridge/poll?after=SEQ&timeout=S``: a long poll."""
 
     def render_GET(self, request: Request) -> Any:
-        session = self.session(request)
-        if isinstance(session, bytes):
-            return session
-        after = self.position(request, session)
-        if isinstance(after, bytes):
-            return after
+        reading = self.reading(request)
+        if isinstance(reading, bytes):
+            return reading
+        session, after = reading
         limit = self.bridge.options.poll_timeout
         timeout = limit
         raw = request.args.get(b"timeout")
@@ -218,12 +226,10 @@ class StreamResource(_Endpoint):
     """``GET /bridge/sse``: the session's messages as server-sent events."""
 
     def render_GET(self, request: Request) -> Any:
-        session = self.session(request)
-        if isinstance(session, bytes):
-            return session
-        after = self.position(request, session)
-        if isinstance(after, bytes):
-            return after
+        reading = self.reading(request)
+        if isinstance(reading, bytes):
+            return reading
+        session, after = reading
         StreamReader(session, request, after).start()
         return NOT_DONE_YET
 
@@ -232,14 +238,15 @@ class AckResource(_Endpoint):
     """``POST /bridge/ack?after=SEQ``: confirm messages read from an event stream."""
 
     def render_POST(self, request: Request) -> bytes:
-        session = self.session(request)
-        if isinstance(session, bytes):
-            return session
         if not request.args.get(b"after"):
+            session = self.session(request)  # no session is refused first
+            if isinstance(session, bytes):
+                return session
             return _refuse(request, errors.INVALID_REQUEST, "after is required")
-        after = self.position(request, session)
-        if isinstance(after, bytes):
-            return after
+        reading = self.reading(request)
+        if isinstance(reading, bytes):
+            return reading
+        session, after = reading
         session.confirm(after)
         request.setResponseCode(204)
         return b""

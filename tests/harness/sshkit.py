@@ -9,17 +9,17 @@ import struct
 from pathlib import Path
 from typing import Any
 
-from background import stop_process
+from harness.background import stop_process
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-from memory import Harness
+from harness.memory import Harness
 from twisted.conch.ssh import channel, common, connection, keys, transport, userauth
 from twisted.internet import defer
 from twisted.internet.address import IPv4Address
 from twisted.test import iosim
 
-from wingman_gateway.ssh.keys import AuthorizedKeysFile
-from wingman_gateway.ssh.server import GatewaySSHFactory
+from wingman_gateway.transports.ssh.keys import AuthorizedKeysFile
+from wingman_gateway.transports.ssh.server import GatewaySSHFactory
 
 # -- keys ------------------------------------------------------------------------
 

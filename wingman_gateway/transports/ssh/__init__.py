@@ -2,20 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable
 
 from wingman_gateway.config import ConfigError, GatewayConfig
 from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
-from wingman_gateway.service import Listener
-from wingman_gateway.ssh.keys import (
+from wingman_gateway.listener import Listener
+from wingman_gateway.transports.ssh.keys import (
     AuthorizedKeysFile,
     KeyFileError,
     default_host_key_path,
     fingerprint,
     load_host_key,
 )
-from wingman_gateway.ssh.server import GatewaySSHFactory
+from wingman_gateway.transports.ssh.server import GatewaySSHFactory
 
 log = get_logger("wingman_gateway.ssh")
 
@@ -30,9 +30,10 @@ class SSHListener(Listener):
         self.setName(f"ssh {description}")
 
 
-def ssh_listener(config: GatewayConfig, router: Router, listeners: Sequence[Listener],
+def ssh_listener(config: GatewayConfig, router: Router, listening: Callable[[], list[Any]],
                  reactor: Any) -> SSHListener:
-    """The SSH server for ``config.ssh``; forwarding reaches ``listeners`` only."""
+    """The SSH server for ``config.ssh``; forwarding reaches only the addresses
+    ``listening`` returns (the gateway's own bound listeners)."""
     assert config.ssh is not None and config.ssh_authorized_keys is not None
     try:
         host_key = load_host_key(config.ssh_host_key or default_host_key_path())
@@ -41,9 +42,6 @@ def ssh_listener(config: GatewayConfig, router: Router, listeners: Sequence[List
         raise ConfigError(str(error))
     log.info("SSH host key {fingerprint}; {count} authorized keys",
              fingerprint=fingerprint(host_key), count=len(keyfile.entries))
-
-    def listening() -> list[Any]:
-        return [listener.port.getHost() for listener in listeners if listener.port is not None]
 
     factory = GatewaySSHFactory(router, host_key, keyfile, listening, reactor)
     return SSHListener(config.ssh, factory, reactor)

@@ -7,6 +7,8 @@ from typing import Any
 
 import attrs
 
+from wingman_gateway.checks import ConfigError
+
 MiB = 1024 * 1024
 
 # The longest a long poll is held; a client may ask for less with ?timeout=.
@@ -30,8 +32,6 @@ class BridgeOptions:
 
 def check_origin(key: str, value: Any) -> str:
     """One allowed CORS origin (``scheme://host[:port]``, or ``*`` for any)."""
-    from wingman_gateway.config import ConfigError
-
     if value == "*" or (isinstance(value, str) and _ORIGIN.match(value)):
         return value  # type: ignore[no-any-return]
     raise ConfigError(
@@ -42,8 +42,6 @@ def check_origin(key: str, value: Any) -> str:
 
 def check_origins(key: str, value: Any) -> tuple[str, ...]:
     """A list of origins (a single string is taken as a list of one)."""
-    from wingman_gateway.config import ConfigError
-
     if isinstance(value, str):
         value = [value]
     if not isinstance(value, (list, tuple)):

@@ -12,7 +12,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from background import stop_process
+from harness.background import stop_process
 
 WINGMAN = str(Path(sys.executable).with_name("wingman"))
 

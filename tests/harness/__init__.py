@@ -1,0 +1,1 @@
+"""What the tests share: gateways in processes and in memory, nodes, waits, kits per transport."""

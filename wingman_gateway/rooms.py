@@ -1,0 +1,204 @@
+"""The rooms seam: where nodes and rooms live and how messages reach them.
+
+The Router decides *whether* something may happen (validation, auth,
+limits, rate limits); an ``IRooms`` provider keeps the node directory and
+the room registry and does the fan-out. ``LocalRooms`` keeps them in this
+process; a backplane shared by several gateways provides the same
+interface, so the Router's request handlers never change with it.
+Nothing here imports a transport.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Any, Iterable
+
+from twisted.internet.interfaces import IReactorTime
+from zope.interface import Interface, implementer
+
+from wingman_gateway.connection import Outbound
+from wingman_gateway.envelope import encode
+from wingman_gateway.state import Node, Room
+
+
+class IRooms(Interface):
+    """The node directory, the room registry and fan-out."""
+
+    def new_node_id() -> str:
+        """An id no other node has."""
+
+    def add_node(node: Node) -> None:
+        """``node`` (with its id set) is registered and may be found."""
+
+    def remove_node(node: Node, reason: str) -> None:
+        """``node`` is gone: it leaves every room (members are told why)."""
+
+    def node(node_id: str) -> Node | None:
+        """The registered node with ``node_id``, or None."""
+
+    def send_to(node_id: str, message: Outbound) -> bool:
+        """Hand ``message`` to the node ``node_id``; False if there is none."""
+
+    def find(room: str) -> Room | None:
+        """The room with this id, or else with this name."""
+
+    def find_by_name(name: str) -> Room | None:
+        """The room named ``name``, or None."""
+
+    def create(name: str, description: str | None, strategy: str, created_by: str) -> Room:
+        """A new, empty room; ``name`` must not be taken."""
+
+    def join(room: Room, node: Node) -> bool:
+        """``node`` joins ``room`` (members are told); False if it was a member."""
+
+    def leave(room: Room, node: Node, reason: str) -> None:
+        """``node`` leaves ``room``; an empty room is gone."""
+
+    def deliver(room: Room, message: Outbound, exclude: Node | None) -> int:
+        """Hand ``message`` to every member but ``exclude``; how many got it."""
+
+    def members(room: Room) -> list[dict[str, Any]]:
+        """Public descriptions of the room's members."""
+
+    def node_count() -> int:
+        """How many nodes are registered."""
+
+    def room_count() -> int:
+        """How many rooms exist."""
+
+    def nodes() -> Iterable[Node]:
+        """Every registered node (for ``/stats``)."""
+
+    def rooms() -> Iterable[Room]:
+        """Every room (for ``/stats``)."""
+
+
+@implementer(IRooms)
+class LocalRooms:
+    """Nodes and rooms of this gateway alone, in memory."""
+
+    def __init__(self, clock: IReactorTime) -> None:
+        self.clock = clock
+        self._nodes: dict[str, Node] = {}
+        self._rooms: dict[str, Room] = {}
+        self._by_name: dict[str, Room] = {}
+
+    def _now_ms(self) -> int:
+        return int(self.clock.seconds() * 1000)
+
+    # -- nodes ------------------------------------------------------------
+
+    def new_node_id(self) -> str:
+        node_id = secrets.token_hex(8)
+        while node_id in self._nodes:
+            node_id = secrets.token_hex(8)
+        return node_id
+
+    def add_node(self, node: Node) -> None:
+        assert node.node_id is not None
+        self._nodes[node.node_id] = node
+
+    def remove_node(self, node: Node, reason: str) -> None:
+        if node.node_id is None or self._nodes.get(node.node_id) is not node:
+            return
+        del self._nodes[node.node_id]
+        for room in list(node.rooms.values()):
+            self.leave(room, node, reason)
+
+    def node(self, node_id: str) -> Node | None:
+        return self._nodes.get(node_id)
+
+    def send_to(self, node_id: str, message: Outbound) -> bool:
+        target = self._nodes.get(node_id)
+        if target is None:
+            return False
+        target.send(message)
+        return True
+
+    def node_count(self) -> int:
+        return len(self._nodes)
+
+    def nodes(self) -> Iterable[Node]:
+        return list(self._nodes.values())
+
+    # -- rooms ------------------------------------------------------------
+
+    def find(self, room: str) -> Room | None:
+        return self._rooms.get(room) or self._by_name.get(room)
+
+    def find_by_name(self, name: str) -> Room | None:
+        return self._by_name.get(name)
+
+    def create(self, name: str, description: str | None, strategy: str, created_by: str) -> Room:
+        if name in self._by_name:
+            raise ValueError(f"a room named {name!r} exists")
+        room_id = secrets.token_hex(8)
+        while room_id in self._rooms:
+            room_id = secrets.token_hex(8)
+        room = Room(
+            id=room_id,
+            name=name,
+            description=description,
+            strategy=strategy,
+            created_at=self._now_ms(),
+            created_by=created_by,
+        )
+        self._rooms[room.id] = room
+        self._by_name[room.name] = room
+        return room
+
+    def join(self, room: Room, node: Node) -> bool:
+        if node.node_id in room.members:
+            return False
+        room.add(node)
+        node.rooms[room.id] = room
+        self._presence(room, node, "joined", None)
+        return True
+
+    def leave(self, room: Room, node: Node, reason: str) -> None:
+        room.remove(node)
+        node.rooms.pop(room.id, None)
+        if room.members:
+            self._presence(room, node, "left", reason)
+        elif self._rooms.get(room.id) is room:
+            del self._rooms[room.id]
+            del self._by_name[room.name]
+
+    def deliver(self, room: Room, message: Outbound, exclude: Node | None) -> int:
+        recipients = room.recipients
+        for member in recipients:
+            if member is not exclude:
+                member.send(message)
+        return len(recipients) - (exclude is not None and exclude.node_id in room.members)
+
+    def members(self, room: Room) -> list[dict[str, Any]]:
+        return [member.describe() for member in room.recipients]
+
+    def room_count(self) -> int:
+        return len(self._rooms)
+
+    def rooms(self) -> Iterable[Room]:
+        return list(self._rooms.values())
+
+    # -- presence ---------------------------------------------------------
+
+    def _presence(self, room: Room, node: Node, event: str, reason: str | None) -> None:
+        """Tell the other members that ``node`` joined or left ``room``."""
+        payload = node.describe()
+        payload.update(
+            event=event, groupId=room.id, groupName=room.name, memberCount=len(room.members)
+        )
+        if reason is not None:
+            payload["reason"] = reason
+        notice = Outbound(
+            encode(
+                {
+                    "type": "presence",
+                    "nodeId": node.node_id,
+                    "groupId": room.id,
+                    "payload": payload,
+                    "timestamp": self._now_ms(),
+                }
+            )
+        )
+        self.deliver(room, notice, node)
