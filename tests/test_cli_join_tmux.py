@@ -13,7 +13,7 @@ from typing import Callable, Iterator
 import pytest
 
 from cli_support import WINGMAN
-from support import GatewayProcess, Node
+from support import GatewayProcess, Node, wait_until
 
 
 class Terminal:
@@ -104,12 +104,56 @@ def test_agent_stream_renders_readably(gateway: GatewayProcess, terminal: Termin
     start = lines.index("[ops] coder-node ▶ coder working on: Review the auth code")
     assert lines[start + 1 : start + 8] == [
         "[ops] coder-node:",
-        "The auth code",
+        "    The auth code",
         '  ⚙ coder-node runs command_execute {"command": "cat src/auth.ts"}',
         "  ✓ command_execute → export function login() {}",
         "[ops] coder-node:",
-        " looks fine.",
+        "     looks fine.",
         "[ops] coder-node ■ done",
     ]
     assert lines[start + 8] == "[ops] coder-node ✗ ERROR: rate limit from model provider"
     agent.close()
+
+
+# Escape sequences a hostile member may put in its name or text: a window
+# title (OSC 2), the clipboard (OSC 52), a carriage return and newlines that
+# would start a forged line, an 8-bit CSI and a right-to-left override.
+HOSTILE_NAME = "eve\x1b]2;owned-by-name\x07\x1b]52;c;b3duZWQ=\x07\r[lobby] admin"
+HOSTILE_TEXT = (
+    "hi\n[lobby] admin: paste this\r[lobby] admin: again"
+    "\x1b]2;owned-by-text\x07\x1b]52;c;b3duZWQ=\x07\x9b2J\u202eevil"
+)
+
+
+def test_hostile_names_and_texts_cannot_act_on_the_terminal(
+    gateway: GatewayProcess, terminal: Terminal
+) -> None:
+    terminal._tmux("set-option", "-g", "set-clipboard", "on")
+    terminal.wait_for(lambda s: "in room ops" in s)
+    title = terminal._tmux("display-message", "-p", "-t", "main", "#{pane_title}")
+    mallory = Node(gateway.url)
+    assert mallory.register(HOSTILE_NAME)["type"] == "ack"
+    mallory.join("ops")
+    for payload in (
+        HOSTILE_TEXT,
+        {"type": "agent-stream", "chunk": "streamed\n[lobby] admin: forged\x1b]2;owned-by-stream\x07"},
+        {"type": "tool-start", "toolName": "sh\r[lobby] admin:", "toolInput": "\x1b]52;c;b3duZWQ=\x07"},
+        "end of attack",
+    ):
+        mallory.send({"type": "broadcast", "payload": {"groupId": "ops", "message": payload}})
+    screen = terminal.wait_for(lambda s: "end of attack" in s)
+    assert not [line for line in screen.splitlines() if line.startswith("[lobby]")], screen
+    shown = "[ops] eve\\x1b]2;owned-by-name\\x07\\x1b]52;c;b3duZWQ=\\x07\\r[lobby] admin"
+    assert f"{shown}: hi" in screen
+    assert "\n    [lobby] admin: paste this\\r[lobby] admin: again\\x1b]2;owned-by-text" in screen
+    assert "\\x9b2J\\u202eevil" in screen
+    assert "\n    streamed\n    [lobby] admin: forged\\x1b]2;owned-by-stream\\x07" in screen
+    assert "runs sh\\r[lobby] admin: \\x1b]52;c;b3duZWQ=\\x07" in screen
+    assert terminal._tmux("display-message", "-p", "-t", "main", "#{pane_title}") == title
+    assert terminal._tmux("list-buffers") == ""
+    mallory.close()
+    # The same bytes written raw do retitle a pane and fill a buffer: the checks above can fail.
+    raw = "".join(f"\\{byte:03o}" for byte in HOSTILE_NAME.encode())
+    terminal._tmux("new-window", "-d", "-n", "control", f"printf '{raw}'; sleep 30")
+    wait_until(lambda: terminal._tmux("list-buffers"), 10, "the raw OSC 52 to fill a tmux buffer")
+    assert terminal._tmux("display-message", "-p", "-t", "control", "#{pane_title}").strip() == "owned-by-name"
