@@ -53,6 +53,7 @@ class Section:
 class Page:
     sections: list[Section]
     unlabelled: list[Any]  # JSON examples that no actor sends or gets
+    screens: list[list[str]]  # ``.. code-block:: text``: what a terminal shows
     text: str
 
 
@@ -96,6 +97,7 @@ def read_page(path: Path = DOC) -> Page:
     lines = text.splitlines()
     sections: list[Section] = []
     unlabelled: list[Any] = []
+    screens: list[list[str]] = []
     label: tuple[str, str] | None = None
     index = 0
     while index < len(lines):
@@ -114,12 +116,14 @@ def read_page(path: Path = DOC) -> Page:
                     sections[-1].steps.append(Step(label[0], label[1], value))
             elif match.group(1) == "console":
                 sections[-1].commands.extend(_commands(body))
+            elif match.group(1) == "text":
+                screens.append(body)
             label = None
             continue
         elif line.strip():
             label = None
         index += 1
-    return Page(sections, unlabelled, text)
+    return Page(sections, unlabelled, screens, text)
 
 
 class Bindings:

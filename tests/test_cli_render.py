@@ -4,10 +4,13 @@ shape, and untrusted text that must only ever be text on the terminal."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 
+from cli_support import LineProcess
+from support import GatewayProcess, Node
 from wingman_gateway.cli.render import Renderer
 from wingman_gateway.cli.untrusted import block, json_line, one_line
 from wingman_gateway.client import Message
@@ -79,3 +82,25 @@ def test_json_lines_stay_the_same_value_without_terminal_controls() -> None:
     assert json.loads(text) == value
     assert text == '{"name": "\\u001b]52;c;eA==\\u0007\\u009b\\u202e é", "n": 1}'
     assert json.loads(json_line("\ud800")) == "\ud800"
+
+
+def test_join_json_lines_carry_hostile_text_as_escapes(gateway: GatewayProcess, tmp_path: Path) -> None:
+    """The real ``join --json``: the same value arrives, with no terminal control in the line."""
+    cli = LineProcess(tmp_path, "gateway", "join", gateway.url, "--json", "--name", "term", "--group", "ops")
+    try:
+        cli.read_until(lambda r: r.get("event") == "connected")
+        sender = Node(gateway.url)
+        hostile = "\x1b]52;c;b3duZWQ=\x07\x9b2J\u202eevil\u2028 é"
+        sender.register(hostile)
+        sender.join("ops")
+        sender.send({"type": "broadcast", "payload": {"groupId": "ops", "message": hostile}})
+        for _ in range(20):
+            line = cli.lines.get(timeout=10)
+            if json.loads(line).get("type") == "broadcast":
+                break
+        assert json.loads(line)["payload"] == hostile and json.loads(line)["fromName"] == hostile
+        assert not set(line) & {"\x1b", "\x07", "\x9b", "\u202e", "\u2028"}, line
+        assert '"\\u001b]52;c;b3duZWQ=\\u0007\\u009b2J\\u202eevil\\u2028 é"' in line
+        sender.close()
+    finally:
+        cli.stop()

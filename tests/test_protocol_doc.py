@@ -23,6 +23,8 @@ from bridgekit import BridgeNode
 from docexamples import DOC, Bindings, Page, Section, read_page
 from support import GatewayProcess, Node, expect_closed, expect_silence, reply_to, running_gateway
 from wingman_gateway import errors
+from wingman_gateway.cli.render import AGENT_EVENTS, Renderer
+from wingman_gateway.client import Message
 
 PAGE: Page = read_page()
 NODE_SECTIONS = [s for s in PAGE.sections if s.steps]
@@ -144,6 +146,22 @@ def test_every_message_type_has_a_replayed_example() -> None:
     ]
     agent_events = {message.get("type") for message in messages if isinstance(message, dict)} - {None}
     assert agent_events == {"agent-start", "agent-stream", "tool-start", "tool-end", "agent-complete", "agent-error"}
+
+
+def test_documented_agent_turn_is_what_join_shows() -> None:
+    """The terminal rendering of the documented agent turn, through join's own renderer."""
+    [screen] = PAGE.screens
+    delivered = [
+        step.envelope for s in NODE_SECTIONS for step in s.steps
+        if step.verb == "receives" and step.envelope["type"] == "broadcast"
+        and isinstance(step.envelope["payload"], dict) and step.envelope["payload"].get("type") in AGENT_EVENTS
+    ]
+    out: list[str] = []
+    renderer = Renderer(out.append)
+    for envelope in delivered:
+        renderer.message(Message.from_envelope(envelope))
+    renderer.line("")
+    assert "".join(out).split("\n")[:-2] == screen
 
 
 def test_documented_oversized_message_reply(gateway: GatewayProcess) -> None:
