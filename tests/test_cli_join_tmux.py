@@ -134,16 +134,22 @@ def test_hostile_names_and_texts_cannot_act_on_the_terminal(
     mallory = Node(gateway.url)
     assert mallory.register(HOSTILE_NAME)["type"] == "ack"
     mallory.join("ops")
+    shown = "[ops] eve\\x1b]2;owned-by-name\\x07\\x1b]52;c;b3duZWQ=\\x07\\r[lobby] admin"
+    # Padded so that, wrapped by the 160-column terminal, it would start a row.
+    padded = " " * (160 - len(f"{shown}: ")) + "[lobby] admin: padded"
     for payload in (
         HOSTILE_TEXT,
+        padded,
         {"type": "agent-stream", "chunk": "streamed\n[lobby] admin: forged\x1b]2;owned-by-stream\x07"},
         {"type": "tool-start", "toolName": "sh\r[lobby] admin:", "toolInput": "\x1b]52;c;b3duZWQ=\x07"},
         "end of attack",
     ):
         mallory.send({"type": "broadcast", "payload": {"groupId": "ops", "message": payload}})
-    screen = terminal.wait_for(lambda s: "end of attack" in s)
-    assert not [line for line in screen.splitlines() if line.startswith("[lobby]")], screen
-    shown = "[ops] eve\\x1b]2;owned-by-name\\x07\\x1b]52;c;b3duZWQ=\\x07\\r[lobby] admin"
+    terminal.wait_for(lambda s: "end of attack" in s)
+    rows = terminal._tmux("capture-pane", "-p", "-t", "main")  # as displayed, wrapped rows apart
+    assert not [row for row in rows.splitlines() if row.startswith("[lobby]")], rows
+    assert "\n    [lobby] admin: padded\n" in rows
+    screen = terminal.screen()
     assert f"{shown}: hi" in screen
     assert "\n    [lobby] admin: paste this\\r[lobby] admin: again\\x1b]2;owned-by-text" in screen
     assert "\\x9b2J\\u202eevil" in screen

@@ -104,3 +104,32 @@ def test_join_json_lines_carry_hostile_text_as_escapes(gateway: GatewayProcess, 
         sender.close()
     finally:
         cli.stop()
+
+
+def test_rows_break_before_the_edge_and_continue_indented() -> None:
+    """However a text is padded, nothing it holds can start a row on a 20-column terminal."""
+    out: list[str] = []
+    renderer = Renderer(out.append, lambda: 20)
+    for payload in (
+        " " * 9 + "[ops] admin: x",
+        "漢字漢字漢字漢字漢字\t漢字",
+        {"type": "agent-stream", "chunk": "a" * 12},
+        {"type": "agent-stream", "chunk": "b" * 10 + "\n[ops] admin"},
+    ):
+        renderer.message(Message.from_envelope(
+            {"type": "broadcast", "fromName": "eve", "groupName": "ops", "payload": payload}
+        ))
+    renderer.line("end")
+    assert "".join(out).split("\n") == [
+        "[ops] eve: " + " " * 9,
+        "    [ops] admin: x",
+        "[ops] eve: 漢字漢字",
+        "    漢字漢字漢字",
+        "    \t漢字",
+        "[ops] eve:",
+        "    aaaaaaaaaaaabbbb",
+        "    bbbbbb",
+        "    [ops] admin",
+        "end",
+        "",
+    ]

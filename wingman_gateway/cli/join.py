@@ -17,7 +17,7 @@ from twisted.internet import stdio
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.protocols.basic import LineReceiver
 
-from wingman_gateway.cli.render import Renderer
+from wingman_gateway.cli.render import Renderer, terminal_width
 from wingman_gateway.cli.runner import run_async
 from wingman_gateway.cli.untrusted import json_line, one_line
 from wingman_gateway.client import ClientError, GatewayClient, Message
@@ -67,7 +67,7 @@ class JoinSession:
         self.json_mode = json_mode
         self.room: str | None = None
         self.done: Deferred[int] = Deferred()
-        self.renderer = Renderer(self._write)
+        self.renderer = Renderer(self._write, terminal_width)
 
     def _write(self, text: str) -> None:
         sys.stdout.write(text)

@@ -11,7 +11,11 @@ printed through ``untrusted``, so it can only ever appear as text.
 from __future__ import annotations
 
 import json
+import os
+import sys
 from typing import Any, Callable
+
+from wcwidth import wcwidth
 
 from wingman_gateway.cli.untrusted import block, one_line
 from wingman_gateway.client import Message
@@ -61,19 +65,63 @@ def _rest(event: dict[str, Any]) -> str:
     return short(rest) if rest else "(no fields)"
 
 
-class Renderer:
-    """Writes delivered messages for a person at a terminal."""
+def _cells(char: str, column: int) -> int:
+    """How many columns ``char`` takes at ``column`` (tabs stop every 8)."""
+    return 8 - column % 8 if char == "\t" else max(wcwidth(char), 0)
 
-    def __init__(self, write: Callable[[str], None]) -> None:
+
+def terminal_width() -> int | None:
+    """Columns of the terminal on standard output (None when it is not one)."""
+    try:
+        return os.get_terminal_size(sys.stdout.fileno()).columns
+    except (OSError, ValueError):
+        return None
+
+
+class Renderer:
+    """Writes delivered messages for a person at a terminal.
+
+    With a ``width``, rows are broken before the terminal would wrap them
+    and continue indented, so that no text, however padded, starts a row
+    where a new message would.
+    """
+
+    def __init__(self, write: Callable[[str], None], width: Callable[[], int | None] = lambda: None) -> None:
         self._write = write
+        self._width = width
+        self._column = 0  # where the cursor is on the current row
         self._inline: str | None = None  # node whose tokens are being written inline
+
+    def _fold(self, text: str) -> str:
+        """``text`` as written from the current column, broken (and indented) before the edge."""
+        width = self._width()
+        if width is not None and width <= 2 * len(INDENT):
+            width = None  # too narrow to indent: let the terminal wrap
+        out: list[str] = []
+        column = self._column
+        for char in text:
+            if char == "\n":
+                out.append(char)
+                column = 0
+                continue
+            cells = _cells(char, column)
+            if width is not None and column + cells > width:
+                out.append("\n" + INDENT)
+                column = len(INDENT)
+                cells = _cells(char, column)
+            out.append(char)
+            column += cells
+        self._column = column
+        return "".join(out)
 
     def line(self, text: str) -> None:
         """A whole line, ending any inline stream first; further lines are indented."""
         if self._inline is not None:
             self._write("\n")
             self._inline = None
-        self._write(block(text, INDENT) + "\n")
+        self._column = 0
+        self._write(self._fold(block(text, INDENT)) + "\n")
+        self._column = 0
 
     def message(self, message: Message) -> None:
         room = f"[{one_line(message.group_name)}] " if message.group_name else ""
@@ -109,8 +157,8 @@ class Renderer:
             if self._inline != node:
                 self.line(f"{room}{who}:")
                 self._inline = node
-                self._write(INDENT)
-            self._write(block(text, INDENT))
+                self._write(self._fold(INDENT))
+            self._write(self._fold(block(text, INDENT)))
         elif kind in ("tool-start", "tool-end"):
             self._tool(who, kind, event)
         elif kind == "agent-complete":
