@@ -14,6 +14,7 @@ import json
 import os
 import re
 import subprocess
+from pathlib import Path
 from typing import Any, Iterator
 
 import docutils.core
@@ -21,6 +22,7 @@ import pytest
 
 from bridgekit import BridgeNode
 from docexamples import DOC, Bindings, Page, Section, read_page
+from sshkit import SSHLineNode, UserKey, write_authorized_keys
 from support import GatewayProcess, Node, expect_closed, expect_silence, reply_to, running_gateway
 from wingman_gateway import errors
 from wingman_gateway.cli.render import AGENT_EVENTS, Renderer
@@ -148,6 +150,14 @@ def test_every_message_type_has_a_replayed_example() -> None:
     assert agent_events == {"agent-start", "agent-stream", "tool-start", "tool-end", "agent-complete", "agent-error"}
 
 
+def test_every_unlabelled_example_has_a_test_of_its_own() -> None:
+    """Examples outside a replayed exchange are each checked by one test below."""
+    kinds = sorted(
+        value["payload"]["code"] if value["type"] == "error" else value["type"] for value in PAGE.unlabelled
+    )
+    assert kinds == ["MESSAGES_LOST", "PAYLOAD_TOO_LARGE", "close", "ping"]
+
+
 def test_documented_agent_turn_is_what_join_shows() -> None:
     """The terminal rendering of the documented agent turn, through join's own renderer."""
     [screen] = PAGE.screens
@@ -217,3 +227,23 @@ def test_pages_are_clean_restructuredtext(name: str) -> None:
         settings_overrides={"warning_stream": warnings, "report_level": 2, "halt_level": 5},
     )
     assert warnings.getvalue() == ""
+
+
+def test_documented_close_line_of_an_ssh_node(tmp_path: Path) -> None:
+    """The real ``ssh -s wingman``: after an unregister's ack comes the documented close line."""
+    documented = example(lambda v: v.get("type") == "close")
+    key = UserKey(tmp_path, "alice")
+    authorized = write_authorized_keys(tmp_path / "authorized_keys", key.line())
+    with running_gateway(
+        "--ssh", "tcp:0:interface=127.0.0.1", "--ssh-host-key", str(tmp_path / "host_key"),
+        "--ssh-authorized-keys", str(authorized),
+    ) as gateway:
+        ssh_port = int(gateway.wait_for(r"SSH server on \S+ \(127\.0\.0\.1:(\d+)\)").group(1))
+        node = SSHLineNode(ssh_port, key.path)
+        try:
+            assert node.request("register", {"name": "liner"})["type"] == "ack"
+            assert node.request("unregister")["type"] == "ack"
+            Bindings().match(documented, node.recv())
+            assert node.proc.wait(timeout=10) == 0
+        finally:
+            node.stop()
