@@ -1,7 +1,8 @@
 """How a room looks in a terminal: messages, presence and agent streams.
 
-Agent-stream events (PRD: agent-start, agent-stream, tool-start, tool-end,
-agent-complete, agent-error) ride inside broadcast payloads; an agent's text
+Agent-stream events (agent-start, agent-stream, tool-start, tool-end,
+agent-complete, agent-error; docs/protocol.rst gives their fields) ride
+inside broadcast payloads; an agent's text
 tokens are written inline under its name, tools and errors one line each.
 An event whose fields are missing or of another shape is shown as what it
 holds (compact JSON), never as ``None``. Everything another node sent is
@@ -95,8 +96,8 @@ class Renderer:
     def _fold(self, text: str) -> str:
         """``text`` as written from the current column, broken (and indented) before the edge."""
         width = self._width()
-        if width is not None and width <= 2 * len(INDENT):
-            width = None  # too narrow to indent: let the terminal wrap
+        if width is None or width <= 2 * len(INDENT):
+            return text  # not a terminal, or too narrow to indent: it wraps as it will
         out: list[str] = []
         column = self._column
         for char in text:
@@ -105,7 +106,7 @@ class Renderer:
                 column = 0
                 continue
             cells = _cells(char, column)
-            if width is not None and column + cells > width:
+            if column + cells > width:
                 out.append("\n" + INDENT)
                 column = len(INDENT)
                 cells = _cells(char, column)
