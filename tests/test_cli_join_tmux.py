@@ -115,6 +115,32 @@ def test_agent_stream_renders_readably(gateway: GatewayProcess, terminal: Termin
     agent.close()
 
 
+
+def test_agent_events_of_another_shape_show_what_they_hold(gateway: GatewayProcess, terminal: Terminal) -> None:
+    terminal.wait_for(lambda s: "in room ops" in s)
+    agent = Node(gateway.url)
+    agent.register("odd-agent")
+    agent.join("ops")
+    for event in (
+        {"type": "agent-start", "task": "triage"},
+        {"type": "tool-start", "tool": "grep", "args": ["-r", "TODO"]},
+        {"type": "tool-end", "toolName": "grep"},
+        {"type": "agent-error", "message": "quota exceeded"},
+        {"type": "agent-stream"},
+    ):
+        agent.send({"type": "broadcast", "payload": {"groupId": "ops", "message": event}})
+    screen = terminal.wait_for(lambda s: "agent-stream (no fields)" in s)
+    lines = [line.rstrip() for line in screen.splitlines() if line.strip()]
+    start = lines.index('[ops] odd-agent ▶ odd-agent {"task": "triage"}')
+    assert lines[start + 1 : start + 5] == [
+        '  ⚙ odd-agent tool-start {"tool": "grep", "args": ["-r", "TODO"]}',
+        "  ✓ grep finished",
+        '[ops] odd-agent ✗ ERROR: {"message": "quota exceeded"}',
+        "[ops] odd-agent: agent-stream (no fields)",
+    ]
+    assert "None" not in screen and "null" not in screen
+    agent.close()
+
 # Escape sequences a hostile member may put in its name or text: a window
 # title (OSC 2), the clipboard (OSC 52), a carriage return and newlines that
 # would start a forged line, an 8-bit CSI and a right-to-left override.
