@@ -8,7 +8,7 @@ import subprocess
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 import pytest
 
@@ -82,11 +82,24 @@ def test_typed_lines_reach_the_room_and_replies_show(gateway: GatewayProcess, te
     terminal.wait_for(lambda s: "exit status 0" in s)
 
 
-def test_agent_stream_renders_readably(gateway: GatewayProcess, terminal: Terminal) -> None:
+def agent_turn(
+    gateway: GatewayProcess, terminal: Terminal, name: str, events: list[dict[str, Any]], until: str
+) -> list[str]:
+    """Broadcast ``events`` to ops from a new node ``name``; the pane's lines once ``until`` shows."""
     terminal.wait_for(lambda s: "in room ops" in s)
     agent = Node(gateway.url)
-    agent.register("coder-node")
-    agent.join("ops")
+    try:
+        agent.register(name)
+        agent.join("ops")
+        for event in events:
+            agent.send({"type": "broadcast", "payload": {"groupId": "ops", "message": event}})
+        screen = terminal.wait_for(lambda s: until in s)
+    finally:
+        agent.close()
+    return [line.rstrip() for line in screen.splitlines() if line.strip()]
+
+
+def test_agent_stream_renders_readably(gateway: GatewayProcess, terminal: Terminal) -> None:
     events = [
         {"type": "agent-start", "agent": "coder", "prompt": "Review the auth code"},
         {"type": "agent-stream", "chunk": {"event": "on_chat_model_stream", "data": {"chunk": "The"}}},
@@ -97,12 +110,9 @@ def test_agent_stream_renders_readably(gateway: GatewayProcess, terminal: Termin
         {"type": "agent-complete", "result": {"response": "The auth code looks fine."}},
         {"type": "agent-error", "error": "rate limit from model provider"},
     ]
-    for event in events:
-        agent.send({"type": "broadcast", "payload": {"groupId": "ops", "message": event}})
-    screen = terminal.wait_for(lambda s: "ERROR: rate limit from model provider" in s)
-    lines = [line.rstrip() for line in screen.splitlines() if line.strip()]
+    lines = agent_turn(gateway, terminal, "coder-node", events, "ERROR: rate limit from model provider")
     start = lines.index("[ops] coder-node ▶ coder working on: Review the auth code")
-    assert lines[start + 1 : start + 8] == [
+    assert lines[start + 1 : start + 9] == [
         "[ops] coder-node:",
         "    The auth code",
         '  ⚙ coder-node runs command_execute {"command": "cat src/auth.ts"}',
@@ -110,36 +120,28 @@ def test_agent_stream_renders_readably(gateway: GatewayProcess, terminal: Termin
         "[ops] coder-node:",
         "     looks fine.",
         "[ops] coder-node ■ done",
+        "[ops] coder-node ✗ ERROR: rate limit from model provider",
     ]
-    assert lines[start + 8] == "[ops] coder-node ✗ ERROR: rate limit from model provider"
-    agent.close()
-
 
 
 def test_agent_events_of_another_shape_show_what_they_hold(gateway: GatewayProcess, terminal: Terminal) -> None:
-    terminal.wait_for(lambda s: "in room ops" in s)
-    agent = Node(gateway.url)
-    agent.register("odd-agent")
-    agent.join("ops")
-    for event in (
+    events = [
         {"type": "agent-start", "task": "triage"},
         {"type": "tool-start", "tool": "grep", "args": ["-r", "TODO"]},
         {"type": "tool-end", "toolName": "grep"},
         {"type": "agent-error", "message": "quota exceeded"},
         {"type": "agent-stream"},
-    ):
-        agent.send({"type": "broadcast", "payload": {"groupId": "ops", "message": event}})
-    screen = terminal.wait_for(lambda s: "agent-stream (no fields)" in s)
-    lines = [line.rstrip() for line in screen.splitlines() if line.strip()]
+    ]
+    lines = agent_turn(gateway, terminal, "odd-agent", events, "agent-stream (no fields)")
     start = lines.index('[ops] odd-agent ▶ odd-agent {"task": "triage"}')
-    assert lines[start + 1 : start + 5] == [
+    assert lines[start + 1 :] == [
         '  ⚙ odd-agent tool-start {"tool": "grep", "args": ["-r", "TODO"]}',
         "  ✓ grep finished",
         '[ops] odd-agent ✗ ERROR: {"message": "quota exceeded"}',
         "[ops] odd-agent: agent-stream (no fields)",
     ]
-    assert "None" not in screen and "null" not in screen
-    agent.close()
+    assert not [line for line in lines if "None" in line or "null" in line]
+
 
 # Escape sequences a hostile member may put in its name or text: a window
 # title (OSC 2), the clipboard (OSC 52), a carriage return and newlines that
