@@ -17,8 +17,9 @@ from twisted.internet import stdio
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.protocols.basic import LineReceiver
 
-from wingman_gateway.cli.render import Renderer
+from wingman_gateway.cli.render import Renderer, terminal_width
 from wingman_gateway.cli.runner import run_async
+from wingman_gateway.cli.untrusted import json_line, one_line
 from wingman_gateway.client import ClientError, GatewayClient, Message
 
 HELP = (
@@ -66,14 +67,14 @@ class JoinSession:
         self.json_mode = json_mode
         self.room: str | None = None
         self.done: Deferred[int] = Deferred()
-        self.renderer = Renderer(self._write)
+        self.renderer = Renderer(self._write, terminal_width)
 
     def _write(self, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
     def emit(self, record: dict[str, Any]) -> None:
-        self._write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._write(json_line(record) + "\n")
 
     def note(self, text: str) -> None:
         if self.json_mode:
@@ -139,7 +140,7 @@ class JoinSession:
         if command == "join" and rest:
             ack = await self.client.join(rest)
             self.room = rest
-            names = ", ".join(m.get("name", "?") for m in ack.get("members", []))
+            names = ", ".join(one_line(str(m.get("name", "?"))) for m in ack.get("members", []))
             self.note(f"in room {rest} with {names}")
         elif command == "leave" and rest:
             await self.client.leave(rest)
@@ -151,7 +152,7 @@ class JoinSession:
                 self.note("not in a room")
                 return
             members = await self.client.who(self.room)
-            self.note(f"{self.room}: " + ", ".join(f"{m.get('name')} ({m.get('nodeId')})" for m in members))
+            self.note(f"{self.room}: " + ", ".join(one_line(f"{m.get('name')} ({m.get('nodeId')})") for m in members))
         elif command == "direct" and len(rest.split(" ", 1)) == 2:
             target, message = rest.split(" ", 1)
             await self.client.direct(target, message)
@@ -190,7 +191,7 @@ async def join_command(reactor: Any, args: argparse.Namespace) -> int:
             await client.join(args.group)
             session.room = args.group
     except ClientError as error:
-        print(f"wingman: cannot join {url}: {error.code}: {error.message}", file=sys.stderr)
+        print(f"wingman: cannot join {url}: {one_line(f'{error.code}: {error.message}')}", file=sys.stderr)
         return 1
     if args.json:
         session.emit({"type": "local", "event": "connected", "nodeId": node_id, "room": session.room})
