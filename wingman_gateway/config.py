@@ -17,6 +17,7 @@ from twisted.internet.endpoints import quoteStringArgument
 from wingman_gateway.bridge import options as bridge_options
 from wingman_gateway.discovery.settings import DEFAULT_TAILSCALE_SOCKET, DiscoverySettings, parse_discovery
 from wingman_gateway.limits import Limits
+from wingman_gateway.onion import settings as onion_settings
 
 DEFAULT_PORT = 3000
 DEFAULT_HOST = "0.0.0.0"
@@ -149,6 +150,10 @@ SETTINGS: tuple[Setting, ...] = (
         "bytes queued per HTTP bridge session",
     ),
     Setting("bridge-heartbeat", "bridgeHeartbeat", _integer(100), 15000, "SSE heartbeat comment interval, ms"),
+    Setting("tor-control", "torControl", _text, None, "with --onion: tor's control endpoint, e.g. unix:/run/tor/control [launch tor]"),
+    Setting("onion-key", "onionKey", _text, None, "onion service key file (ED25519-V3:...) [WINGMAN_HOME/onion_ed25519_key]"),
+    Setting("onion-client-auth", "onionClientAuth", _text, None, "file of client public keys allowed to reach the onion service"),
+    Setting("tor-config", "torConfig", _text, None, "torrc file for the tor the gateway launches"),
 )
 
 # Settings that are switches on the command line or lists, not plain values.
@@ -157,6 +162,7 @@ EXTRA_KEYS = {
     "listen": _endpoints,
     "bridge": _boolean,
     "corsOrigins": bridge_options.check_origins,
+    "onion": _boolean,
 }
 
 
@@ -179,6 +185,8 @@ class GatewayConfig:
     ssh_authorized_keys: str | None = None
     # The HTTP bridge (/bridge/*); None when turned off.
     bridge: bridge_options.BridgeOptions | None = attrs.Factory(bridge_options.BridgeOptions)
+    # --onion: the first TCP listener as a Tor onion service; None when off.
+    onion: onion_settings.OnionSettings | None = None
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -267,6 +275,7 @@ def build(
         ssh_host_key=values["sshHostKey"],
         ssh_authorized_keys=values["sshAuthorizedKeys"],
         bridge=bridge_options.from_settings(values, flags, file_values),
+        onion=onion_settings.from_settings(values, flags, file_values),
     )
 
 

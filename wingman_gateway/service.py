@@ -19,6 +19,7 @@ from wingman_gateway.config import ConfigError, GatewayConfig, address_text
 from wingman_gateway.connection import CLOSE_GOING_AWAY
 from wingman_gateway.discovery import discovery_services
 from wingman_gateway.logs import get_logger
+from wingman_gateway.onion import listener_target, onion_service
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
 from wingman_gateway.web import build_site
@@ -148,6 +149,14 @@ class GatewayService(MultiService):
         self.notifier = SystemdNotifier.from_environment(self.whenListening, reactor)
         if self.notifier is not None:
             self.notifier.setServiceParent(self)
+        # --onion: the first TCP listener as a Tor onion service, once it is bound.
+        self.onion = onion_service(config.onion, reactor)
+        if self.onion is not None:
+            onion = self.onion
+            onion.setServiceParent(self)
+            self.router.reports["onion"] = onion.report
+            self.whenListening().addCallback(
+                lambda _: onion.serve(listener_target((l.description, l.port) for l in self.listeners)))
         # --discovery: mDNS announcer, tailnet reporter (see wingman_gateway.discovery).
         self.discovery = discovery_services(self, reactor)
 
