@@ -53,11 +53,12 @@ async def fetch_health(reactor: Any, url: str, timeout: float = 5.0) -> dict[str
 def describe(report: dict[str, Any]) -> str:
     stats = report.get("stats", {})
     uptime = int(stats.get("uptime", 0) / 1000)
+    onion = report.get("onion")
     return (
         f"{report.get('name')} (wingman-gateway {report.get('version')}): {report.get('status')}\n"
         f"  uptime {uptime} s, {stats.get('totalNodes')} nodes, {stats.get('totalGroups')} rooms, "
         f"{stats.get('messagesProcessed')} messages"
-    )
+    ) + (f"\n  onion: {onion.get('url')} ({onion.get('state')})" if isinstance(onion, dict) else "")
 
 
 async def health_command(reactor: Any, args: argparse.Namespace) -> int:

@@ -209,6 +209,7 @@ class MdnsAnnouncer(Service):
             version=__version__, auth_required=config.require_auth,
             secure=is_tls(listener.description),
             bridge=bridge_served(listener), ssh_port=ssh_port(self.gateway),
+            onion=self.gateway.onion.url if getattr(self.gateway, "onion", None) else None,
         )
         host = socket.gethostname().split(".")[0] or "wingman-gateway"
         self.info = ServiceInfo(

@@ -208,7 +208,8 @@ class OnionService(Service):
             # Left by a gateway that did not stop cleanly (or pointing elsewhere): replace it.
             log.info("onion: replacing the service {address}.onion already in tor", address=address)
             await self._command(protocol, f"DEL_ONION {address}")
-        words = [f"ADD_ONION {self.key.text()}", "Flags=Detach", f"Port={self.target.port_spec()}"]
+        flags = "Detach,V3Auth" if self.client_keys else "Detach"
+        words = [f"ADD_ONION {self.key.text()}", f"Flags={flags}", f"Port={self.target.port_spec()}"]
         words += [f"ClientAuthV3={key}" for key in self.client_keys]
         answer = await self._command(protocol, " ".join(words))
         if f"ServiceID={address}" not in answer:
