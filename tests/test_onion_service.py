@@ -135,6 +135,12 @@ def test_gateway_launches_its_own_tor(tmp_path: Path) -> None:
         wait_for_socket(socket_path)
         assert address in detached(socket_path)
         assert health(gateway)["onion"]["tor"] == "launched"
+        # The gateway's tor dies: it is started again and the service is back.
+        mark = len(gateway.lines)
+        os.kill(tor_pid, signal.SIGKILL)
+        tor_pid = int(gateway.wait_for(r"launched tor \(pid (\d+)", timeout=30, start=mark).group(1))
+        gateway.wait_for(PUBLISHED, timeout=30, start=mark)
+        assert address in detached(socket_path)
     finally:
         gateway.stop()
     assert "onion: removed" in gateway.log

@@ -13,8 +13,7 @@ import os
 from typing import Any
 
 from twisted.internet.endpoints import HostnameEndpoint, clientFromString, wrapClientTLS
-from twisted.internet.interfaces import IStreamClientEndpoint
-from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
+from twisted.web.iweb import IAgentEndpointFactory
 from txtorcon import TorClientEndpoint
 from zope.interface import implementer
 
@@ -31,7 +30,7 @@ def tor_socks() -> str:
     return os.environ.get(TOR_SOCKS_VARIABLE) or DEFAULT_TOR_SOCKS
 
 
-def endpoint_for(reactor: Any, host: str, port: int, timeout: float) -> IStreamClientEndpoint:
+def endpoint_for(reactor: Any, host: str, port: int, timeout: float) -> Any:
     """A TCP endpoint to ``host:port``; through Tor's SOCKS port for a ``.onion`` host."""
     if is_onion(host):
         socks = clientFromString(reactor, tor_socks())
@@ -43,12 +42,12 @@ def endpoint_for(reactor: Any, host: str, port: int, timeout: float) -> IStreamC
 class AgentEndpoints:
     """``Agent.usingEndpointFactory``'s endpoints: ``endpoint_for``, TLS-wrapped for https."""
 
-    def __init__(self, reactor: Any, policy: IPolicyForHTTPS, timeout: float) -> None:
+    def __init__(self, reactor: Any, policy: Any, timeout: float) -> None:
         self.reactor = reactor
         self.policy = policy
         self.timeout = timeout
 
-    def endpointForURI(self, uri: Any) -> IStreamClientEndpoint:
+    def endpointForURI(self, uri: Any) -> Any:
         endpoint = endpoint_for(self.reactor, uri.host.decode("ascii"), uri.port, self.timeout)
         if uri.scheme == b"https":
             return wrapClientTLS(self.policy.creatorForNetloc(uri.host, uri.port), endpoint)

@@ -38,7 +38,7 @@ def listener_target(listeners: Iterable[tuple[str, Any]]) -> "Target | None":
     for description, port in listeners:
         address = port.getHost() if port is not None else None
         host = getattr(address, "host", None)
-        if host is None:
+        if address is None or host is None:
             continue
         bound = ipaddress.ip_address(host.split("%", 1)[0])
         if bound.is_unspecified:

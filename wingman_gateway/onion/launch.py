@@ -46,6 +46,7 @@ class TorProcess(ProcessProtocol):
         self.torrc = torrc
         self.binary = binary
         self.pid: int | None = None
+        self._process: Any = None
         self.ended: defer.Deferred[None] = defer.succeed(None)
         self.last_lines: collections.deque[str] = collections.deque(maxlen=5)
 
@@ -78,8 +79,8 @@ class TorProcess(ProcessProtocol):
                 "Log", "notice stdout"]
         self.ended = defer.Deferred()
         self.last_lines.clear()
-        process = self.reactor.spawnProcess(self, binary, args=args, env={"HOME": str(self.data_directory)})
-        self.pid = process.pid
+        self._process = self.reactor.spawnProcess(self, binary, args=args, env={"HOME": str(self.data_directory)})
+        self.pid = self._process.pid
         log.info("onion: launched tor (pid {pid}, data directory {directory})",
                  pid=self.pid, directory=str(self.data_directory))
 
@@ -106,7 +107,7 @@ class TorProcess(ProcessProtocol):
         if not self.running:
             return self.ended
         ended = self.ended
-        self.transport.signalProcess("TERM")
+        self._process.signalProcess("TERM")
         kill = self.reactor.callLater(STOP_GRACE, self._kill)
         ended.addBoth(lambda result: (kill.cancel() if kill.active() else None, result)[1])
         return ended
@@ -114,4 +115,4 @@ class TorProcess(ProcessProtocol):
     def _kill(self) -> None:
         if self.running:
             log.warn("onion: tor did not exit on SIGTERM; killing it")
-            self.transport.signalProcess("KILL")
+            self._process.signalProcess("KILL")
