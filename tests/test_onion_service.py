@@ -147,6 +147,22 @@ def test_gateway_launches_its_own_tor(tmp_path: Path) -> None:
     wait_until(lambda: not _alive(tor_pid), timeout=10, what="the launched tor to exit")
 
 
+def test_a_launched_tor_that_refuses_its_torrc_is_reported(tmp_path: Path) -> None:
+    torrc = tmp_path / "torrc"
+    torrc.write_text("DisableNetwork 1\nNoSuchOption 1\n")
+    gateway = onion_gateway(tmp_path, "--tor-config", str(torrc))
+    try:
+        gateway.wait_for(r"onion: cannot publish the service yet: the launched tor exited: .*NoSuchOption", timeout=30)
+        assert "NoSuchOption" in health(gateway)["onion"]["state"]
+        node = Node(gateway.url)
+        try:
+            assert node.register("still-here")["type"] == "ack"
+        finally:
+            node.close()
+    finally:
+        gateway.stop()
+
+
 def _alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)

@@ -31,7 +31,7 @@ _NO_FILE = "/nonexistent/torrc"
 STOP_GRACE = 5.0  # SIGTERM, then SIGKILL after this long
 
 
-class TorNotFound(Exception):
+class TorNotFound(ValueError):
     """No tor program to launch."""
 
 
@@ -58,13 +58,17 @@ class TorProcess(ProcessProtocol):
     def running(self) -> bool:
         return self.pid is not None
 
+    def find_binary(self) -> str:
+        binary = self.binary or find_tor_binary()
+        if binary is None:
+            raise TorNotFound("cannot launch tor: no tor program found (install tor, or give --tor-control)")
+        return binary  # type: ignore[no-any-return]
+
     def start(self) -> None:
         """Spawn tor (unless it runs); its control socket accepts a moment later."""
         if self.running:
             return
-        binary = self.binary or find_tor_binary()
-        if binary is None:
-            raise TorNotFound("cannot launch tor: no tor program found (install tor, or give --tor-control)")
+        binary = self.find_binary()
         self.data_directory.mkdir(mode=0o700, parents=True, exist_ok=True)
         os.chmod(self.data_directory, 0o700)  # tor refuses a data directory others can read
         try:

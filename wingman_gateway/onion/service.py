@@ -71,6 +71,7 @@ class OnionService(Service):
         self.tor: TorProcess | None = None
         if settings.control is None:
             self.tor = TorProcess(reactor, settings.data_directory, settings.tor_config)
+            self.tor.find_binary()  # no tor at all stops startup
         else:
             try:
                 clientFromString(reactor, settings.control)  # a bad endpoint stops startup

@@ -28,8 +28,8 @@ def from_settings(values: dict[str, Any], flags: dict[str, Any], file_values: di
 
     if not (flags.get("onion") or file_values.get("onion", False)):
         return None
-    key_path = values["onionKey"] or str(default_key_path())
-    torrc = values["torConfig"]
+    key_path = os.path.abspath(values["onionKey"] or default_key_path())
+    torrc = values["torConfig"] and os.path.abspath(values["torConfig"])  # tor's working directory differs
     if torrc is not None and not os.path.isfile(torrc):
         raise ConfigError(f"torConfig: no such file {torrc!r}")
     if torrc is not None and values["torControl"] is not None:
