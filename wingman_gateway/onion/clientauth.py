@@ -34,7 +34,7 @@ def _check_key(text: str) -> str:
     """A base32 x25519 public key (52 characters, 32 bytes), upper case as tor writes it."""
     key = text.strip().upper()
     try:
-        raw = base64.b32decode(key + "====", casefold=False)
+        raw = base64.b32decode(key + "=" * (-len(key) % 8), casefold=False)
     except binascii.Error:
         raise ValueError(f"{text!r} is not base32")
     if len(key) != 52 or len(raw) != 32:
