@@ -150,9 +150,18 @@ SETTINGS: tuple[Setting, ...] = (
         "bytes queued per HTTP bridge session",
     ),
     Setting("bridge-heartbeat", "bridgeHeartbeat", _integer(100), 15000, "SSE heartbeat comment interval, ms"),
-    Setting("tor-control", "torControl", _text, None, "with --onion: tor's control endpoint, e.g. unix:/run/tor/control [launch tor]"),
-    Setting("onion-key", "onionKey", _text, None, "onion service key file (ED25519-V3:...) [WINGMAN_HOME/onion_ed25519_key]"),
-    Setting("onion-client-auth", "onionClientAuth", _text, None, "file of client public keys allowed to reach the onion service"),
+    Setting(
+        "tor-control", "torControl", _text, None,
+        "with --onion: tor's control endpoint, e.g. unix:/run/tor/control [launch tor]",
+    ),
+    Setting(
+        "onion-key", "onionKey", _text, None,
+        "onion service key file (ED25519-V3:...) [WINGMAN_HOME/onion_ed25519_key]",
+    ),
+    Setting(
+        "onion-client-auth", "onionClientAuth", _text, None,
+        "file of client public keys allowed to reach the onion service",
+    ),
     Setting("tor-config", "torConfig", _text, None, "torrc file for the tor the gateway launches"),
 )
 
