@@ -275,3 +275,18 @@ def test_mdns_txt_announces_the_onion_url(tmp_path: Path, tor: OfflineTor) -> No
             assert found["txt"]["onion"] == f"ws://{address}.onion/ws"
         finally:
             gateway.stop()
+
+
+def test_config_file_keys_turn_the_onion_service_on(tmp_path: Path, tor: OfflineTor) -> None:
+    config = tmp_path / "gateway.json"
+    config.write_text(json.dumps({"onion": True, "torControl": tor.endpoint,
+                                  "onionKey": str(tmp_path / "onion_key")}))
+    gateway = start_gateway("--config", str(config), env={"WINGMAN_HOME": str(tmp_path / "home")})
+    try:
+        gateway.wait_for(PUBLISHED, timeout=30)
+        assert onion_address((tmp_path / "onion_key").read_text()) in detached(tor.control_socket)
+    finally:
+        gateway.stop()
+    config.write_text(json.dumps({"onion": "yes"}))
+    refused = GatewayProcess(["--config", str(config)])
+    assert_refused_at_startup(refused, "onion: expected true or false, got 'yes'")
