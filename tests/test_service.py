@@ -24,6 +24,7 @@ from twisted.protocols.tls import TLSMemoryBIOProtocol
 from websockets.exceptions import ConnectionClosed
 
 from harness.support import (
+    assert_refused_at_startup,
     GatewayProcess,
     Node,
     expect_closed,
@@ -99,13 +100,6 @@ def broadcast_between(sender: Node, receiver: Node, room: str, message: Any, rec
     got = receiver.recv_type("broadcast")
     assert got["payload"] == message, got
     assert got["fromNodeId"] == sender.node_id and got["groupName"] == room, got
-
-
-def assert_refused_at_startup(gateway: GatewayProcess, message: str) -> None:
-    """The gateway exits non-zero before listening, and says ``message``."""
-    assert gateway.wait_exit() != 0, gateway.log
-    assert message in gateway.log
-    assert "listening on" not in gateway.log
 
 
 # --- TLS ---------------------------------------------------------------------

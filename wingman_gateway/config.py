@@ -19,6 +19,7 @@ from wingman_gateway.discovery.settings import DEFAULT_TAILSCALE_SOCKET, Discove
 from wingman_gateway import checks
 from wingman_gateway.checks import ConfigError
 from wingman_gateway.limits import Limits
+from wingman_gateway.onion import settings as onion_settings
 
 DEFAULT_PORT = 3000
 DEFAULT_HOST = "0.0.0.0"
@@ -95,6 +96,19 @@ SETTINGS: tuple[Setting, ...] = (
         "bytes queued per HTTP bridge session",
     ),
     Setting("bridge-heartbeat", "bridgeHeartbeat", checks.integer(100), 15000, "SSE heartbeat comment interval, ms"),
+    Setting(
+        "tor-control", "torControl", checks.text, None,
+        "with --onion: tor's control endpoint, e.g. unix:/run/tor/control [launch tor]",
+    ),
+    Setting(
+        "onion-key", "onionKey", checks.text, None,
+        "onion service key file (ED25519-V3:...) [WINGMAN_HOME/onion_ed25519_key]",
+    ),
+    Setting(
+        "onion-client-auth", "onionClientAuth", checks.text, None,
+        "file of client public keys allowed to reach the onion service",
+    ),
+    Setting("tor-config", "torConfig", checks.text, None, "torrc file for the tor the gateway launches"),
 )
 
 # Settings that are switches on the command line or lists, not plain values.
@@ -103,6 +117,7 @@ EXTRA_KEYS = {
     "listen": checks.endpoints,
     "bridge": checks.boolean,
     "corsOrigins": bridge_options.check_origins,
+    "onion": checks.boolean,
 }
 
 
@@ -125,6 +140,8 @@ class GatewayConfig:
     ssh_authorized_keys: str | None = None
     # The HTTP bridge (/bridge/*); None when turned off.
     bridge: bridge_options.BridgeOptions | None = attrs.Factory(bridge_options.BridgeOptions)
+    # --onion: the first TCP listener as a Tor onion service; None when off.
+    onion: onion_settings.OnionSettings | None = None
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -213,6 +230,7 @@ def build(
         ssh_host_key=values["sshHostKey"],
         ssh_authorized_keys=values["sshAuthorizedKeys"],
         bridge=bridge_options.from_settings(values, flags, file_values),
+        onion=onion_settings.from_settings(values, flags, file_values),
     )
 
 

@@ -504,3 +504,10 @@ def send_text_frame(sock: socket.socket, message: dict[str, Any]) -> None:
     length = struct.pack("!B", 0x80 | len(data)) if len(data) < 126 else struct.pack("!BH", 0x80 | 126, len(data))
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
     sock.sendall(b"\x81" + length + mask + masked)
+
+
+def assert_refused_at_startup(gateway: GatewayProcess, message: str) -> None:
+    """The gateway exits non-zero before listening, and says ``message``."""
+    assert gateway.wait_exit() != 0, gateway.log
+    assert message in gateway.log
+    assert "listening on" not in gateway.log

@@ -182,6 +182,7 @@ class MdnsAnnouncer(Service):
         properties = txt_record(
             version=offer.version, auth_required=offer.auth_required, secure=bound.tls,
             bridge=offer.bridge, ssh_port=offer.ssh_port,
+            onion=offer.onion,
         )
         host = socket.gethostname().split(".")[0] or "wingman-gateway"
         self.info = ServiceInfo(
