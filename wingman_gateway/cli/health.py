@@ -7,7 +7,7 @@ import json
 from typing import Any
 
 from wingman_gateway.cli.runner import run_async
-from wingman_gateway.client.probe import HealthError, fetch_health, health_url
+from wingman_gateway.client.probe import DEFAULT_PORT, HealthError, fetch_health, health_url
 
 __all__ = ["HealthError", "describe", "fetch_health", "health_url"]
 
