@@ -16,7 +16,6 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
-from twisted.web.resource import Resource
 
 from wingman_gateway import __version__
 from wingman_gateway.auth import Authenticator, KeyRing, KeyRingWatcher
@@ -65,7 +64,7 @@ class GatewayService(MultiService):
         )
         # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)
-        children: dict[bytes, Resource] = {b"ws": websocket_resource(websocket_factory)}
+        children: dict[bytes, Any] = {b"ws": websocket_resource(websocket_factory)}
         self.bridge: Bridge | None = None
         if config.bridge is not None:
             self.bridge = Bridge(self.router, config.bridge, reactor)

@@ -72,7 +72,7 @@ class _LimitedBody(Protocol):
             return
         self.parts.append(data)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
