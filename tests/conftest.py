@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -59,3 +59,26 @@ def nodes(gateway: GatewayProcess) -> Iterator[NodePool]:
     finally:
         pool.close_all()
         wait_totals(gateway, 0, 0)
+
+
+@pytest.fixture
+def launch() -> Iterator[Callable[..., GatewayProcess]]:
+    """Starts gateways (waiting for them to listen unless told not to) and stops them all."""
+    started: list[GatewayProcess] = []
+
+    def start(*args: str, wait: bool = True) -> GatewayProcess:
+        gateway = start_gateway(*args, wait=wait)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def pool(gateway: GatewayProcess) -> Iterator[NodePool]:
+    """Nodes for one test, closed afterwards (the gateway may keep other state)."""
+    nodes = NodePool(gateway)
+    yield nodes
+    nodes.close_all()

@@ -64,13 +64,15 @@ class GatewayProcess(Background):
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-def start_gateway(*args: str, env: dict[str, str] | None = None) -> GatewayProcess:
-    """Start a gateway on a free loopback port (unless args give listeners)."""
+def start_gateway(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> GatewayProcess:
+    """Start a gateway on a free loopback port (unless args give listeners or a
+    config file); wait until it listens unless told not to."""
     argv = list(args)
-    if not any(a.startswith("--listen") or a.startswith("--port") for a in argv):
+    if not any(a.startswith(("--listen", "--port", "--config")) for a in argv):
         argv = ["--listen", "tcp:0:interface=127.0.0.1", *argv]
     gateway = GatewayProcess(argv, env=env)
-    gateway.wait_listening()
+    if wait:
+        gateway.wait_listening()
     return gateway
 
 
