@@ -10,15 +10,13 @@ the URL's scheme (ws/wss: WebSocket, http/https: HTTP).
 from __future__ import annotations
 
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from zope.interface import Attribute, Interface
 
 from wingman_gateway.client.errors import ClientError
+from wingman_gateway.protocol.runtime import CLOSE_NORMAL  # noqa: F401
+from wingman_gateway.protocol.urls import TRANSPORTS, as_http_url, as_websocket_url, transport_kind  # noqa: F401
 
-CLOSE_NORMAL = 1000
-TRANSPORTS = ("websocket", "http", "auto")
-_SCHEMES = {"ws": "websocket", "wss": "websocket", "http": "http", "https": "http"}
 
 
 class ITransportReceiver(Interface):
@@ -66,32 +64,6 @@ class TransportFactory(Protocol):
     ) -> IClientTransport: ...
 
 
-def _swap_scheme(url: str, plain: str, secure: str, path: str) -> str:
-    """``url`` as is if its scheme is ``plain`` or ``secure``, else converted."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise ClientError("CONNECTION_FAILED", f"unsupported URL scheme {scheme!r} in {url!r}")
-    if scheme in (plain, secure):
-        return url
-    tls = scheme in ("wss", "https")
-    base = parts.path.rstrip("/")
-    for suffix in ("/ws", "/bridge"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-    return urlunsplit((secure if tls else plain, parts.netloc, base + path, parts.query, ""))
-
-
-def as_websocket_url(url: str) -> str:
-    """A WebSocket URL as given; an HTTP one becomes the gateway's ``/ws``."""
-    return _swap_scheme(url, "ws", "wss", "/ws")
-
-
-def as_http_url(url: str) -> str:
-    """An HTTP URL as given; a WebSocket one becomes the gateway's root (``/ws`` dropped)."""
-    return _swap_scheme(url, "http", "https", "")
-
-
 def transport_for(
     url: str,
     receiver: ITransportReceiver,
@@ -102,11 +74,7 @@ def transport_for(
     kind: str | None = None,
 ) -> IClientTransport:
     """The transport ``kind`` names, or the one that speaks ``url``'s scheme."""
-    scheme = urlsplit(url).scheme.lower()
-    if kind is None:
-        if scheme not in _SCHEMES:
-            raise ClientError("CONNECTION_FAILED", f"unsupported URL scheme {scheme!r} in {url!r}")
-        kind = _SCHEMES[scheme]
+    kind = transport_kind(url, kind)
     options: dict[str, Any] = {"reactor": reactor, "ca_file": ca_file, "timeout": timeout}
     if kind == "websocket":
         from wingman_gateway.client.websocket import WebSocketTransport
