@@ -15,6 +15,7 @@ from wingman_gateway.auth import AuthError
 from wingman_gateway.bridge.bounded import BoundedRequest
 from wingman_gateway.bridge.resources import bridge_resource
 from wingman_gateway.bridge.session import Bridge
+from wingman_gateway.clientscript import client_resource
 from wingman_gateway.router import Router
 from wingman_gateway.websocket import GatewayWebSocketFactory, websocket_resource
 
@@ -124,6 +125,7 @@ def build_site(
     root.putChild(b"health", HealthResource(router))
     root.putChild(b"stats", StatsResource(router))
     root.putChild(b"ws", websocket_resource(websocket_factory))
+    root.putChild(b"client", client_resource())  # /client/wingman.js
     if bridge is not None:
         root.putChild(b"bridge", bridge_resource(bridge))
     site = GatewaySite(root, router, bridge)
