@@ -20,7 +20,7 @@ def tls_text(error: BaseException) -> str | None:
     seen = 0
     while error is not None and seen < 5:
         if isinstance(error, ssl.SSLCertVerificationError):
-            return f"certificate verification failed: {error.verify_message or error}"
+            return f"TLS handshake failed: certificate verify failed: {error.verify_message or error}"
         if isinstance(error, ssl.SSLError):
             return f"TLS handshake failed: {error.reason or error}"
         error = error.__cause__ or error.__context__  # type: ignore[assignment]
