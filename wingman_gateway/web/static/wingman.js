@@ -708,7 +708,8 @@ export async function connect(url, options = {}) {
 
 const stamp = (type, fields) => ({ type, ...fields, timestamp: Date.now() });
 
-function chunkText(chunk) {
+/** The text tokens in a raw agent-stream chunk, whatever its common shape. */
+export function chunkText(chunk) {
   if (typeof chunk === "string") return chunk;
   if (Array.isArray(chunk)) return chunk.map(chunkText).join("");
   if (chunk && typeof chunk === "object") {
