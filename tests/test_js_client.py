@@ -6,6 +6,7 @@ bridge, served by the gateway at /client/wingman.js; and the browser example."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 from pathlib import Path
 from typing import Any, Iterator
@@ -15,7 +16,16 @@ from playwright.sync_api import BrowserContext
 
 from background import Background
 from browserkit import FileServer, chromium
-from support import GatewayProcess, Node, free_tcp_port, http_get, running_gateway, wait_totals
+from support import (
+    LOCAL_NAMES,
+    GatewayProcess,
+    Node,
+    free_tcp_port,
+    http_get,
+    make_pki,
+    running_gateway,
+    wait_totals,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "wingman_gateway" / "web" / "static" / "wingman.js"
@@ -23,10 +33,11 @@ JS = Path(__file__).parent / "js"
 RUNNER = JS / "run.mjs"
 
 
-def node_run(*args: str, timeout: float = 60) -> dict[str, Any]:
+def node_run(*args: str, timeout: float = 60, env: dict[str, str] | None = None) -> dict[str, Any]:
     """Run a scenario under Node; its RESULT line."""
     done = subprocess.run(
-        ["node", str(RUNNER), str(CLIENT), *args], capture_output=True, text=True, timeout=timeout
+        ["node", str(RUNNER), str(CLIENT), *args], capture_output=True, text=True, timeout=timeout,
+        env={**os.environ, **(env or {})},
     )
     assert done.returncode == 0, done.stdout + done.stderr
     [line] = [line for line in done.stdout.splitlines() if line.startswith("RESULT ")]
@@ -64,6 +75,19 @@ def test_node_basics(gateway: GatewayProcess, wire: str) -> None:
     result = node_run("basics", gateway.url, wire)
     check_basics(result, "http" if wire == "bridge" else "websocket")
     wait_totals(gateway, 0, 0)  # close() left nothing behind
+
+
+@pytest.mark.parametrize("wire", ["bridge", "ws"])
+def test_node_over_tls_with_a_test_ca(tmp_path: Path, wire: str) -> None:
+    """Node verifies the gateway's certificate; a test CA is added with NODE_EXTRA_CA_CERTS."""
+    pki = make_pki(tmp_path / "pki", LOCAL_NAMES)
+    with running_gateway("--listen", pki.endpoint()) as gateway:
+        url = f"wss://localhost:{gateway.port}/ws"
+        check_basics(node_run("basics", url, wire, env={"NODE_EXTRA_CA_CERTS": str(pki.ca)}),
+                     "http" if wire == "bridge" else "websocket")
+        # Without the CA the certificate is refused; no wire gets through.
+        result = node_run("refusals", url, wire, url)
+        assert result["unreachable"] == "CONNECTION_FAILED" and result["auth"] == "CONNECTION_FAILED"
 
 
 @pytest.mark.parametrize("wire", ["bridge", "ws"])
