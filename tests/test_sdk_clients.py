@@ -335,3 +335,31 @@ async def test_bridge_fallback_behind_a_proxy_that_refuses_upgrades(gateway: Gat
     finally:
         for proxy in proxies:
             proxy.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_what_came_before_the_first_consumer_is_kept_for_it(flavour: Flavour) -> None:
+    """Over the bridge a message can overtake the join's reply: nothing that
+    came before the first loop or listener is lost (up to 100 messages)."""
+    async def scenario(gateway: GatewayProcess) -> None:
+        alice = flavour.client(gateway.url.replace("ws://", "http://"), "alice")
+        bob = flavour.client(gateway.url, "bob")
+        await flavour.within(alice.connect())
+        await flavour.within(bob.connect())
+        await flavour.within(alice.join("early"))
+        await flavour.within(bob.join("early"))
+        for number in range(105):
+            await flavour.within(bob.broadcast("early", number))
+        await flavour.sleep(0.3)
+        stream = aiter(alice)  # the first consumer
+        first = [await flavour.within(anext(stream), 5) for _ in range(100)]
+        assert first[0].type == "presence" and first[0].payload["name"] == "bob"
+        # The oldest are kept, the rest dropped (there was no consumer).
+        assert [message.payload for message in first[1:]] == list(range(99))
+        later = Inbox(flavour, alice)  # not the first: gets only what comes next
+        await flavour.within(bob.broadcast("early", "now"))
+        assert (await flavour.within(anext(stream), 5)).payload == "now"
+        assert (await later.next("broadcast")).payload == "now" and later.messages == []
+
+    with running_gateway("--rate-limit", "0") as gateway:
+        await flavour.run(lambda: scenario(gateway))

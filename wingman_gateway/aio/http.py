@@ -166,7 +166,8 @@ class HttpTransport:
             self._reply(response.status_code, envelope, response.text)
 
     def _reply(self, status: int, envelope: dict[str, Any], text: str) -> None:
-        payload = envelope.get("payload") if isinstance(envelope.get("payload"), dict) else {}
+        given = envelope.get("payload")
+        payload: dict[str, Any] = given if isinstance(given, dict) else {}
         secret = session_secret(envelope)
         if secret is not None and self._secret is None:
             self._secret = secret
@@ -240,7 +241,7 @@ class HttpTransport:
         if response.status_code == 401:
             raise _Lost(None, "the bridge session ended (HTTP 401)")
         try:
-            body = response.json() if response.status_code == 200 else None
+            body: dict[str, Any] = response.json() if response.status_code == 200 else {}
             messages = body["messages"]
         except (ValueError, TypeError, KeyError):
             return False

@@ -13,35 +13,35 @@ class FormatLog:
     def __init__(self, name: str) -> None:
         self.logger = logging.getLogger(name)
 
-    def _log(self, level: int, format: str, fields: dict[str, Any], exc_info: bool = False) -> None:
+    def _log(self, level: int, format: Any, fields: dict[str, Any], exc_info: bool = False) -> None:
         if not self.logger.isEnabledFor(level):
             return
         try:
-            text = format.format(**fields)
+            text = str(format).format(**fields)
         except (KeyError, IndexError, ValueError):
             text = f"{format} {fields}"
         self.logger.log(level, text, exc_info=exc_info)
 
-    def debug(self, format: str, **fields: Any) -> None:
+    def debug(self, format: Any = None, **fields: Any) -> None:
         self._log(logging.DEBUG, format, fields)
 
-    def info(self, format: str, **fields: Any) -> None:
+    def info(self, format: Any = None, **fields: Any) -> None:
         self._log(logging.INFO, format, fields)
 
-    def warn(self, format: str, **fields: Any) -> None:
+    def warn(self, format: Any = None, **fields: Any) -> None:
         self._log(logging.WARNING, format, fields)
 
-    def error(self, format: str, **fields: Any) -> None:
+    def error(self, format: Any = None, **fields: Any) -> None:
         self._log(logging.ERROR, format, fields)
 
-    def failure(self, format: str, failure: Any = None, **fields: Any) -> None:
+    def failure(self, format: Any, failure: Any = None, **fields: Any) -> None:
         self._log(logging.ERROR, format, fields, exc_info=True)
 
 
 class AsyncioRuntime:
     """Futures of the running loop; tasks are kept referenced until they end."""
 
-    cancelled = (asyncio.CancelledError,)
+    cancelled: tuple[type[BaseException], ...] = (asyncio.CancelledError,)
 
     def __init__(self, namespace: str = "wingman_gateway.aio") -> None:
         self.log = FormatLog(namespace)

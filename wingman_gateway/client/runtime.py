@@ -15,7 +15,7 @@ from wingman_gateway.logs import get_logger
 class TwistedRuntime:
     """Futures are Deferreds; tasks are ``ensureDeferred``; time is the reactor's."""
 
-    cancelled = (CancelledError,)
+    cancelled: tuple[type[BaseException], ...] = (CancelledError,)
 
     def __init__(self, reactor: Any, namespace: str = "wingman_gateway.client") -> None:
         self.reactor = reactor
@@ -36,7 +36,7 @@ class TwistedRuntime:
         return bool(future.called)
 
     async def bounded(self, awaitable: Awaitable[Any], seconds: float) -> Any:
-        waiting = defer.ensureDeferred(awaitable)  # type: ignore[arg-type]
+        waiting: Deferred[Any] = defer.ensureDeferred(awaitable)  # type: ignore[arg-type]
         waiting.addTimeout(seconds, self.reactor)
         try:
             return await waiting

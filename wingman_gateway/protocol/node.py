@@ -22,6 +22,8 @@ from wingman_gateway.protocol.stream import MessageStream
 
 # A refusal that another reconnect attempt will not change.
 FINAL_ON_RECONNECT = frozenset({"AUTH_FAILED"})
+# Messages kept for the first listener or loop, from before there was one.
+HELD_FOR_FIRST_CONSUMER = 100
 # Rejoin failures that mean the connection went, not the room.
 CONNECTION_CODES = frozenset({CONNECTION_LOST, NOT_CONNECTED, TIMEOUT})
 
@@ -105,6 +107,10 @@ class NodeCore:
         self._listeners: list[MessageListener] = []
         self._state_listeners: list[StateListener] = []
         self._streams: weakref.WeakSet[MessageStream] = weakref.WeakSet()
+        # What arrived before anyone consumed (say, while connect() joined
+        # rooms: over the HTTP bridge a message can overtake the join's
+        # reply); None once the first listener or loop took it.
+        self._held: list[Message] | None = []
 
     def new_transport(self, link: Link) -> Transport:
         """The transport for one connection attempt, reporting to ``link``."""
@@ -402,6 +408,10 @@ class NodeCore:
                 pass
 
     def _deliver(self, message: Message) -> None:
+        if self._held is not None:
+            if len(self._held) < HELD_FOR_FIRST_CONSUMER:
+                self._held.append(message)
+            return
         for listener in list(self._listeners):
             try:
                 listener(message)
@@ -415,6 +425,8 @@ class NodeCore:
     def add_listener(self, callback: MessageListener) -> Callable[[], None]:
         """Call ``callback`` with every delivered Message; returns its remover."""
         self._listeners.append(callback)
+        for message in self._take_held():
+            callback(message)
         return lambda: _discard(self._listeners, callback)
 
     def on_state(self, callback: StateListener) -> Callable[[], None]:
@@ -425,11 +437,17 @@ class NodeCore:
     def __aiter__(self) -> AsyncIterator[Message]:
         """Messages delivered from now on, in order; ends when the client closes."""
         stream = MessageStream(self.runtime)
+        for message in self._take_held():
+            stream.push(message)
         if self._closed:
             stream.end()
         else:
             self._streams.add(stream)
         return stream
+
+    def _take_held(self) -> list[Message]:
+        held, self._held = self._held or [], None
+        return held
 
     def _emit(self, event: str, details: dict[str, Any]) -> None:
         for listener in list(self._state_listeners):

@@ -392,6 +392,10 @@ export class Node {
     this.pending = new Map();
     this.listeners = { message: new Set(), state: new Set() };
     this.streams = new Set();
+    // What arrived before anyone consumed (say, while connect() joined
+    // rooms: over the bridge a message can overtake the join's reply); null
+    // once the first listener or loop took it.
+    this.held = [];
     this.ids = 0;
     this.prefix = Math.random().toString(16).slice(2, 10);
     this.reconnecting = null;
@@ -402,13 +406,21 @@ export class Node {
   on(event, callback) {
     if (!this.listeners[event]) throw new TypeError(`unknown event ${event}`);
     this.listeners[event].add(callback);
+    if (event === "message") for (const message of this.takeHeld()) callback(message);
     return () => this.listeners[event].delete(callback);
   }
 
   [Symbol.asyncIterator]() {
     const stream = new MessageStream((s) => this.streams.delete(s));
+    for (const message of this.takeHeld()) stream.push(message);
     if (this.closed) stream.end(); else this.streams.add(stream);
     return stream;
+  }
+
+  takeHeld() {
+    const held = this.held ?? [];
+    this.held = null;
+    return held;
   }
 
   emit(event, details) {
@@ -681,6 +693,10 @@ export class Node {
     if (kind === "broadcast") {
       const room = message.groupName ?? [...this.rooms].find(([, id]) => id === message.groupId)?.[0];
       if (room) this.notePosition(room, payloadPosition(envelope));
+    }
+    if (this.held) {
+      if (this.held.length < 100) this.held.push(message);
+      return;
     }
     for (const callback of [...this.listeners.message]) {
       try { callback(message); } catch (error) { console.error("wingman message listener failed", error); }
