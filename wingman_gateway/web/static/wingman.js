@@ -483,9 +483,11 @@ export class Node {
       lost: (code, reason) => { if (this.link === link) this.lost(code, reason); },
     };
     this.link = link;
+    let wire = null;
     try {
-      this.wire = await this.openWire(receiver);
+      wire = await this.openWire(receiver);
       if (this.link !== link) throw new WingmanError("NOT_CONNECTED", "the client was closed while connecting");
+      this.wire = wire;
       const payload = { name: this.name };
       if (this.token !== undefined) payload.token = this.token;
       if (this.options.capabilities) payload.capabilities = this.options.capabilities;
@@ -495,11 +497,11 @@ export class Node {
       this.nodeId = reply.payload.nodeId;
       return this.nodeId;
     } catch (error) {
+      wire?.close(CLOSE_NORMAL, "client gave up"); // this attempt's wire, whatever happened since
       if (this.link === link) {
         this.link = null;
-        this.failPending("the connection was abandoned");
-        this.wire?.close(CLOSE_NORMAL, "client gave up");
         this.wire = null;
+        this.failPending("the connection was abandoned");
       }
       throw error;
     }
