@@ -33,6 +33,7 @@ class WebSocketTransport:
         self._outbox: asyncio.Queue[str | None] = asyncio.Queue()
         self._tasks: list[asyncio.Task[Any]] = []
         self._finished = False
+        self._close_args = (CLOSE_NORMAL, "")
 
     async def open(self) -> None:
         secure = self.url.lower().startswith("wss:")
@@ -65,8 +66,8 @@ class WebSocketTransport:
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
         if self._socket is None or self._finished:
             return
-        self._outbox.put_nowait(None)  # after what is queued
         self._close_args = (code, reason)
+        self._outbox.put_nowait(None)  # after what is queued
 
     async def _write(self) -> None:
         assert self._socket is not None
@@ -74,8 +75,7 @@ class WebSocketTransport:
             while True:
                 text = await self._outbox.get()
                 if text is None:
-                    code, reason = getattr(self, "_close_args", (CLOSE_NORMAL, ""))
-                    await self._socket.close(code, reason)
+                    await self._socket.close(*self._close_args)
                     return
                 await self._socket.send(text)
         except ConnectionClosed:
