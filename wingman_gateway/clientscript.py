@@ -2,6 +2,7 @@
 
 The module is public (it holds no secret), so any page may import it:
 module scripts are fetched with CORS, hence ``Access-Control-Allow-Origin: *``.
+It is read at each request (it is small), so an upgraded file is served at once.
 """
 
 from __future__ import annotations
@@ -10,24 +11,24 @@ from pathlib import Path
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
-from twisted.web.static import File
 
 CLIENT_JS = Path(__file__).parent / "web" / "static" / "wingman.js"
 
 
-class ClientScript(File):
+class ClientScript(Resource):
     """The one file, as ``text/javascript``."""
 
-    contentTypes = {**File.contentTypes, ".js": "text/javascript"}
+    isLeaf = True
 
-    def render_GET(self, request: Request) -> bytes | int:
+    def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"content-type", b"text/javascript")
         request.setHeader(b"access-control-allow-origin", b"*")
         request.setHeader(b"cache-control", b"no-cache")
-        return super().render_GET(request)
+        return CLIENT_JS.read_bytes()
 
 
 def client_resource() -> Resource:
     """``/client/``, holding only ``wingman.js``."""
     folder = Resource()
-    folder.putChild(b"wingman.js", ClientScript(str(CLIENT_JS)))
+    folder.putChild(b"wingman.js", ClientScript())
     return folder
