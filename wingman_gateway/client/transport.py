@@ -1,7 +1,7 @@
 """The seam between the client's protocol logic and the wire.
 
 A transport only moves text frames: requests, replies, reconnecting and
-rejoining live once, in ``GatewayClient``. ``transport_for`` picks the
+rejoining live once, in ``GatewayClient``. ``choose.transport_for`` picks the
 transport: ``websocket``, ``http`` (the HTTP bridge: SSE, falling back to
 long polling) or ``auto`` (WebSocket, falling back to HTTP), by name or by
 the URL's scheme (ws/wss: WebSocket, http/https: HTTP).
