@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import Factory
 from twisted.python.failure import Failure
 
+from wingman_gateway import portsfile
 from wingman_gateway.auth import Authenticator, KeyRing, KeyRingWatcher
 from wingman_gateway.bridge.session import Bridge
 from wingman_gateway.config import ConfigError, GatewayConfig, address_text
@@ -21,6 +22,7 @@ from wingman_gateway.discovery import discovery_services
 from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
+from wingman_gateway.tokenfile import read_token_file
 from wingman_gateway.web import build_site
 from wingman_gateway.websocket import GatewayWebSocketFactory
 
@@ -51,6 +53,8 @@ class Listener(Service):
             self.endpoint = serverFromString(reactor, description)
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"listen: bad endpoint {description!r}: {error}")
+        except OSError as error:  # an ssl: endpoint's key or certificate file
+            raise ConfigError(f"listen: {description!r}: cannot read {error.filename}: {error.strerror}")
         self.port: IListeningPort | None = None
         self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
         self.setName(f"listener {description}")
@@ -105,10 +109,15 @@ class GatewayService(MultiService):
         if config.keyring is not None:
             try:
                 self.keyring = KeyRing.open(config.keyring, reactor, create=True)
-            except (OSError, ValueError) as error:
+            except OSError as error:
+                raise ConfigError(f"keyring: cannot use {config.keyring}: {error.strerror or error}")
+            except ValueError as error:
                 raise ConfigError(f"keyring: {error}")
+        shared_token = config.auth_token
+        if config.auth_token_file is not None:
+            shared_token = read_token_file(config.auth_token_file)
         authenticator = Authenticator(
-            required=config.require_auth, shared_token=config.auth_token, keyring=self.keyring
+            required=config.require_auth, shared_token=shared_token, keyring=self.keyring
         )
         self.router = Router(reactor, config.limits, authenticator, config.name)
         self.websocket_factory = GatewayWebSocketFactory(self.router, reactor)
@@ -153,6 +162,8 @@ class GatewayService(MultiService):
 
     def startService(self) -> None:
         super().startService()
+        if self.config.ports_file is not None:
+            self.whenListening().addCallback(self._write_ports_file)
         try:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
             self._sighup_installed = True
@@ -162,14 +173,38 @@ class GatewayService(MultiService):
     def _on_sighup(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(self.reload)  # out of signal context
 
+    def _write_ports_file(self, ports: Any) -> None:
+        """--ports-file: every listener is bound; say where."""
+        assert self.config.ports_file is not None
+        ssh_fingerprint = getattr(self.ssh_listener, "fingerprint", None)
+        content = portsfile.report(self.listeners, self.ssh_listener, ssh_fingerprint)
+        try:
+            portsfile.write(self.config.ports_file, content)
+        except OSError as error:
+            log.error("cannot write the ports file {path}: {reason}", path=self.config.ports_file,
+                      reason=error.strerror)
+
+    def _reload_token_file(self) -> None:
+        path = self.config.auth_token_file
+        if path is None:
+            return
+        try:
+            token = read_token_file(path)
+        except ConfigError as error:
+            log.error("SIGHUP: {error}; the shared token loaded before stays in force", error=str(error))
+            return
+        self.router.authenticator.replace_shared_token(token)
+        log.info("SIGHUP: reloaded the shared token from {path}", path=path)
+
     def reload(self) -> None:
         """SIGHUP (systemctl reload): re-read what may change at runtime."""
         if self.notifier is not None:
             self.notifier.reloading()
+        self._reload_token_file()
         if self.keyring_watcher is not None:
             self.keyring_watcher.reload()
-        else:
-            log.info("SIGHUP: nothing to reload (no --keyring)")
+        elif self.config.auth_token_file is None:
+            log.info("SIGHUP: nothing to reload (no --keyring, no --token-file)")
         if self.notifier is not None:
             self.notifier.reloaded()
 
