@@ -15,6 +15,7 @@ from wingman_gateway.auth import AuthError
 from wingman_gateway.bridge.bounded import BoundedRequest
 from wingman_gateway.bridge.resources import bridge_resource
 from wingman_gateway.bridge.session import Bridge
+from wingman_gateway.index import IndexResource
 from wingman_gateway.router import Router
 from wingman_gateway.websocket import GatewayWebSocketFactory, websocket_resource
 
@@ -121,6 +122,7 @@ def build_site(
 ) -> Site:
     """One Site per listener; every Site shares the one Router (and bridge)."""
     root = Resource()
+    root.putChild(b"", IndexResource(root))
     root.putChild(b"health", HealthResource(router))
     root.putChild(b"stats", StatsResource(router))
     root.putChild(b"ws", websocket_resource(websocket_factory))
