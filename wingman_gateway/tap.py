@@ -39,7 +39,7 @@ class Options(usage.Options):
         self["cors-origin"] = []
 
     def opt_listen(self, description: str) -> None:
-        """listener endpoint, repeatable [default: tcp6:3000:interface=\\:\\:, IPv4 and IPv6]"""
+        """listener endpoint, repeatable; the default takes IPv4 and IPv6 [default: tcp6:3000:interface=\\:\\:]"""
         self["listen"].append(description)
 
     def opt_cors_origin(self, origin: str) -> None:

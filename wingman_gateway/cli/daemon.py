@@ -239,7 +239,7 @@ async def stop(reactor: Any, args: argparse.Namespace) -> int:
         print("the gateway is not running")
         return 0
     if await _terminate(reactor, home, pid, args.timeout):
-        print(f"the gateway did not stop within {args.timeout:g} s; sent SIGKILL")
+        print(f"the gateway did not stop within {args.timeout:g} s; sending SIGKILL")
     print(f"stopped the gateway (pid {pid})")
     return 0
 
