@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Iterator
@@ -29,3 +31,15 @@ def nodes(gateway: GatewayProcess) -> Iterator[NodePool]:
     finally:
         pool.close_all()
         wait_totals(gateway, 0, 0)
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A WINGMAN_HOME of its own; any gateway the test's ``wingman`` left running is stopped by pid."""
+    yield tmp_path
+    pid_file = tmp_path / "gateway.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass
