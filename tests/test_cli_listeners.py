@@ -167,6 +167,8 @@ def test_the_token_is_not_in_ps_nor_in_world_readable_files(home: Path, where: s
         refusal = json.loads(bad.stdout.splitlines()[-1])
         assert refusal["type"] == "error" and refusal["payload"]["code"] == "AUTH_FAILED", bad.stdout
         assert "cannot join" in bad.stderr and "Traceback" not in bad.stderr
+        typed = wingman(home, "gateway", "join", url, env={"WINGMAN_TOKEN": "wrong"})  # interactive
+        assert typed.returncode == 1 and "AUTH_FAILED" in typed.stderr and typed.stdout == ""
     finally:
         assert wingman(home, "gateway", "stop").returncode == 0
 

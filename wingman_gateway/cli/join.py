@@ -75,6 +75,7 @@ class JoinSession:
         self.room: str | None = None
         self.done: Deferred[int] = Deferred()
         self.output_closed = False
+        self.refusal: ClientError | None = None
         self.renderer = Renderer(self._write)
 
     def _write(self, text: str) -> None:
@@ -108,6 +109,7 @@ class JoinSession:
 
     def refused(self, url: str, error: ClientError) -> int:
         """A final refusal: on stdout as an error record with --json, on stderr always; exit 1."""
+        self.refusal = error  # the last word: closing afterwards is not reported
         if self.json_mode:
             self.emit({"type": "error", "payload": {"code": error.code, "message": error.message},
                        "final": True})
@@ -115,8 +117,8 @@ class JoinSession:
         return 1
 
     def state(self, event: str, info: dict[str, Any]) -> None:
-        if event == "connected":
-            return  # join reports its own, once the room is joined too
+        if event == "connected" or self.refusal is not None:
+            return  # join reports its own, once the room is joined too; nothing after a refusal
         if event == "disconnected" and info.get("final"):
             refusal = ClientError(info.get("error") or "CONNECTION_LOST", str(info.get("reason")))
             self.finish(self.refused(self.client.url, refusal))
@@ -269,8 +271,9 @@ async def join_command(reactor: Any, args: argparse.Namespace) -> int:
             await client.join(args.group)
             session.room = args.group
     except ClientError as error:
+        status = session.refused(url, error)
         await client.close()
-        return session.refused(url, error)
+        return status
     if args.json:
         session.emit({"type": "local", "event": "connected", "nodeId": node_id, "room": session.room})
     else:
