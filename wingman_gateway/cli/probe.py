@@ -15,13 +15,13 @@ import attrs
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
-from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
 from twisted.web.client import Agent
-from twisted.web.iweb import IAgentEndpointFactory, IPolicyForHTTPS
+from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
 from wingman_gateway.client.tls import VerifyingPolicy
+from wingman_gateway.unixhttp import UnixSocket
 
 UNIX_PREFIX = "unix:"
 
@@ -36,17 +36,6 @@ class Trust:
 
 def is_unix(url: str) -> bool:
     return url.startswith(UNIX_PREFIX)
-
-
-@implementer(IAgentEndpointFactory)
-class _UnixSocket:
-    """Every request goes to one Unix socket."""
-
-    def __init__(self, reactor: Any, path: str, timeout: float) -> None:
-        self.reactor, self.path, self.timeout = reactor, path, timeout
-
-    def endpointForURI(self, uri: Any) -> UNIXClientEndpoint:
-        return UNIXClientEndpoint(self.reactor, self.path, timeout=self.timeout)
 
 
 def certificate_digest(path: str) -> bytes:
@@ -91,7 +80,7 @@ def agent_for(reactor: Any, url: str, trust: Trust, timeout: float, path: str = 
     (for ``unix:SOCKET``, ``path`` over that socket)."""
     if is_unix(url):
         socket = url[len(UNIX_PREFIX):]
-        return Agent.usingEndpointFactory(reactor, _UnixSocket(reactor, socket, timeout)), (
+        return Agent.usingEndpointFactory(reactor, UnixSocket(reactor, socket, timeout)), (
             "http://localhost" + path)
     if trust.ca_file is None and trust.certificate is not None:
         policy: Any = PinnedPolicy(trust.certificate)
