@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -74,6 +75,36 @@ def test_a_token_refused_on_reconnect_ends_join(home: Path, tmp_path: Path) -> N
         assert node.proc.wait(15) == 1
     finally:
         node.stop()
+        first.stop()
+        if second is not None:
+            second.stop()
+
+
+def test_a_gateway_that_stays_full_on_reconnect_ends_join(home: Path) -> None:
+    port = free_port()
+    first = GatewayProcess(["--listen", f"tcp:{port}:interface=127.0.0.1"])
+    first.wait_listening()
+    node = LineProcess(home, "gateway", "join", f"ws://127.0.0.1:{port}/ws", "--json")
+    second = holder = None
+    try:
+        assert node.read_until(lambda r: r.get("event") == "connected")
+        # Held still while the gateway restarts full, so the holder surely gets the one place.
+        os.kill(node.proc.pid, signal.SIGSTOP)
+        first.stop()
+        second = GatewayProcess(["--listen", f"tcp:{port}:interface=127.0.0.1", "--max-nodes", "1"])
+        second.wait_listening()
+        holder = Node(second.url)
+        assert holder.register("holder")["type"] == "ack"
+        os.kill(node.proc.pid, signal.SIGCONT)
+        refusal = node.read_until(lambda r: r.get("type") == "error", timeout=30)
+        assert refusal["payload"]["code"] == "MAX_NODES_REACHED" and refusal["final"] is True, refusal
+        assert node.proc.wait(15) == 1
+    finally:
+        if node.proc.poll() is None:
+            os.kill(node.proc.pid, signal.SIGCONT)
+        node.stop()
+        if holder is not None:
+            holder.close()
         first.stop()
         if second is not None:
             second.stop()

@@ -24,7 +24,7 @@ def documentation() -> str:
         label, _, url = entry.partition(",")
         if label.strip().lower() in ("documentation", "homepage", "source") and url.strip():
             return url.strip()
-    home = meta.get("Home-page")
+    home = next(iter(meta.get_all("Home-page") or ()), None)
     return home if home and home != "UNKNOWN" else README
 
 
