@@ -159,7 +159,7 @@ def test_join_json_says_connected_once(gateway: GatewayProcess, home: Path) -> N
 def test_join_json_into_head_ends_without_a_traceback(gateway: GatewayProcess, home: Path) -> None:
     errors = home / "stderr.txt"
     shell = subprocess.Popen(
-        ["sh", "-c", f'"$0" gateway join "$1" --json --group ops 2>"$2" | head -n 2', WINGMAN,
+        ["sh", "-c", '"$0" gateway join "$1" --json --group ops 2>"$2" | head -n 2', WINGMAN,
          gateway.url, str(errors)],
         env={**os.environ, "WINGMAN_HOME": str(home)}, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )
