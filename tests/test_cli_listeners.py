@@ -71,6 +71,8 @@ def test_start_with_a_self_signed_tls_listener_and_a_unix_socket(home: Path, tmp
     # Named by URL, the certificate is verified as usual, and this one is not trusted.
     refused = wingman(home, "gateway", "health", f"https://127.0.0.1:{port}", "--timeout", "3")
     assert refused.returncode == 1 and "gateway unreachable" in refused.stdout
+    assert "TLS handshake failed: certificate verify failed" in refused.stdout
+    assert "Traceback" not in refused.stderr, refused.stderr
 
     stopped = wingman(home, "gateway", "stop")
     assert stopped.returncode == 0 and not (home / "gateway.pid").exists()

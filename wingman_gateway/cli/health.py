@@ -8,6 +8,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet.defer import Deferred
+from twisted.python.failure import Failure
 from twisted.web.client import readBody
 
 from wingman_gateway.cli.home import Home
@@ -16,6 +17,7 @@ from wingman_gateway.cli.probe import Trust, agent_for, is_unix
 from wingman_gateway.cli.helptext import HelpFormatter
 from wingman_gateway.cli.runner import run_async
 from wingman_gateway.client import ClientError
+from wingman_gateway.client.tls import failure_text
 
 DEFAULT_PORT = 3000
 
@@ -48,8 +50,9 @@ async def fetch_health(reactor: Any, url: str, timeout: float = 5.0, trust: Trus
     try:
         response = await request
         body = await readBody(response)
-    except Exception as error:  # connection refused, timeout, TLS …
-        raise HealthError(f"{url}: {error.__class__.__name__}: {error}") from None
+    except Exception:  # connection refused, timeout, TLS …
+        reason, _ = failure_text(Failure())
+        raise HealthError(f"{url}: {reason}") from None
     if response.code != 200:
         raise HealthError(f"{url}: HTTP {response.code}")
     try:
