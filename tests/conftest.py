@@ -11,6 +11,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from support import GatewayProcess, NodePool, running_gateway, wait_totals  # noqa: E402
+from podmankit import gateway_image, podman  # noqa: E402,F401  (session fixtures)
 
 
 @pytest.fixture
