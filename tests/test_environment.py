@@ -118,3 +118,14 @@ def test_twistd_refuses_a_bad_variable_and_exits() -> None:
         assert "WINGMAN_RATE_WINDOW: expected a whole number, got 'soon'" in gateway.log
     finally:
         gateway.stop()
+
+
+def test_a_variable_naming_no_option_is_logged_as_ignored() -> None:
+    env = {"WINGMAN_LISTEN": LOOPBACK, "WINGMAN_MAX_NODE": "5", "WINGMAN_HOME": "/nonexistent"}
+    gateway = GatewayProcess([], env=env)
+    try:
+        gateway.wait_listening()
+        assert "ignoring the environment variable WINGMAN_MAX_NODE: no such option" in gateway.log
+        assert "WINGMAN_HOME" not in gateway.log
+    finally:
+        gateway.stop()

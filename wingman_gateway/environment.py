@@ -16,8 +16,13 @@ from typing import Any, Mapping
 from twisted.python import usage
 
 from wingman_gateway.config import SETTINGS, ConfigError
+from wingman_gateway.logs import get_logger
+
+log = get_logger("wingman_gateway.environment")
 
 PREFIX = "WINGMAN_"
+# Variables of the gateway that are not options.
+OTHERS = frozenset({"WINGMAN_HOME"})
 _TRUE = ("1", "true", "yes", "on")
 _FALSE = ("0", "false", "no", "off")
 # --help and --version come from twisted.python.usage, not from the gateway.
@@ -48,12 +53,18 @@ def switch(name: str, text: str) -> bool:
 def apply(options: usage.Options, environ: Mapping[str, str]) -> None:
     """Fill every option not given on the command line from its variable.
 
-    An empty variable counts as unset. A repeatable option (``--listen``,
+    An empty variable counts as unset; a ``WINGMAN_*`` variable that names
+    no option is logged as ignored (a typo would otherwise pass unseen). A
+    repeatable option (``--listen``,
     ``--cors-origin``) takes a list separated by white space. Values of the
     settings table are checked here, so an error names the variable.
     """
     checks = {setting.flag: setting.check for setting in SETTINGS}
-    for name, flag in variables(options).items():
+    known = variables(options)
+    for name in sorted(set(environ) - set(known) - OTHERS):
+        if name.startswith(PREFIX):
+            log.warn("ignoring the environment variable {variable}: no such option", variable=name)
+    for name, flag in known.items():
         text = environ.get(name, "")
         if not text.strip():
             continue
