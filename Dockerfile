@@ -1,6 +1,6 @@
 # Wingman Gateway as a container image.
 #
-#   podman build -t wingman-gateway .        (or docker build)
+#   podman build --format docker -t wingman-gateway .      (or: docker build -t wingman-gateway .)
 #   podman run -p 127.0.0.1:3000:3000 -v wingman-state:/var/lib/wingman-gateway wingman-gateway
 #
 # BASE may be any Debian bookworm image with python3 and python3-venv.
