@@ -34,6 +34,7 @@ def _module_gateways() -> Iterator[dict[tuple[str, ...], GatewayProcess]]:
     yield shared
     for process in shared.values():
         process.stop()
+from harness.podmankit import gateway_image, podman  # noqa: E402,F401  (session fixtures)
 
 
 @pytest.fixture

@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from typing import Any
 
 import twisted
 from twisted.python import usage
 
-from wingman_gateway import __version__, logs
-from wingman_gateway.config import SETTINGS, ConfigError, build, load_file
+from wingman_gateway import __version__, environment, logs
+from wingman_gateway.checks import ConfigError
+from wingman_gateway.config import SETTINGS, build, load_file
 from wingman_gateway.listener import ListenError
 from wingman_gateway.service import GatewayService
 
@@ -24,7 +26,9 @@ class Options(usage.Options):
     synopsis = "[options]"
     longdesc = (
         "Run the Wingman Gateway: nodes connect over WebSocket at /ws (or HTTP at /bridge/), register, "
-        "join rooms and exchange messages. Command-line options override --config."
+        "join rooms and exchange messages. Every option can also be given as a WINGMAN_* environment "
+        "variable (--max-nodes: WINGMAN_MAX_NODES). Command-line options override the environment, "
+        "which overrides --config."
     )
     optFlags = [
         ["auth", None, "require a token at register (shared --token and/or --keyring)"],
@@ -55,6 +59,7 @@ class Options(usage.Options):
 
     def postOptions(self) -> None:
         try:
+            environment.apply(self, os.environ)
             file_values = load_file(self["config"]) if self["config"] else {}
             self.config = build(file_values, dict(self), self["listen"], bool(self["auth"]))
         except ConfigError as error:
