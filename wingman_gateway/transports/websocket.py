@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 from autobahn.twisted.resource import WebSocketResource
@@ -28,23 +29,47 @@ log = get_logger("wingman_gateway.websocket")
 # Key under which a broadcast's WebSocket framing is cached on its Outbound.
 _FRAME = "websocket"
 # Opening-handshake state Autobahn keeps but never reads once the connection
-# is open; dropping it keeps an idle node small.
+# is open.
 _HANDSHAKE_LEFTOVERS = (
-    "http_request_data",
-    "http_response_data",
-    "http_status_line",
-    "http_headers",
-    "http_request_params",
-    "http_request_uri",
-    "http_request_host",
-    "_wskey",
+    "http_request_data", "http_response_data", "http_status_line", "http_headers",
+    "http_request_params", "http_request_uri", "http_request_host", "_wskey",
 )
-# Autobahn runs its timers on txaio's batched timer, which rounds every
-# deadline down to a whole second: a shorter WebSocket-level ping timeout
-# fires before the pong can arrive, and a shorter interval pings in a tight
-# loop. Its pings only find dead TCP peers (the Router's heartbeat enforces
-# --ping-interval/--ping-timeout exactly), so they keep this coarser grain.
-_TIMER_GRAIN = 1.0
+# Autobahn's per-connection state that, once a connection is open, keeps
+# the value it was given until something rare happens (a close, a failure),
+# and the handshake's leftovers (as None). ``GatewayWebSocket`` has them as
+# class attributes, and an open connection sheds its own copies: reads find
+# the same value on the class, and Autobahn's assignments still make them
+# the connection's own. The state Autobahn rewrites for every message
+# (current frame, message data...) is not here; it would only come back.
+_AT_REST: dict[str, Any] = {
+    **dict.fromkeys(_HANDSHAKE_LEFTOVERS, None),
+    **dict.fromkeys(
+        (
+            "wasNotCleanReason", "localCloseCode", "localCloseReason", "remoteCloseCode",
+            "remoteCloseReason", "websocket_protocol_in_use", "openHandshakeTimeoutCall", "closeHandshakeTimeoutCall",
+            "autoPingTimeoutCall", "autoPingPending", "autoPingPendingCall", "autoPingPendingSent",
+            "_perMessageCompress", "trackedTimings",
+            # utf8validateIncoming is off: the Router checks text itself
+            "utf8validator",
+        ),
+        None,
+    ),
+    **dict.fromkeys(
+        (
+            "closedByMe", "failedByMe", "droppedByMe", "wasClean", "wasServerConnectionDropTimeout",
+            "wasOpenHandshakeTimeout", "wasCloseHandshakeTimeout", "wasServingFlashSocketPolicyFile",
+            "wasMaxFramePayloadSizeExceeded", "wasMaxMessagePayloadSizeExceeded", "triggered",
+        ),
+        False,
+    ),
+    "autoPingPendingSeq": 0,
+    "data": b"",
+    # Autobahn queues outgoing data only for sends with ``sync`` or
+    # ``chopsize``, which the gateway never makes; its checks only take the
+    # queue's len(). An empty tuple answers them (and would fail loudly on a
+    # queued send) where a deque costs 760 bytes per connection.
+    "send_queue": (),
+}
 
 
 @implementer(IConnection)
@@ -58,6 +83,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
     _open = False
     _pending: list[bytes] | None = None
     _oversize = 0
+    locals().update(_AT_REST)
 
     # -- connection lifecycle ------------------------------------------
 
@@ -75,9 +101,26 @@ class GatewayWebSocket(WebSocketServerProtocol):
         )
         self._write = self.transport.write
         self._open = True
-        for name in _HANDSHAKE_LEFTOVERS:
-            setattr(self, name, None)
+        self.utf8validator = None
+        self._shed()
         self.session = factory.router.connect(self)
+
+    def _shed(self) -> None:
+        """Drop the copies of ``_AT_REST`` values, and the room they took.
+
+        A dict never shrinks when keys leave it; a copy of it is sized for
+        what is left. Measured with ``benchmarks/loadgen.py memory``: this
+        and ``send_queue`` take ... per idle node.
+        """
+        state = self.__dict__
+        for name in _HANDSHAKE_LEFTOVERS:
+            state.pop(name, None)
+        if not state.get("send_queue", True):
+            del state["send_queue"]
+        for name, value in _AT_REST.items():
+            if state.get(name, state) is value:
+                del state[name]
+        self.__dict__ = dict(state)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._open = False
@@ -149,6 +192,8 @@ class GatewayWebSocket(WebSocketServerProtocol):
         super().onMessageFrameEnd()
 
     def onMessageEnd(self) -> None:
+        # The last frame's unmasker is not needed again (each frame has its own).
+        self.current_frame_masker = None
         data, self.message_data = self.message_data, None
         session = self.session
         if session is None or self.failedByMe:
@@ -173,6 +218,23 @@ class GatewayWebSocket(WebSocketServerProtocol):
         )
 
 
+def _with_options(factory: WebSocketServerFactory) -> type[GatewayWebSocket]:
+    """``GatewayWebSocket`` with ``factory``'s Autobahn options as class attributes.
+
+    Autobahn copies each of its ~30 options from the factory onto every new
+    connection unless the class already has it, and pretty-prints the list
+    for a debug line whether or not debug is logged: 18% of the gateway's
+    time while nodes connect (py-spy, see benchmarks/README.rst). Read from
+    the class instead, the options cost nothing per connection, neither time
+    nor an entry each in every connection's ``__dict__``.
+    """
+    options = {name: getattr(factory, name) for name in GatewayWebSocket.CONFIG_ATTRS}
+    for name, value in options.items():
+        if inspect.isfunction(value):  # a callback such as perMessageCompressionAccept
+            options[name] = staticmethod(value)  # must not become a method
+    return type(GatewayWebSocket.__name__, (GatewayWebSocket,), {**options, "CONFIG_ATTRS": ()})
+
+
 class GatewayWebSocketFactory(WebSocketServerFactory):
     """Builds ``GatewayWebSocket`` connections bound to one Router."""
 
@@ -183,7 +245,6 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
         self.router = router
         self.clock = clock
         self.coalescer = Coalescer(clock)
-        limits = router.limits
         self.setProtocolOptions(
             # Size is enforced per message by GatewayWebSocket, which discards
             # instead of failing the connection.
@@ -192,11 +253,18 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
             # Text is decoded and checked by the Router, which answers
             # INVALID_MESSAGE instead of failing the connection.
             utf8validateIncoming=False,
-            autoPingInterval=max(limits.ping_interval, _TIMER_GRAIN),
-            autoPingTimeout=max(limits.ping_timeout, _TIMER_GRAIN) + _TIMER_GRAIN,
+            # No WebSocket-level pings: the Router's heartbeat (one timer for
+            # the whole gateway) already drops a connection, dead TCP peers
+            # included, that sends nothing for --ping-timeout; Autobahn's
+            # would add a timer and its closures to every connection.
+            autoPingInterval=0,
             openHandshakeTimeout=10,
             closeHandshakeTimeout=ABORT_GRACE,
         )
+
+    def setProtocolOptions(self, **options: Any) -> None:
+        super().setProtocolOptions(**options)
+        self.protocol = _with_options(self)
 
 
 def websocket_resource(factory: GatewayWebSocketFactory) -> WebSocketResource:
