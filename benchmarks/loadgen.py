@@ -1,6 +1,6 @@
 """Load generator for the Wingman Gateway: fan-out, paced latency, idle memory.
 
-Usage: python benchmarks/loadgen.py [fanout|rate|memory|all] [--runs 3] [--duration S]
+Usage: python benchmarks/loadgen.py [fanout|rate|memory|storm|bigroom|presence|all] [--runs 3] [--duration S]
 
 Starts each server it measures itself (pinned to core 0; this process pins
 itself to core 1), runs every scenario ``--runs`` times on a fresh server,
@@ -27,10 +27,12 @@ from procs import (  # noqa: E402
     environment,
     pin,
     raise_nofile,
+    start_autobahn,
     start_baseline,
     start_gateway,
 )
 from scenarios import Figures, fanout, memory, rate  # noqa: E402
+from storms import presence, reconnect, setup_rate  # noqa: E402
 
 # -- running and reporting ------------------------------------------------------
 
@@ -172,13 +174,89 @@ def run_memory(runs: int) -> None:
     print("  target: < 12 KB per idle node")
 
 
+def run_storm(runs: int, nodes: int = 5000, concurrency: int = 200, backlog: int = 4096,
+              storm: int = 10000, rooms: int = 100) -> None:
+    print(f"\n== storm: {nodes} nodes set up, {concurrency} at a time (listen backlog {backlog}); "
+          f"then {storm} at once into {rooms} rooms ==")
+    print("  baseline: bare Autobahn, handshake only; gateway: handshake + register")
+    base_runs, gw_runs, back_runs = [], [], []
+    for run in range(1, runs + 1):
+        print(f" run {run}/{runs}")
+        server = start_autobahn(backlog=backlog)
+        try:
+            base_runs.append(setup_rate(server, nodes, concurrency, upgrade_only=True))
+        finally:
+            server.stop()
+        print(_line("autobahn", base_runs[-1]), flush=True)
+        server = start_gateway(max_nodes=nodes + 100)
+        try:
+            gw_runs.append(setup_rate(server, nodes, concurrency))
+        finally:
+            server.stop()
+        gw_runs[-1]["gateway/autobahn"] = gw_runs[-1]["nodes/s"] / base_runs[-1]["nodes/s"]
+        print(_line("gateway", gw_runs[-1]), flush=True)
+        server = start_gateway(max_nodes=storm + 100)
+        try:
+            back_runs.append(reconnect(server, storm, rooms))
+        finally:
+            server.stop()
+        print(_line("reconnect", back_runs[-1]), flush=True)
+    print(" median")
+    print(_line("autobahn", _median(base_runs)))
+    print(_line("gateway", _median(gw_runs)))
+    print(_line("reconnect", _median(back_runs)))
+    print("  targets: gateway >= 5,000 nodes/s and >= 1.5x autobahn; reconnect all back within 3 s")
+
+
+def run_bigroom(runs: int, duration: float, warmup: float, window: int) -> None:
+    print(f"\n== bigroom: fanout with 100 and with 1000 members, 10 senders x window {window}, "
+          f"{warmup:g} s warm-up + {duration:g} s measured ==")
+    small, big = [], []
+    for run in range(1, runs + 1):
+        for members, results in ((100, small), (1000, big)):
+            server = start_gateway(max_nodes=1100)
+            try:
+                figures = fanout(server, duration, warmup, nodes=members, window=window)
+            finally:
+                server.stop()
+            # Each message reaches members - 1 nodes: its p99 per delivery.
+            figures["p99 us/delivery"] = figures["p99 ms"] * 1000 / (members - 1)
+            results.append(figures)
+            print(_line(f"{members} r{run}", figures), flush=True)
+    print(" median")
+    print(_line("100", _median(small)))
+    print(_line("1000", _median(big)))
+    print(f"  1000/100: deliveries/s {_median(big)['deliveries/s'] / _median(small)['deliveries/s']:.2f}x, "
+          f"p99 per delivery {_median(big)['p99 us/delivery'] / _median(small)['p99 us/delivery']:.2f}x")
+
+
+def run_presence(runs: int, sizes: tuple[int, ...] = (500, 1000)) -> None:
+    print(f"\n== presence: {' and '.join(map(str, sizes))} registered nodes join one room one after another ==")
+    results: dict[int, list[Figures]] = {size: [] for size in sizes}
+    for run in range(1, runs + 1):
+        for size in sizes:
+            server = start_gateway(max_nodes=size + 100)
+            try:
+                results[size].append(presence(server, size))
+            finally:
+                server.stop()
+            print(_line(f"{size} r{run}", results[size][-1]), flush=True)
+    print(" median")
+    for size in sizes:
+        print(_line(str(size), _median(results[size])))
+    first, last = sizes[0], sizes[-1]
+    growth = _median(results[last])["peak RSS growth MB"] / max(_median(results[first])["peak RSS growth MB"], 1e-3)
+    print(f"  peak growth {last}/{first} nodes: {growth:.2f}x (linear {last / first:.0f}x, "
+          f"quadratic {(last / first) ** 2:.0f}x)")
+
+
 def _exit_on_signal(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Wingman Gateway load generator (see benchmarks/README.rst)")
-    parser.add_argument("scenario", nargs="?", default="all", choices=["fanout", "rate", "memory", "all"])
+    parser.add_argument("scenario", nargs="?", default="all", choices=["fanout", "rate", "memory", "storm", "bigroom", "presence", "all"])
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is printed too")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds (fanout, rate)")
     parser.add_argument("--warmup", type=float, default=2.0, help="fan-out warm-up seconds")
@@ -208,6 +286,12 @@ def main(argv: list[str] | None = None) -> int:
         run_rate(args.runs, args.duration)
     if args.scenario in ("memory", "all"):
         run_memory(args.runs)
+    if args.scenario in ("storm", "all"):
+        run_storm(args.runs)
+    if args.scenario in ("bigroom", "all"):
+        run_bigroom(args.runs, args.duration, args.warmup, args.window)
+    if args.scenario in ("presence", "all"):
+        run_presence(args.runs)
     print(f"\ntotal time {time.monotonic() - began:.0f} s")
     return 0
 

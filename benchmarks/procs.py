@@ -104,6 +104,19 @@ class Server:
                     return int(line.split()[1])
         raise RuntimeError("no VmRSS")
 
+    def peak_rss_kb(self) -> int:
+        """VmHWM (the peak RSS) of the server, in KiB, since start or ``reset_peak``."""
+        with open(f"/proc/{self.pid}/status") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+        raise RuntimeError("no VmHWM")
+
+    def reset_peak(self) -> None:
+        """Start VmHWM again from the current RSS (Linux: ``5`` to clear_refs; needs ptrace rights)."""
+        with open(f"/proc/{self.pid}/clear_refs", "w") as refs:
+            refs.write("5")
+
     def health(self) -> dict[str, Any]:
         connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=10)
         try:
@@ -131,15 +144,22 @@ class Server:
             pass
 
 
-def start_gateway(max_nodes: int = 1000) -> Server:
+def start_gateway(max_nodes: int = 1000, backlog: int | None = None) -> Server:
+    listen = "tcp:0:interface=127.0.0.1" + (f":backlog={backlog}" if backlog else "")
     return Server(
         "gateway",
         [
             TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway",
-            "--listen", "tcp:0:interface=127.0.0.1", "--rate-limit", "0",
+            "--listen", listen, "--rate-limit", "0",
             "--max-nodes", str(max_nodes),
         ],
     )
+
+
+def start_autobahn(backlog: int = 50) -> Server:
+    """The bare Autobahn server (``autobahn_server.py``): the connection set-up yardstick."""
+    return Server("autobahn", [sys.executable, str(HERE / "autobahn_server.py"), "--port", "0",
+                               "--backlog", str(backlog)])
 
 
 def start_baseline() -> Server:

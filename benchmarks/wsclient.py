@@ -207,9 +207,10 @@ def send_all(sock: socket.socket, data: bytes, timeout: float = 10.0) -> None:
 class Conn:
     """One client connection and its handshake/registration state."""
 
-    __slots__ = ("sock", "fd", "index", "name", "mask", "key", "state", "inbuf", "node_id", "replies", "closed")
+    __slots__ = ("sock", "fd", "index", "name", "mask", "key", "state", "inbuf", "node_id", "replies", "closed",
+                 "room")
 
-    CONNECTING, HANDSHAKE, REGISTERING, READY = range(4)
+    CONNECTING, HANDSHAKE, REGISTERING, JOINING, READY = range(5)
 
     def __init__(self, sock: socket.socket, index: int, name: str) -> None:
         self.sock = sock
@@ -224,6 +225,8 @@ class Conn:
         self.node_id: str | None = None
         self.replies: dict[str, dict[str, Any]] = {}
         self.closed: str | None = None
+        # The room this node joins once registered (None: none).
+        self.room: str | None = None
 
     def frame(self, envelope: dict[str, Any]) -> bytes:
         return client_frame(json.dumps(envelope, separators=(",", ":")).encode(), self.mask)
@@ -262,7 +265,7 @@ class Pool:
 
     # -- control plane ----------------------------------------------------
 
-    def _start(self, index: int, name: str) -> Conn:
+    def _start(self, index: int, name: str, room: str | None = None) -> Conn:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
@@ -271,12 +274,13 @@ class Pool:
             sock.close()
             raise OSError(code, os.strerror(code))
         conn = Conn(sock, index, name)
+        conn.room = room
         self.conns[conn.fd] = conn
         self.ep.register(conn.fd, select.EPOLLOUT)
         return conn
 
-    def _advance(self, conn: Conn, events: int) -> None:
-        """Move one connection along connect -> upgrade -> register."""
+    def _advance(self, conn: Conn, events: int, upgrade_only: bool = False) -> None:
+        """Move one connection along connect -> upgrade -> register [-> join its room]."""
         if conn.state == Conn.CONNECTING:
             code = conn.sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
             if code:
@@ -305,6 +309,9 @@ class Pool:
             if headers.get(b"sec-websocket-accept") != accept_key(conn.key):
                 raise ConnectionError(f"{conn.name}: bad Sec-WebSocket-Accept")
             conn.inbuf = rest
+            if upgrade_only:
+                conn.state = Conn.READY
+                return
             conn.state = Conn.REGISTERING
             conn.send({"type": "register", "payload": {"name": conn.name}, "messageId": "reg"})
         self._read_frames(conn)
@@ -313,6 +320,15 @@ class Pool:
             if reply.get("type") != "ack":
                 raise ConnectionError(f"{conn.name}: register refused: {reply}")
             conn.node_id = reply["payload"]["nodeId"]
+            conn.state = Conn.READY
+            if conn.room is not None:
+                conn.state = Conn.JOINING
+                conn.send({"type": "join_group", "messageId": "join",
+                           "payload": {"groupName": conn.room, "createIfNotExists": True}})
+        if conn.state == Conn.JOINING and "join" in conn.replies:
+            reply = conn.replies.pop("join")
+            if reply.get("type") != "ack":
+                raise ConnectionError(f"{conn.name}: join refused: {reply}")
             conn.state = Conn.READY
 
     def _read_frames(self, conn: Conn) -> None:
@@ -325,11 +341,15 @@ class Pool:
                     continue
             conn.handle_other(first, payload)
 
-    def open_many(self, count: int, prefix: str, concurrency: int = 40, timeout: float = 120.0) -> list[Conn]:
+    def open_many(self, count: int, prefix: str, concurrency: int = 40, timeout: float = 120.0,
+                  rooms: int = 0, upgrade_only: bool = False) -> list[Conn]:
         """Connect, upgrade and register ``count`` more nodes.
 
         At most ``concurrency`` are being set up at once, so the server's
-        listen backlog (Twisted's default is 50) is never overrun.
+        listen backlog (Twisted's default is 50) is never overrun unless
+        asked to. With ``rooms``, node *i* then joins room ``room{i % rooms}``
+        (created if need be); with ``upgrade_only`` a node is done once
+        upgraded (a bare WebSocket server, which knows no registration).
         """
         first = len(self.conns)
         todo = list(range(first, first + count))
@@ -340,7 +360,7 @@ class Pool:
         while todo or busy:
             while todo and len(busy) < concurrency:
                 index = todo.pop()
-                conn = self._start(index, f"{prefix}{index:05d}")
+                conn = self._start(index, f"{prefix}{index:05d}", f"room{index % rooms}" if rooms else None)
                 busy[conn.fd] = conn
             if time.monotonic() > deadline:
                 raise TimeoutError(f"set-up of {count} nodes not done in {timeout:g} s ({len(done)} done)")
@@ -349,7 +369,7 @@ class Pool:
                 if conn.state == Conn.READY:
                     self.service_one(conn)
                     continue
-                self._advance(conn, events)
+                self._advance(conn, events, upgrade_only)
                 if conn.state == Conn.READY:
                     del busy[fd]
                     done.append(conn)

@@ -21,6 +21,23 @@ from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.service")
 
+# The listen backlog for socket endpoints that do not give one. Twisted's
+# default, 50, is overrun when thousands of clients reconnect at once (a
+# gateway restart): the kernel drops the connections past it, and they
+# retry only after 1 s, 3 s, 7 s... (benchmarks/loadgen.py reconnect: with
+# 50, 10,000 nodes reconnecting were not all in after 60 s). Linux caps it
+# at net.core.somaxconn (4096 by default).
+LISTEN_BACKLOG = 4096
+_BACKLOG_KINDS = frozenset({"tcp", "tcp6", "ssl", "unix"})
+
+
+def with_backlog(description: str) -> str:
+    """``description`` with ``backlog=LISTEN_BACKLOG`` if it is a socket endpoint without one."""
+    kind = description.partition(":")[0].strip().lower()
+    if kind not in _BACKLOG_KINDS or "backlog=" in description or description.endswith("\\"):
+        return description
+    return f"{description}:backlog={LISTEN_BACKLOG}"
+
 
 class ListenError(Exception):
     """A listener could not bind.
@@ -40,7 +57,7 @@ class Listener(Service):
         self.description = description
         self.factory = factory
         try:
-            self.endpoint = serverFromString(reactor, description)
+            self.endpoint = serverFromString(reactor, with_backlog(description))
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"listen: bad endpoint {description!r}: {error}")
         except OSError as error:  # an ssl: endpoint's key or certificate file
