@@ -27,13 +27,19 @@ from wingman_gateway.connection import (
 from wingman_gateway.envelope import Envelope, decode, encode, splice
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.limits import Limits
-from wingman_gateway.ratelimit import SlidingWindow
+from wingman_gateway.ratelimit import Budgets, source_of
 from wingman_gateway.rooms import IRooms, LocalRooms
 from wingman_gateway.state import Node, Room
 
 log = get_logger("wingman_gateway.router")
 
-UNMETERED = frozenset({"ping", "pong"})
+# Heartbeat messages have a bucket of their own, so a node streaming at its
+# limit still answers pings; a refused pong is dropped without an answer.
+HEARTBEAT = frozenset({"ping", "pong"})
+# Messages up to this size are decoded before the rate check, which then
+# knows a heartbeat from a request and can echo the messageId; larger ones
+# are metered before any decoding.
+PEEK_BYTES = 1024
 STRATEGIES = ("parallel", "sequential")
 
 # How a fatal error closes the connection.
@@ -64,6 +70,9 @@ class Router:
         self.connections: set[Node] = set()
         self.started_at = clock.seconds()
         self.messages_processed = 0
+        rate, burst = self.limits.message_rate, self.limits.message_burst
+        self.budgets = Budgets(rate, burst)
+        self.heartbeat_budgets = Budgets(rate, burst)
         self._handlers: dict[str, Callable[[Node, Envelope], None]] = {
             "register": self._register,
             "unregister": self._unregister,
@@ -84,11 +93,17 @@ class Router:
         key); such a connection registers without a token.
         """
         now = self.clock.seconds()
-        limits = self.limits
-        window = (
-            SlidingWindow(limits.rate_limit, limits.rate_window) if limits.rate_limit > 0 else None
+        source = source_of(conn.peer)
+        metered = self.budgets.enabled
+        node = Node(
+            conn=conn,
+            send=conn.send,
+            connected_at=now,
+            last_seen=now,
+            source=source,
+            budget=self.budgets.open(source, now) if metered else None,
+            heartbeat_budget=self.heartbeat_budgets.open(source, now) if metered else None,
         )
-        node = Node(conn=conn, send=conn.send, connected_at=now, last_seen=now, window=window)
         node.grant = grant
         self.connections.add(node)
         return node
@@ -103,27 +118,48 @@ class Router:
         try:
             if len(data) > self.limits.max_payload:
                 raise self.too_large(len(data))
-            envelope = decode(data, self.limits.max_depth)
+            peeked: GatewayError | None = None
+            if len(data) <= PEEK_BYTES:
+                try:
+                    envelope = decode(data, self.limits.max_depth)
+                except GatewayError as error:
+                    peeked = error
+            kind = envelope.type if envelope is not None else None
+            bucket = node.heartbeat_budget if kind in HEARTBEAT else node.budget
+            if bucket is not None:
+                wait = bucket.take(now)
+                if wait:
+                    if kind == "pong":
+                        return
+                    raise self._rate_limited(wait, peeked)
+            if peeked is not None:
+                raise peeked
+            if envelope is None:
+                envelope = decode(data, self.limits.max_depth)
             handler = self._handlers.get(envelope.type)
             if handler is None:
                 raise GatewayError(
                     errors.UNKNOWN_MESSAGE_TYPE, f"unknown message type {envelope.type[:40]!r}"
                 )
-            if node.window is not None and envelope.type not in UNMETERED:
-                wait = node.window.hit(now)
-                if wait:
-                    retry_ms = int(wait * 1000) + 1
-                    raise GatewayError(
-                        errors.RATE_LIMITED,
-                        f"rate limit of {self.limits.rate_limit} messages per "
-                        f"{self.limits.rate_window:g} s exceeded",
-                        details={"retryAfterMs": retry_ms},
-                    )
             self.messages_processed += 1
             handler(node, envelope)
         except GatewayError as error:
             message_id = envelope.message_id if envelope is not None else error.message_id
             self.refuse(node, error, message_id)
+
+    def _rate_limited(self, wait: float, peeked: GatewayError | None) -> GatewayError:
+        limits = self.limits
+        return GatewayError(
+            errors.RATE_LIMITED,
+            f"rate limit of {limits.message_rate:g} messages per second"
+            f" (bursts of {limits.message_burst}) exceeded",
+            details={
+                "retryAfterMs": int(wait * 1000) + 1,
+                "rate": limits.message_rate,
+                "burst": limits.message_burst,
+            },
+            message_id=peeked.message_id if peeked is not None else None,
+        )
 
     def disconnect(self, node: Node, reason: str = "disconnected") -> None:
         """The connection is gone: the node leaves its rooms at once."""
@@ -131,6 +167,10 @@ class Router:
             return
         node.closed = True
         self.connections.discard(node)
+        now = self.clock.seconds()
+        if node.budget is not None and node.heartbeat_budget is not None:
+            self.budgets.close(node.source, node.budget, now)
+            self.heartbeat_budgets.close(node.source, node.heartbeat_budget, now)
         if node.node_id is not None:
             self.rooms.remove_node(node, reason)
             log.info(
@@ -232,7 +272,7 @@ class Router:
         )
         agent_name = fields.text(payload, "agentName", limit)
         session_id = fields.text(payload, "sessionId", 200)
-        metadata = fields.mapping(payload, "metadata")
+        metadata = self._metadata(envelope)
         grant = node.grant
         if grant is None:
             try:
@@ -277,11 +317,27 @@ class Router:
                 },
                 "limits": {
                     "maxPayload": self.limits.max_payload,
-                    "rateLimit": self.limits.rate_limit,
-                    "rateWindowMs": int(self.limits.rate_window * 1000),
+                    "messageRate": self.limits.message_rate,
+                    "messageBurst": self.limits.message_burst,
+                    "maxMetadata": self.limits.max_metadata,
                 },
             },
         )
+
+    def _metadata(self, envelope: Envelope) -> str | None:
+        """``metadata`` as the JSON text it was sent as, at most ``max_metadata`` bytes."""
+        if fields.mapping(envelope.payload, "metadata") is None:
+            return None
+        text = envelope.payload_raw["metadata"]
+        size = len(text.encode("utf-8", "surrogatepass"))
+        limit = self.limits.max_metadata
+        if size > limit:
+            raise GatewayError(
+                errors.INVALID_REQUEST,
+                f"'metadata' is {size} bytes of JSON; the limit is {limit} bytes",
+                details={"limit": limit},
+            )
+        return text
 
     def _unregister(self, node: Node, envelope: Envelope) -> None:
         node_id = self._registered(node)
