@@ -203,6 +203,7 @@ def test_disconnect_leaves_every_room_at_once() -> None:
     b, b_conn = h.node("b", "r1", "r2", "r3")
     a_conn.take()
     h.router.disconnect(b, "connection lost")
+    h.clock.advance(0)  # end of the turn: presence goes out
     notices = a_conn.take()
     assert sorted(n["payload"]["groupName"] for n in notices) == ["r1", "r2"]
     assert all(n["payload"]["event"] == "left" for n in notices)
@@ -348,6 +349,7 @@ def test_heartbeat_pings_and_drops_silent_connections() -> None:
     assert talker_conn.closed is None
     assert set(h.router.connections) == {talker}
     assert any(m["type"] == "ping" for m in talker_conn.sent)
+    h.clock.advance(0)
     notices = [m for m in talker_conn.sent if m["type"] == "presence"]
     assert notices[-1]["payload"]["reason"] == "heartbeat timeout"
 

@@ -347,22 +347,39 @@ class Router:
 
     def _find_room(self, envelope: Envelope) -> Room:
         """The room a request names by id or by name (payload before envelope)."""
+        group_id, group_name = self._room_names(envelope)
+        room = self._lookup(group_id, group_name)
+        if room is None:
+            wanted = group_id if group_id is not None else group_name
+            raise GatewayError(errors.GROUP_NOT_FOUND, f"no room {wanted!r}")
+        return room
+
+    def _room_names(self, envelope: Envelope) -> tuple[str | None, str | None]:
         sources = (envelope.payload, envelope.fields)
         limit = self.limits.max_name_length
         group_id = fields.first_text(sources, "groupId", limit)
         group_name = fields.first_text(sources, "groupName", limit)
         if group_id is None and group_name is None:
             raise GatewayError(errors.INVALID_REQUEST, "'groupId' or 'groupName' is required")
-        room = None
-        if group_id is not None:
-            # Clients may give a room's name where its id is expected.
-            room = self.rooms.find(group_id)
-        elif group_name is not None:
-            room = self.rooms.find_by_name(group_name)
-        if room is None:
-            wanted = group_id if group_id is not None else group_name
-            raise GatewayError(errors.GROUP_NOT_FOUND, f"no room {wanted!r}")
-        return room
+        return group_id, group_name
+
+    def _lookup(self, group_id: str | None, group_name: str | None) -> Room | None:
+        """The room named, or None; an id and a name that disagree are refused.
+
+        A ``groupId`` may be a room's id or its name (clients give names
+        where ids are expected). With a ``groupName`` too, both must name
+        the same room, or no room at all.
+        """
+        by_id = self.rooms.find(group_id) if group_id is not None else None
+        by_name = self.rooms.find_by_name(group_name) if group_name is not None else None
+        if group_id is None:
+            return by_name
+        if group_name is not None and by_id is not by_name:
+            raise GatewayError(
+                errors.INVALID_REQUEST,
+                f"'groupId' {group_id!r} and 'groupName' {group_name!r} do not name the same room",
+            )
+        return by_id
 
     def _join_group(self, node: Node, envelope: Envelope) -> None:
         node_id = self._registered(node)
@@ -371,13 +388,13 @@ class Router:
         create = fields.flag(payload, "createIfNotExists", False)
         description = fields.text(payload, "description", limits.max_description_length)
         strategy = fields.choice(payload, "strategy", STRATEGIES)
+        group_id, group_name = self._room_names(envelope)
+        room = self._lookup(group_id, group_name)
         created = False
-        try:
-            room = self._find_room(envelope)
-        except GatewayError as missing:
-            name = fields.text(payload, "groupName", limits.max_name_length)
-            if missing.code != errors.GROUP_NOT_FOUND or not create or name is None:
-                raise
+        if room is None:
+            name = group_name
+            if not create or name is None:
+                raise GatewayError(errors.GROUP_NOT_FOUND, f"no room {group_id or group_name!r}")
             self._check_may_join(node, name)
             self._check_room_quota(node)
             if self.rooms.room_count() >= limits.max_rooms:
@@ -388,10 +405,11 @@ class Router:
                 )
             room = self.rooms.create(name, description, strategy, node_id)
             created = True
-        if node_id not in room.members:
+        elif node_id not in room.members:
             self._check_may_join(node, room.name)
             self._check_room_quota(node)
-            self.rooms.join(room, node)
+        # A new room and its first member come together: no empty room is left.
+        self.rooms.join(room, node)
         self._ack(
             node,
             envelope,

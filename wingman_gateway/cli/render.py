@@ -60,9 +60,10 @@ class Renderer:
         who = message.from_name or message.from_node_id or "?"
         if message.type == "presence":
             payload = message.payload or {}
-            reason = payload.get("reason")
-            detail = f" ({reason})" if reason and reason != "left" else ""
-            self.line(f"* {payload.get('name')} {payload.get('event')} {room.strip()}{detail}")
+            for event in payload.get("events") or [payload]:  # a "batch" holds several
+                reason = event.get("reason")
+                detail = f" ({reason})" if reason and reason != "left" else ""
+                self.line(f"* {event.get('name')} {event.get('event')} {room.strip()}{detail}")
         elif message.type in ("broadcast", "direct"):
             if message.type == "direct":
                 room = "[direct] "
