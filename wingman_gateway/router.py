@@ -28,8 +28,9 @@ from wingman_gateway.envelope import Envelope, decode, encode, splice
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.limits import Limits
 from wingman_gateway.ratelimit import Budgets, source_of
+from wingman_gateway.roomrequests import RoomRequests
 from wingman_gateway.rooms import IRooms, LocalRooms
-from wingman_gateway.state import Node, Room
+from wingman_gateway.state import Node
 
 log = get_logger("wingman_gateway.router")
 
@@ -40,7 +41,6 @@ HEARTBEAT = frozenset({"ping", "pong"})
 # knows a heartbeat from a request and can echo the messageId; larger ones
 # are metered before any decoding.
 PEEK_BYTES = 1024
-STRATEGIES = ("parallel", "sequential")
 
 # How a fatal error closes the connection.
 _CLOSE_FOR = {
@@ -50,7 +50,7 @@ _CLOSE_FOR = {
 }
 
 
-class Router:
+class Router(RoomRequests):
     """Routes envelopes between connected nodes and rooms."""
 
     def __init__(
@@ -167,6 +167,8 @@ class Router:
             return
         node.closed = True
         self.connections.discard(node)
+        if node.expiry is not None and node.expiry.active():
+            node.expiry.cancel()
         now = self.clock.seconds()
         if node.budget is not None and node.heartbeat_budget is not None:
             self.budgets.close(node.source, node.budget, now)
@@ -295,6 +297,10 @@ class Router:
         node.metadata = metadata
         node.grant = grant
         self.rooms.add_node(node)
+        if grant.expires_at is not None:
+            node.expiry = self.clock.callLater(
+                max(grant.expires_at - self.clock.seconds(), 0), self._expired, node
+            )
         log.info(
             "node {nodeId} ({name}) registered over {transport} from {peer}",
             nodeId=node_id,
@@ -324,6 +330,21 @@ class Router:
             },
         )
 
+    def _expired(self, node: Node) -> None:
+        node.expiry = None
+        self.refuse(node, GatewayError(errors.AUTH_FAILED, "token expired", fatal=True))
+
+    def keys_changed(self, key_ids: frozenset[str]) -> None:
+        """The key ring changed: nodes whose token's key was retired are closed."""
+        for node in list(self.rooms.nodes()):
+            key_id = node.grant.key_id if node.grant is not None else None
+            if key_id is not None and key_id not in key_ids:
+                log.info("closing node {nodeId}: its token's key {key_id} was retired",
+                         nodeId=node.node_id, key_id=key_id)
+                self.refuse(node, GatewayError(
+                    errors.AUTH_FAILED, "the key that signed this token was retired", fatal=True
+                ))
+
     def _metadata(self, envelope: Envelope) -> str | None:
         """``metadata`` as the JSON text it was sent as, at most ``max_metadata`` bytes."""
         if fields.mapping(envelope.payload, "metadata") is None:
@@ -344,105 +365,6 @@ class Router:
         self._ack(node, envelope, {"nodeId": node_id})
         node.conn.close(CLOSE_NORMAL, "unregistered")
         self.disconnect(node, "unregistered")
-
-    def _find_room(self, envelope: Envelope) -> Room:
-        """The room a request names by id or by name (payload before envelope)."""
-        group_id, group_name = self._room_names(envelope)
-        room = self._lookup(group_id, group_name)
-        if room is None:
-            wanted = group_id if group_id is not None else group_name
-            raise GatewayError(errors.GROUP_NOT_FOUND, f"no room {wanted!r}")
-        return room
-
-    def _room_names(self, envelope: Envelope) -> tuple[str | None, str | None]:
-        sources = (envelope.payload, envelope.fields)
-        limit = self.limits.max_name_length
-        group_id = fields.first_text(sources, "groupId", limit)
-        group_name = fields.first_text(sources, "groupName", limit)
-        if group_id is None and group_name is None:
-            raise GatewayError(errors.INVALID_REQUEST, "'groupId' or 'groupName' is required")
-        return group_id, group_name
-
-    def _lookup(self, group_id: str | None, group_name: str | None) -> Room | None:
-        """The room named, or None; an id and a name that disagree are refused.
-
-        A ``groupId`` may be a room's id or its name (clients give names
-        where ids are expected). With a ``groupName`` too, both must name
-        the same room, or no room at all.
-        """
-        by_id = self.rooms.find(group_id) if group_id is not None else None
-        by_name = self.rooms.find_by_name(group_name) if group_name is not None else None
-        if group_id is None:
-            return by_name
-        if group_name is not None and by_id is not by_name:
-            raise GatewayError(
-                errors.INVALID_REQUEST,
-                f"'groupId' {group_id!r} and 'groupName' {group_name!r} do not name the same room",
-            )
-        return by_id
-
-    def _join_group(self, node: Node, envelope: Envelope) -> None:
-        node_id = self._registered(node)
-        payload = envelope.payload
-        limits = self.limits
-        create = fields.flag(payload, "createIfNotExists", False)
-        description = fields.text(payload, "description", limits.max_description_length)
-        strategy = fields.choice(payload, "strategy", STRATEGIES)
-        group_id, group_name = self._room_names(envelope)
-        room = self._lookup(group_id, group_name)
-        created = False
-        if room is None:
-            name = group_name
-            if not create or name is None:
-                raise GatewayError(errors.GROUP_NOT_FOUND, f"no room {group_id or group_name!r}")
-            self._check_may_join(node, name)
-            self._check_room_quota(node)
-            if self.rooms.room_count() >= limits.max_rooms:
-                raise GatewayError(
-                    errors.FORBIDDEN,
-                    f"the gateway has reached its limit of {limits.max_rooms} rooms",
-                    details={"limit": limits.max_rooms},
-                )
-            room = self.rooms.create(name, description, strategy, node_id)
-            created = True
-        elif node_id not in room.members:
-            self._check_may_join(node, room.name)
-            self._check_room_quota(node)
-        # A new room and its first member come together: no empty room is left.
-        self.rooms.join(room, node)
-        self._ack(
-            node,
-            envelope,
-            {
-                "groupId": room.id,
-                "groupName": room.name,
-                "created": created,
-                "description": room.description,
-                "strategy": room.strategy,
-                "members": self.rooms.members(room),
-            },
-        )
-
-    def _check_may_join(self, node: Node, room_name: str) -> None:
-        if node.grant is not None and not node.grant.may_join(room_name):
-            raise GatewayError(errors.FORBIDDEN, f"your token does not allow room {room_name!r}")
-
-    def _check_room_quota(self, node: Node) -> None:
-        limit = self.limits.max_rooms_per_node
-        if len(node.rooms) >= limit:
-            raise GatewayError(
-                errors.FORBIDDEN,
-                f"a node may be in at most {limit} rooms",
-                details={"limit": limit},
-            )
-
-    def _leave_group(self, node: Node, envelope: Envelope) -> None:
-        self._registered(node)
-        room = self._find_room(envelope)
-        if room.id not in node.rooms:
-            raise GatewayError(errors.NOT_A_MEMBER, f"you are not a member of room {room.name!r}")
-        self.rooms.leave(room, node, "left")
-        self._ack(node, envelope, {"groupId": room.id, "groupName": room.name})
 
     def _message_text(self, envelope: Envelope) -> str:
         raw = envelope.payload_raw.get("message")
@@ -481,6 +403,11 @@ class Router:
         if target_id is None:
             raise GatewayError(errors.INVALID_REQUEST, "'targetNodeId' is required")
         message = self._message_text(envelope)
+        if node.grant is not None and node.grant.rooms is not None:
+            # A room-scoped node reaches only the members of its rooms.
+            target = self.rooms.node(target_id)
+            if target is None or not node.rooms.keys() & target.rooms.keys():
+                raise GatewayError(errors.NODE_NOT_FOUND, f"no node {target_id!r} in your rooms")
         head = {
             "type": "direct",
             "nodeId": node_id,

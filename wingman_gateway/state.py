@@ -40,6 +40,8 @@ class Node:
     # as decoded objects.
     metadata: str | None = None
     grant: Grant | None = None
+    # Closes the node when its token expires (an IDelayedCall), if it does.
+    expiry: Any = None
     rooms: dict[str, "Room"] = attrs.Factory(dict)
     closed: bool = False
 
