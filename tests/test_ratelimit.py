@@ -83,13 +83,18 @@ def test_large_messages_are_metered_before_they_are_decoded() -> None:
     h = Harness(Limits(message_rate=1, message_burst=2))
     session, conn = h.connect()
     big_invalid = '{"type": "ping", "messageId": "x", "pad": "' + "a" * 100_000  # unterminated
+    big_unknown = '{"type": "ping", "pad": "' + "a" * 100_000 + '", "messageId": "late"}'
     h.send(session, big_invalid)
     h.send(session, big_invalid)
     assert [m["payload"]["code"] for m in conn.take()] == [errors.INVALID_MESSAGE] * 2
     h.send(session, big_invalid)
     [reply] = conn.take()
     assert reply["payload"]["code"] == errors.RATE_LIMITED
-    assert "messageId" not in reply  # not decoded, so not known
+    assert reply["messageId"] == "x"  # read from the first 512 characters only
+    h.send(session, big_unknown)
+    [reply] = conn.take()
+    assert reply["payload"]["code"] == errors.RATE_LIMITED
+    assert "messageId" not in reply  # too far in to be read without decoding
 
 
 def test_pings_have_their_own_bucket_and_pongs_are_dropped_quietly() -> None:

@@ -159,6 +159,39 @@ def decode(data: bytes | str, max_depth: int) -> Envelope:
     return Envelope(kind, fields, raw, payload_raw)
 
 
+def peek_message_id(data: bytes | str, limit: int = 512) -> str | int | None:
+    """The ``messageId`` if it is among the first members within ``limit`` characters.
+
+    For answering a message that is refused before it is decoded (rate
+    limits): the cost is bounded by ``limit`` whatever the message's size.
+    """
+    head = data[:limit]
+    text = head.decode("utf-8", "ignore") if isinstance(head, bytes) else head
+    try:
+        idx = _skip_ws(text, 0).end()
+        if text[idx : idx + 1] != "{":
+            return None
+        idx += 1
+        while True:
+            idx = _skip_ws(text, idx).end()
+            if text[idx : idx + 1] != '"':
+                return None
+            key, idx = scanstring(text, idx + 1)
+            idx = _skip_ws(text, idx).end()
+            if text[idx : idx + 1] != ":":
+                return None
+            value, idx = _raw_decode(text, _skip_ws(text, idx + 1).end())
+            if key == "messageId":
+                ok = isinstance(value, (str, int)) and not isinstance(value, bool)
+                return value if ok else None
+            idx = _skip_ws(text, idx).end()
+            if text[idx : idx + 1] != ",":
+                return None
+            idx += 1
+    except (ValueError, RecursionError):
+        return None
+
+
 def _not_json() -> GatewayError:
     return GatewayError(errors.INVALID_MESSAGE, "message is not valid JSON")
 

@@ -24,7 +24,7 @@ from wingman_gateway.connection import (
     Outbound,
     Reply,
 )
-from wingman_gateway.envelope import Envelope, decode, encode, splice
+from wingman_gateway.envelope import Envelope, decode, encode, peek_message_id, splice
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.limits import Limits
 from wingman_gateway.ratelimit import Budgets, source_of
@@ -131,7 +131,7 @@ class Router(RoomRequests):
                 if wait:
                     if kind == "pong":
                         return
-                    raise self._rate_limited(wait, peeked)
+                    raise self._rate_limited(wait, data)
             if peeked is not None:
                 raise peeked
             if envelope is None:
@@ -147,7 +147,7 @@ class Router(RoomRequests):
             message_id = envelope.message_id if envelope is not None else error.message_id
             self.refuse(node, error, message_id)
 
-    def _rate_limited(self, wait: float, peeked: GatewayError | None) -> GatewayError:
+    def _rate_limited(self, wait: float, data: bytes | str) -> GatewayError:
         limits = self.limits
         return GatewayError(
             errors.RATE_LIMITED,
@@ -158,7 +158,7 @@ class Router(RoomRequests):
                 "rate": limits.message_rate,
                 "burst": limits.message_burst,
             },
-            message_id=peeked.message_id if peeked is not None else None,
+            message_id=peek_message_id(data),
         )
 
     def disconnect(self, node: Node, reason: str = "disconnected") -> None:
