@@ -66,7 +66,7 @@ def test_time_grows_linearly(unit: str, repeat: int) -> None:
     def cost(n: int) -> float:
         text = "[" * 65 + unit * n
         best = float("inf")
-        for _ in range(3):
+        for _ in range(5):
             started = time.perf_counter()
             try:
                 decode(text, 64)
@@ -75,4 +75,4 @@ def test_time_grows_linearly(unit: str, repeat: int) -> None:
             best = min(best, time.perf_counter() - started)
         return best
     small, large = cost(repeat), cost(repeat * 10)
-    assert large < 30 * small + 0.005, (small, large)
+    assert large < 40 * small + 0.005, (small, large)  # quadratic would be ~100x
