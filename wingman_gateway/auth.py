@@ -111,6 +111,7 @@ def _parse(data: bytes, where: str) -> tuple[dict[str, _Key], str]:
             raise bad(f"key {kid!r} secret is not base64url") from None
         if len(secret) < MIN_SECRET_BYTES:
             raise bad(f"key {kid!r} secret is shorter than {MIN_SECRET_BYTES} bytes")
+        assert isinstance(kid, str)  # _safe_kid checked it
         keys[kid] = _Key(id=kid, created=float(created), secret=secret)
     active = doc.get("active")
     if not isinstance(active, str) or active not in keys:

@@ -12,7 +12,7 @@ import json
 import re
 import sys
 from itertools import accumulate
-from json.decoder import scanstring
+from json.decoder import scanstring  # type: ignore[attr-defined]  # json's own C scanner; typeshed omits it
 from typing import Any, Callable
 
 import attrs
@@ -51,7 +51,8 @@ _raw_decode: _RawDecode = json.JSONDecoder(parse_constant=_reject_constant).raw_
 _raw_decode_large: _RawDecode = json.JSONDecoder(
     parse_constant=_reject_constant, parse_int=_parse_int
 ).raw_decode
-_skip_ws = re.compile(r"[ \t\n\r]*").match
+# The pattern matches the empty string too, so the match is never None.
+_skip_ws: Callable[[str, int], re.Match[str]] = re.compile(r"[ \t\n\r]*").match  # type: ignore[assignment]
 # A string literal, or an unterminated one up to the end of the text. The
 # possessive loops and the end-of-text alternative make every character
 # consumed once: a string that never ends cannot be rescanned from each of
