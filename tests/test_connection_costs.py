@@ -27,7 +27,7 @@ def _registered(rig: Rig, name: str) -> Client:
 
 
 def test_an_open_websocket_sheds_options_handshake_and_idle_state(tmp_path: Path) -> None:
-    rig = Rig(tmp_path, limits=Limits(rate_limit=0))
+    rig = Rig(tmp_path, limits=Limits(message_rate=0))
     a, b = _registered(rig, "a"), _registered(rig, "b")
     node = next(n for n in rig.router.rooms.nodes() if n.name == "a")
     conn = node.conn
