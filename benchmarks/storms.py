@@ -72,12 +72,15 @@ def presence(server: Server, nodes: int) -> Figures:
         pool.service(0.5)
         before = server.rss_kb()
         server.reset_peak()
+        meter = CpuMeter(server)
+        meter.start()
         began = time.perf_counter()
         for conn in conns:
             pool.request([conn], _join)
         seconds = time.perf_counter() - began
+        meter.stop()
         peak = server.peak_rss_kb()
         return {"all joined in s": seconds, "joins/s": nodes / seconds,
-                "peak RSS growth MB": (peak - before) / 1024}
+                "peak RSS growth MB": (peak - before) / 1024, **meter.figures()}
     finally:
         pool.close_all()
