@@ -20,7 +20,7 @@ import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 HERE = Path(__file__).resolve().parent
 TWISTD = str(Path(sys.executable).with_name("twistd"))
@@ -240,11 +240,14 @@ class Quiet:
         self.threshold = threshold
         self.step = step
 
-    def wait(self) -> None:
+    def wait(self, pause: Callable[[float], None] = time.sleep) -> None:
+        """``pause`` passes the time between samples: connections already open
+        pass it answering their heartbeats (``Pool.service``), or the gateway
+        drops them after ``--ping-timeout`` of silence."""
         waited = 0.0
         while True:
             began, busy = time.perf_counter(), _busy_seconds()
-            time.sleep(self.step)
+            pause(self.step)
             load = (_busy_seconds() - busy) / (time.perf_counter() - began)
             if load <= self.threshold or self.budget <= 0:
                 break

@@ -131,7 +131,7 @@ def fanout(server: Server, duration: float, warmup: float, nodes: int = 100, sen
     try:
         conns = pool.open_many(nodes, "fan")
         group_id = _form_room(pool, conns).encode()
-        quiet.wait()
+        quiet.wait(pool.service)
         rx = Receivers(conns)
         probe = nodes - 1
         sampled = {probe} | {senders + k * (nodes - senders) // 5 for k in range(4)}
@@ -237,7 +237,7 @@ def rate(server: Server, duration: float, warmup: float = 1.0, nodes: int = 1000
         group_id = _form_room(pool, room).encode()
         for conn in room:
             conn.sock.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
-        quiet.wait()
+        quiet.wait(pool.service)
         rx = Receivers(room)
         last_seq = [[-1] * senders for _ in range(members)]
         counts = [0] * members

@@ -67,9 +67,9 @@ def presence(server: Server, nodes: int) -> Figures:
     """
     pool = Pool(server.port)
     try:
-        quiet.wait()  # before the nodes exist: while it waits, nobody answers their heartbeat
         conns = pool.open_many(nodes, "crowd")
         pool.service(0.5)
+        quiet.wait(pool.service)
         before = server.rss_kb()
         server.reset_peak()
         meter = CpuMeter(server)
