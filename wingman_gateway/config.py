@@ -95,6 +95,15 @@ SETTINGS: tuple[Setting, ...] = (
         "bytes queued per HTTP bridge session",
     ),
     Setting("bridge-heartbeat", "bridgeHeartbeat", checks.integer(100), 15000, "SSE heartbeat comment interval, ms"),
+    Setting(
+        "admin-token-file", "adminTokenFile", checks.text, None,
+        "file whose first line is the admin token: turns on /api/ and /metrics on the listeners",
+    ),
+    Setting(
+        "metrics-listen", "metricsListen", checks.text, None,
+        "endpoint serving /metrics without a credential, e.g. tcp:9464:interface=127.0.0.1 [off]",
+    ),
+    Setting("audit-log", "auditLog", checks.text, None, "append security events as JSON lines to this file [off]"),
 )
 
 # Settings that are switches on the command line or lists, not plain values.
@@ -125,6 +134,15 @@ class GatewayConfig:
     ssh_authorized_keys: str | None = None
     # The HTTP bridge (/bridge/*); None when turned off.
     bridge: bridge_options.BridgeOptions | None = attrs.Factory(bridge_options.BridgeOptions)
+    # Operations: the admin credential's file, the private /metrics endpoint, the audit log.
+    admin_token_file: str | None = None
+    metrics_listen: str | None = None
+    audit_log: str | None = None
+
+    @property
+    def metrics(self) -> bool:
+        """Metrics are kept when something can read them."""
+        return self.admin_token_file is not None or self.metrics_listen is not None
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -213,6 +231,9 @@ def build(
         ssh_host_key=values["sshHostKey"],
         ssh_authorized_keys=values["sshAuthorizedKeys"],
         bridge=bridge_options.from_settings(values, flags, file_values),
+        admin_token_file=values["adminTokenFile"],
+        metrics_listen=values["metricsListen"],
+        audit_log=values["auditLog"],
     )
 
 

@@ -37,6 +37,23 @@ ALL_CODES = (
     MESSAGES_LOST,
 )
 
+# The HTTP status of each code, for answers over HTTP (the bridge, the server API).
+HTTP_STATUS = {
+    INVALID_MESSAGE: 400,
+    UNKNOWN_MESSAGE_TYPE: 400,
+    INVALID_REQUEST: 400,
+    AUTH_FAILED: 401,
+    NOT_REGISTERED: 401,
+    FORBIDDEN: 403,
+    NOT_A_MEMBER: 403,
+    GROUP_NOT_FOUND: 404,
+    NODE_NOT_FOUND: 404,
+    ALREADY_REGISTERED: 409,
+    PAYLOAD_TOO_LARGE: 413,
+    RATE_LIMITED: 429,
+    MAX_NODES_REACHED: 503,
+}
+
 
 class GatewayError(Exception):
     """A request the gateway refuses; becomes an ``error`` envelope.

@@ -18,6 +18,7 @@ from zope.interface import Interface, implementer
 
 from wingman_gateway.connection import Outbound
 from wingman_gateway.envelope import encode
+from wingman_gateway.events import Events
 from wingman_gateway.state import Node, Room
 
 
@@ -57,6 +58,9 @@ class IRooms(Interface):
     def deliver(room: Room, message: Outbound, exclude: Node | None) -> int:
         """Hand ``message`` to every member but ``exclude``; how many got it."""
 
+    def close(room: Room, reason: str) -> list[Node]:
+        """Every member is told the room is closed and leaves it; the room is gone."""
+
     def members(room: Room) -> list[dict[str, Any]]:
         """Public descriptions of the room's members."""
 
@@ -77,8 +81,9 @@ class IRooms(Interface):
 class LocalRooms:
     """Nodes and rooms of this gateway alone, in memory."""
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, events: Events | None = None) -> None:
         self.clock = clock
+        self.events = events if events is not None else Events()
         self._nodes: dict[str, Node] = {}
         self._rooms: dict[str, Room] = {}
         self._by_name: dict[str, Room] = {}
@@ -113,6 +118,12 @@ class LocalRooms:
         if target is None:
             return False
         target.send(message)
+        self.events.emit(
+            "delivered",
+            transports={target.conn.transport_name: 1},
+            excluded=None,
+            size=len(message.data),
+        )
         return True
 
     def node_count(self) -> int:
@@ -165,11 +176,43 @@ class LocalRooms:
             del self._by_name[room.name]
 
     def deliver(self, room: Room, message: Outbound, exclude: Node | None) -> int:
-        recipients = room.recipients
+        recipients, transports = room.recipients, room.transports
         for member in recipients:
             if member is not exclude:
                 member.send(message)
-        return len(recipients) - (exclude is not None and exclude.node_id in room.members)
+        excluded = exclude is not None and exclude.node_id in room.members
+        self.events.emit(
+            "delivered",
+            transports=transports,
+            excluded=exclude.conn.transport_name if excluded else None,  # type: ignore[union-attr]
+            size=len(message.data),
+        )
+        return len(recipients) - excluded
+
+    def close(self, room: Room, reason: str) -> list[Node]:
+        members = list(room.recipients)
+        notice = {
+            "type": "presence",
+            "nodeId": None,
+            "groupId": room.id,
+            "payload": {
+                "event": "closed",
+                "groupId": room.id,
+                "groupName": room.name,
+                "memberCount": 0,
+                "reason": reason,
+            },
+            "timestamp": self._now_ms(),
+        }
+        self.deliver(room, Outbound(encode(notice)), None)
+        for member in members:
+            member.rooms.pop(room.id, None)
+        room.members.clear()
+        room.recipients, room.transports = (), {}
+        if self._rooms.get(room.id) is room:
+            del self._rooms[room.id]
+            del self._by_name[room.name]
+        return members
 
     def members(self, room: Room) -> list[dict[str, Any]]:
         return [member.describe() for member in room.recipients]

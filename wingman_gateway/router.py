@@ -8,6 +8,7 @@ imports a transport.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
@@ -20,12 +21,14 @@ from wingman_gateway.connection import (
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
+    SLOW_CONSUMER,
     IConnection,
     Outbound,
     Reply,
 )
 from wingman_gateway.envelope import Envelope, decode, encode, splice
 from wingman_gateway.errors import GatewayError
+from wingman_gateway.events import Events
 from wingman_gateway.limits import Limits
 from wingman_gateway.ratelimit import SlidingWindow
 from wingman_gateway.rooms import IRooms, LocalRooms
@@ -34,6 +37,8 @@ from wingman_gateway.state import Node, Room
 log = get_logger("wingman_gateway.router")
 
 UNMETERED = frozenset({"ping", "pong"})
+HEARTBEAT_TIMEOUT = "heartbeat timeout"
+
 STRATEGIES = ("parallel", "sequential")
 
 # How a fatal error closes the connection.
@@ -54,12 +59,18 @@ class Router:
         authenticator: Authenticator | None = None,
         gateway_name: str = "wingman-gateway",
         rooms: IRooms | None = None,
+        events: Events | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.clock = clock
         self.limits = limits or Limits()
         self.authenticator = authenticator or Authenticator(required=False)
         self.gateway_name = gateway_name
-        self.rooms: IRooms = rooms if rooms is not None else LocalRooms(clock)
+        # What happens here is told to the sinks (metrics, audit) through ``events``;
+        # ``timer`` measures how long an envelope takes (not the reactor's clock).
+        self.events = events if events is not None else Events()
+        self.timer = timer
+        self.rooms: IRooms = rooms if rooms is not None else LocalRooms(clock, self.events)
         # Every open connection, registered or not (heartbeat, shutdown).
         self.connections: set[Node] = set()
         self.started_at = clock.seconds()
@@ -97,18 +108,22 @@ class Router:
         """One envelope arrived on ``node``'s connection."""
         if node.closed:
             return
+        started = self.timer()
         now = self.clock.seconds()
         node.last_seen = now
         envelope: Envelope | None = None
+        kind = "invalid"
         try:
             if len(data) > self.limits.max_payload:
                 raise self.too_large(len(data))
             envelope = decode(data, self.limits.max_depth)
             handler = self._handlers.get(envelope.type)
             if handler is None:
+                kind = "unknown"
                 raise GatewayError(
                     errors.UNKNOWN_MESSAGE_TYPE, f"unknown message type {envelope.type[:40]!r}"
                 )
+            kind = envelope.type
             if node.window is not None and envelope.type not in UNMETERED:
                 wait = node.window.hit(now)
                 if wait:
@@ -124,6 +139,7 @@ class Router:
         except GatewayError as error:
             message_id = envelope.message_id if envelope is not None else error.message_id
             self.refuse(node, error, message_id)
+        self.events.emit("received", type=kind, size=len(data), seconds=self.timer() - started)
 
     def disconnect(self, node: Node, reason: str = "disconnected") -> None:
         """The connection is gone: the node leaves its rooms at once."""
@@ -131,6 +147,8 @@ class Router:
             return
         node.closed = True
         self.connections.discard(node)
+        if reason == SLOW_CONSUMER or reason == HEARTBEAT_TIMEOUT:
+            self.events.emit("dropped", transport=node.conn.transport_name, reason=reason)
         if node.node_id is not None:
             self.rooms.remove_node(node, reason)
             log.info(
@@ -147,7 +165,8 @@ class Router:
         if message_id is not None:
             reply["messageId"] = message_id
         reply["timestamp"] = self.now_ms()
-        node.send(Reply(reply))
+        self._reply(node, reply)
+        self.events.emit("refused", code=error.code)
         log.debug(
             "refused {code} to {peer}: {message}",
             code=error.code,
@@ -179,7 +198,7 @@ class Router:
         for node in [n for n in self.connections if n.last_seen < deadline]:
             reason = f"no message for {self.limits.ping_timeout:g} s (heartbeat timeout)"
             node.conn.close(CLOSE_POLICY, reason)
-            self.disconnect(node, "heartbeat timeout")
+            self.disconnect(node, HEARTBEAT_TIMEOUT)
 
     # -- reports --------------------------------------------------------
 
@@ -209,7 +228,12 @@ class Router:
         if envelope.message_id is not None:
             reply["messageId"] = envelope.message_id
         reply["timestamp"] = self.now_ms()
-        node.send(Reply(reply))
+        self._reply(node, reply)
+
+    def _reply(self, node: Node, envelope: dict[str, Any]) -> None:
+        reply = Reply(envelope)
+        node.send(reply)
+        self.events.emit("replied", size=len(reply.data))
 
     # -- handlers -------------------------------------------------------
 
@@ -234,11 +258,22 @@ class Router:
         session_id = fields.text(payload, "sessionId", 200)
         metadata = fields.mapping(payload, "metadata")
         grant = node.grant
+        credential = "ssh-key" if grant is not None else "none"
         if grant is None:
+            if self.authenticator.required:
+                credential = "shared" if payload.get("token") else "none"
             try:
                 grant = self.authenticator.authenticate(payload.get("token"))
             except AuthError as refusal:
+                self.events.emit(
+                    "register_refused",
+                    peer=node.conn.peer,
+                    transport=node.conn.transport_name,
+                    reason=str(refusal),
+                )
                 raise GatewayError(errors.AUTH_FAILED, f"authentication failed: {refusal}", fatal=True)
+            if grant.key_id is not None:
+                credential = "signed"
         if self.rooms.node_count() >= self.limits.max_nodes:
             raise GatewayError(
                 errors.MAX_NODES_REACHED,
@@ -262,6 +297,14 @@ class Router:
             transport=node.conn.transport_name,
             peer=node.conn.peer,
             subject=grant.subject,
+        )
+        self.events.emit(
+            "registered",
+            node=node,
+            peer=node.conn.peer,
+            transport=node.conn.transport_name,
+            grant=grant,
+            credential=credential,
         )
         self._ack(
             node,
@@ -425,7 +468,7 @@ class Router:
         if envelope.message_id is not None:
             reply["messageId"] = envelope.message_id
         reply["timestamp"] = self.now_ms()
-        node.send(Reply(reply))
+        self._reply(node, reply)
 
     def _pong(self, node: Node, envelope: Envelope) -> None:
         """Answer to the heartbeat; receiving it already refreshed ``last_seen``."""

@@ -17,15 +17,21 @@ from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
 from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from wingman_gateway import __version__
+from wingman_gateway.admin import Admin
+from wingman_gateway.audit import AuditLog
 from wingman_gateway.auth import Authenticator, KeyRing, KeyRingWatcher
 from wingman_gateway.checks import ConfigError
 from wingman_gateway.config import GatewayConfig
 from wingman_gateway.connection import CLOSE_GOING_AWAY
 from wingman_gateway.discovery import announcers
+from wingman_gateway.events import Events
 from wingman_gateway.listener import Listener
 from wingman_gateway.logs import get_logger
+from wingman_gateway.metrics import GatewayMetrics
+from wingman_gateway.metrics.gauges import GaugeSources
 from wingman_gateway.offer import Bound, Offer
 from wingman_gateway.rooms import LocalRooms
 from wingman_gateway.router import Router
@@ -33,6 +39,8 @@ from wingman_gateway.systemd import SystemdNotifier
 from wingman_gateway.transports.bridge.resources import bridge_resource
 from wingman_gateway.transports.bridge.session import Bridge
 from wingman_gateway.transports.websocket import GatewayWebSocketFactory, websocket_resource
+from wingman_gateway.web.api import ApiResource
+from wingman_gateway.web.credential import AdminCredential, admin_gate, stats_gate
 from wingman_gateway.web.health import HealthSources
 from wingman_gateway.web.site import build_site
 
@@ -59,8 +67,19 @@ class GatewayService(MultiService):
         authenticator = Authenticator(
             required=config.require_auth, shared_token=config.auth_token, keyring=self.keyring
         )
+        # What happens is emitted once; the audit log and the metrics subscribe.
+        self.events = Events()
+        self.audit: AuditLog | None = None
+        if config.audit_log is not None:
+            self.audit = AuditLog(config.audit_log, reactor)
+            self.audit.setServiceParent(self)
+            self.events.subscribe(self.audit)
+        self.admin_credential = (
+            AdminCredential(config.admin_token_file) if config.admin_token_file else None
+        )
         self.router = Router(
-            reactor, config.limits, authenticator, config.name, LocalRooms(reactor)
+            reactor, config.limits, authenticator, config.name,
+            LocalRooms(reactor, self.events), self.events,
         )
         # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)
@@ -70,6 +89,11 @@ class GatewayService(MultiService):
             self.bridge = Bridge(self.router, config.bridge, reactor)
             self.bridge.setServiceParent(self)
             children[b"bridge"] = bridge_resource(self.bridge)
+        # The server API, and /metrics behind the admin credential.
+        children[b"api"] = ApiResource(Admin(self.router), self.admin_credential, self.events)
+        self.metrics_listener: Listener | None = None
+        if config.metrics:
+            self._add_metrics(children)
         # --discovery: mDNS announcer, tailnet reporter.
         self.discovery = announcers(
             config.discovery, config.name, config.mdns_interface, config.tailscale_socket,
@@ -91,8 +115,9 @@ class GatewayService(MultiService):
             sections=sections,
         )
         cors = self.bridge.cors if self.bridge is not None else None
+        stats = stats_gate(self.admin_credential, authenticator)
         self.listeners = [
-            Listener(description, build_site(self.router, health, children, cors), reactor)
+            Listener(description, build_site(self.router, health, children, cors, stats), reactor)
             for description in config.listen
         ]
         for listener in self.listeners:
@@ -114,7 +139,9 @@ class GatewayService(MultiService):
         self.keyring_watcher: KeyRingWatcher | None = None
         if self.keyring is not None:
             # SIGHUP belongs to the whole service (see reload), not to the watcher.
-            self.keyring_watcher = KeyRingWatcher(self.keyring, reactor, install_sighup=False)
+            self.keyring_watcher = KeyRingWatcher(
+                self.keyring, reactor, install_sighup=False, events=self.events
+            )
             self.keyring_watcher.setServiceParent(self)
         self._sighup_installed = False
         self._previous_sighup: Any = None
@@ -123,6 +150,36 @@ class GatewayService(MultiService):
         if self.notifier is not None:
             self.notifier.setServiceParent(self)
 
+    def _add_metrics(self, children: dict[bytes, Resource]) -> None:
+        """The metrics sink, the lag probe, ``/metrics`` on the listeners and
+        on ``--metrics-listen`` (there without a credential)."""
+        router, config = self.router, self.config
+        bridge = self.bridge
+        metrics = GatewayMetrics(
+            GaugeSources(
+                transports=lambda: [node.conn.transport_name for node in router.connections],
+                nodes=router.rooms.node_count,
+                rooms=router.rooms.room_count,
+                bridge_sessions=lambda: len(bridge) if bridge is not None else 0,
+                version=__version__,
+                name=config.name,
+            ),
+            self.reactor,
+        )
+        self.events.subscribe(metrics.sink)
+        metrics.lag.setServiceParent(self)
+        children[b"metrics"] = metrics.resource(admin_gate(self.admin_credential))
+        if config.metrics_listen is not None:
+            root = Resource()
+            root.putChild(b"metrics", metrics.resource())
+            site = Site(root)
+            site.noisy = False
+            self.metrics_listener = Listener(config.metrics_listen, site, self.reactor)
+            self.metrics_listener.setName(f"metrics {config.metrics_listen}")
+            self.metrics_listener.announce = "wingman-gateway metrics on {endpoint} ({address})"
+            self.metrics_listener.setServiceParent(self)
+        self.metrics = metrics
+
     # -- what the gateway offers ------------------------------------------
 
     def _bound_addresses(self) -> list[Any]:
@@ -130,7 +187,9 @@ class GatewayService(MultiService):
 
     def whenListening(self) -> defer.Deferred[list[IListeningPort]]:
         """Fires once every listener is bound."""
-        listeners = self.listeners + ([self.ssh_listener] if self.ssh_listener else [])
+        listeners = self.listeners + [
+            extra for extra in (self.ssh_listener, self.metrics_listener) if extra is not None
+        ]
         return defer.gatherResults([listener.listening for listener in listeners])
 
     def whenOffered(self) -> defer.Deferred[Offer]:
@@ -177,6 +236,10 @@ class GatewayService(MultiService):
             self.keyring_watcher.reload()
         else:
             log.info("SIGHUP: nothing to reload (no --keyring)")
+        if self.admin_credential is not None:
+            self.admin_credential.reload()
+        if self.audit is not None:
+            self.audit.reopen()
         if self.notifier is not None:
             self.notifier.reloaded()
 

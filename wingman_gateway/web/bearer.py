@@ -2,11 +2,8 @@
 
 from __future__ import annotations
 
-from typing import Callable
-
 from twisted.web.server import Request
 
-from wingman_gateway.auth import AuthError, Authenticator
 
 CHALLENGE = b'Bearer realm="wingman-gateway"'
 
@@ -17,23 +14,3 @@ def bearer_token(request: Request) -> str | None:
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()
-
-
-def token_check(authenticator: Authenticator) -> Callable[[Request], str | None]:
-    """A check for endpoints guarded by node tokens when auth is on.
-
-    It returns None when the request may go on, else why it may not (and
-    sets the ``WWW-Authenticate`` challenge).
-    """
-
-    def check(request: Request) -> str | None:
-        if not authenticator.required:
-            return None
-        try:
-            authenticator.authenticate(bearer_token(request) or "")
-        except AuthError as refusal:
-            request.setHeader(b"www-authenticate", CHALLENGE)
-            return f"authentication failed: {refusal}"
-        return None
-
-    return check

@@ -61,11 +61,11 @@ class HealthResource(Resource):
 
 
 class StatsResource(Resource):
-    """Nodes and rooms; guarded by ``check`` (a node token when auth is on)."""
+    """Nodes and rooms; guarded by ``check`` (``web.credential.stats_gate``)."""
 
     isLeaf = True
 
-    def __init__(self, router: Router, check: Callable[[Request], str | None]) -> None:
+    def __init__(self, router: Router, check: Callable[[Request], Any]) -> None:
         super().__init__()
         self.router = router
         self.check = check
@@ -74,9 +74,7 @@ class StatsResource(Resource):
         router = self.router
         refusal = self.check(request)
         if refusal is not None:
-            return json_response(
-                request, 401, {"error": {"code": "AUTH_FAILED", "message": refusal}}
-            )
+            return refusal.answer(request)  # type: ignore[no-any-return]
         nodes = router.node_list()
         rooms = router.room_list()
         return json_response(
