@@ -1,6 +1,6 @@
 """Load generator for the Wingman Gateway: fan-out, paced latency, idle memory.
 
-Usage: python benchmarks/loadgen.py [fanout|rate|memory|all] [--runs 3] [--duration S]
+Usage: python benchmarks/loadgen.py [fanout|rate|memory|all] [--runs 3] [--duration S] [--metrics]
 
 Starts each server it measures itself (pinned to core 0; this process pins
 itself to core 1), runs every scenario ``--runs`` times on a fresh server,
@@ -113,12 +113,13 @@ def _spied_fanout(server: Server, duration: float, warmup: float, window: int, p
             _report_profile(_profile_path(server.pid))
 
 
-def run_fanout(runs: int, duration: float, warmup: float, window: int, headroom: int, pyspy: str | None) -> None:
+def run_fanout(runs: int, duration: float, warmup: float, window: int, headroom: int, pyspy: str | None,
+               metrics: bool = False) -> None:
     print(f"\n== fanout: 100 nodes in one room, 10 senders x window {window}, "
           f"{warmup:g} s warm-up + {duration:g} s measured ==")
     print("  deliveries: every broadcast frame on all 100 connections, counted by frame header")
     print("  latency: every broadcast of 5 fixed non-sending receivers (one is the probe)")
-    base_runs, gw_runs = [], []
+    base_runs, gw_runs, metered_runs = [], [], []
     for run in range(1, runs + 1):
         print(f" run {run}/{runs}")
         server = start_baseline()
@@ -134,9 +135,22 @@ def run_fanout(runs: int, duration: float, warmup: float, window: int, headroom:
             server.stop()
         gw_runs[-1]["gateway/baseline"] = gw_runs[-1]["deliveries/s"] / base_runs[-1]["deliveries/s"]
         print(_line("gateway", gw_runs[-1]), flush=True)
+        if metrics:
+            server = start_gateway(max_nodes=1000, metrics=True)
+            try:
+                metered_runs.append(fanout(server, duration, warmup, window=window))
+            finally:
+                server.stop()
+            metered_runs[-1]["metrics/off"] = (
+                metered_runs[-1]["deliveries/s"] / gw_runs[-1]["deliveries/s"]
+            )
+            print(_line("metrics", metered_runs[-1]), flush=True)
     print(" median")
     print(_line("baseline", _median(base_runs)))
     print(_line("gateway", _median(gw_runs)))
+    if metrics:
+        print(_line("metrics", _median(metered_runs)))
+        print("  target: metrics on within 5% of metrics off (metrics/off >= 0.95)")
     print("  target: gateway >= 600,000 deliveries/s")
     if headroom:
         print(f" generator headroom: the baseline with window {headroom} (enough in flight to keep it busy)")
@@ -186,6 +200,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--headroom", type=int, default=64, metavar="WINDOW",
                         help="after the fan-out runs, one baseline run with this window (0: skip)")
     parser.add_argument("--py-spy", metavar="PATH", help="py-spy binary: profile the gateway in fanout run 1")
+    parser.add_argument("--metrics", action="store_true",
+                        help="fanout: also run the gateway with its metrics on (--metrics-listen) each run")
     args = parser.parse_args(argv)
     if not (0 < args.duration <= 120 and 0 <= args.warmup <= 30 and 1 <= args.runs <= 20
             and 1 <= args.window <= 1000 and 0 <= args.headroom <= 1000):
@@ -203,7 +219,8 @@ def main(argv: list[str] | None = None) -> int:
     if not pinned:
         print(f"warning: could not pin the generator to core {GENERATOR_CPU}")
     if args.scenario in ("fanout", "all"):
-        run_fanout(args.runs, args.duration, args.warmup, args.window, args.headroom, args.py_spy)
+        run_fanout(args.runs, args.duration, args.warmup, args.window, args.headroom, args.py_spy,
+                   args.metrics)
     if args.scenario in ("rate", "all"):
         run_rate(args.runs, args.duration)
     if args.scenario in ("memory", "all"):

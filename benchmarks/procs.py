@@ -131,13 +131,15 @@ class Server:
             pass
 
 
-def start_gateway(max_nodes: int = 1000) -> Server:
+def start_gateway(max_nodes: int = 1000, metrics: bool = False) -> Server:
+    """The gateway; with ``metrics``, its metrics are kept and served on a second port."""
+    extra = ["--metrics-listen", "tcp:0:interface=127.0.0.1"] if metrics else []
     return Server(
-        "gateway",
+        "gateway+metrics" if metrics else "gateway",
         [
             TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway",
             "--listen", "tcp:0:interface=127.0.0.1", "--rate-limit", "0",
-            "--max-nodes", str(max_nodes),
+            "--max-nodes", str(max_nodes), *extra,
         ],
     )
 

@@ -46,11 +46,14 @@ class _Children:
     def __init__(self, metric: Any, values: Iterable[str], label: Callable[[str], str] = str) -> None:
         self._metric = metric
         self._children = {value: metric.labels(label(value)) for value in values}
+        self._other: Any = None
 
     def __getitem__(self, value: str) -> Any:
         child = self._children.get(value)
-        if child is None:  # made only if ever needed
-            child = self._children[value] = self._metric.labels(OTHER)
+        if child is None:
+            if self._other is None:  # made only if ever needed
+                self._other = self._metric.labels(OTHER)
+            child = self._other
         return child
 
 
