@@ -76,13 +76,13 @@ class Events:
         """Whether anyone follows ``name`` (to skip work an event would need)."""
         return name in self._handlers
 
-    def emit(self, name: str, **fields: Any) -> None:
-        """Tell every handler of ``name``; a failing sink never disturbs the gateway."""
-        for handler in self._handlers.get(name, ()):
+    def emit(self, event: str, /, **fields: Any) -> None:
+        """Tell every handler of ``event``; a failing sink never disturbs the gateway."""
+        for handler in self._handlers.get(event, ()):
             try:
                 handler(**fields)
             except Exception:  # a sink's bug must not break routing
-                log.failure("event sink failed on {event}", event=name)
+                log.failure("event sink failed on {event}", event=event)
 
     def names(self) -> Iterable[str]:
         return tuple(self._handlers)
