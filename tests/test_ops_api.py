@@ -14,7 +14,7 @@ import pytest
 
 from harness.bridgekit import BridgeNode, call
 from harness.cli_support import wingman
-from harness.opskit import ADMIN_TOKEN, OpsGateway
+from harness.opskit import ADMIN_TOKEN, OpsGateway, value
 from harness.sshkit import (
     SSHLineNode,
     UserKey,
@@ -327,6 +327,20 @@ def test_audit_log_records_each_event_and_no_secret(site: Site, pool: NodePool) 
     for secret in secrets:
         assert secret and secret not in text, "a secret is in the audit log"
     assert os.stat(ops.audit_path).st_mode & 0o077 == 0
+
+    # The same events, counted.
+    series = ops.scrape()
+    assert value(series, "wingman_gateway_ssh_logins_total", result="accepted") >= 2
+    assert value(series, "wingman_gateway_ssh_logins_total", result="refused") >= 1
+    assert value(series, "wingman_gateway_ssh_forwards_refused_total") >= 1
+    assert value(series, "wingman_gateway_bridge_sessions_opened_total") >= 2
+    assert value(series, "wingman_gateway_registrations_total", credential="ssh_key") >= 2
+    assert value(series, "wingman_gateway_registrations_total", credential="signed") == 1
+    assert value(series, "wingman_gateway_auth_failures_total", reason="token_signature_invalid") == 1
+    assert value(series, "wingman_gateway_keyring_reloads_total", result="ok") >= 1
+    assert value(series, "wingman_gateway_api_requests_total", status="4xx") >= 14
+    assert value(series, "wingman_gateway_deliveries_total", transport="ssh") >= 2
+    assert value(series, "wingman_gateway_deliveries_total", transport="http") >= 2
 
 
 class _Clock:
