@@ -12,7 +12,15 @@ import pytest
 
 from harness.bridgekit import call
 from harness.opskit import ADMIN_TOKEN, OpsGateway, Prometheus, parse, total, value
-from harness.support import Node, NodePool, expect_closed, expect_error, wait_until
+from harness.support import (
+    Node,
+    NodePool,
+    expect_closed,
+    expect_error,
+    raw_websocket,
+    send_text_frame,
+    wait_until,
+)
 
 NODE_TOKEN = "node-token-4bd1f0e2a7"
 DASHBOARD = Path(__file__).resolve().parent.parent / "contrib" / "grafana" / "wingman-gateway.json"
@@ -201,3 +209,29 @@ def test_dashboard_queries_only_exported_metrics(ops: OpsGateway) -> None:
     assert missing == [], f"the dashboard queries metrics the gateway does not export: {missing}"
     assert {"wingman_gateway_deliveries_total", "wingman_gateway_connections",
             "wingman_gateway_event_loop_lag_seconds_bucket"} <= used
+
+
+def test_slow_consumers_are_counted(tmp_path: Path) -> None:
+    gateway = OpsGateway(tmp_path, "--max-buffer", "65536", "--rate-limit", "0")
+    pool = NodePool(gateway.process)
+    stalled = raw_websocket(gateway.port, receive_buffer=4096)
+    try:
+        sender = pool("sender", room="flood")
+        send_text_frame(stalled, {"type": "register", "payload": {"name": "stalled"}})
+        send_text_frame(stalled, {"type": "join_group", "payload": {"groupName": "flood"}})
+        wait_until(lambda: value(gateway.scrape(), "wingman_gateway_nodes") == 2, 10, "the stalled node")
+        wait_until(lambda: sender.recv_type("presence"), 5, "its presence")
+        blob = "x" * 60000
+        for seq in range(300):  # bounded: the stalled node is cut off long before
+            ack = sender.request("broadcast", {"groupName": "flood", "message": {"seq": seq, "b": blob}})
+            if ack["payload"]["recipients"] == 0:
+                break
+        assert ack["payload"]["recipients"] == 0, "the stalled node was never cut off"
+        series = gateway.scrape()
+        assert value(series, "wingman_gateway_slow_consumers_total", transport="websocket") == 1
+        assert value(series, "wingman_gateway_heartbeat_timeouts_total", transport="websocket") == 0
+        assert value(series, "wingman_gateway_nodes") == 1
+    finally:
+        stalled.close()
+        pool.close_all()
+        gateway.stop()
