@@ -9,7 +9,6 @@ from prometheus_client import (
     GCCollector,
     PlatformCollector,
     ProcessCollector,
-    disable_created_metrics,
 )
 from prometheus_client.exposition import choose_encoder
 from twisted.internet.interfaces import IReactorTime
@@ -25,16 +24,14 @@ class GatewayMetrics:
     """Everything ``/metrics`` shows for one gateway."""
 
     def __init__(self, sources: GaugeSources, clock: IReactorTime) -> None:
-        # A ``_created`` series beside every counter only doubles what is
-        # scraped; the library's switch for it is process-wide.
-        disable_created_metrics()
         self.registry = CollectorRegistry()
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
-        self.sink = MetricsSink(self.registry)
-        self.registry.register(GatewayGauges(sources))
-        self.lag = LoopLag(clock, self.registry)
+        self.sink = MetricsSink()
+        self.lag = LoopLag(clock)
+        for collector in (self.sink, self.lag, GatewayGauges(sources)):
+            self.registry.register(collector)
 
     def resource(self, gate: Any = None) -> Resource:
         """``/metrics``, in the format the scraper asks for; ``gate`` guards it (or None)."""
