@@ -64,7 +64,8 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
 
 
 @pytest.fixture
-def pool(site: Site) -> Iterator[NodePool]:
+def crowd(site: Site) -> Iterator[NodePool]:
+    """Nodes of the module's gateway, closed after each test."""
     nodes = NodePool(site.ops.process)
     yield nodes
     nodes.close_all()
@@ -118,9 +119,9 @@ def test_stats_takes_the_admin_credential_or_a_node_token(site: Site) -> None:
     assert reply.status == 401 and reply.body["error"]["message"] == "authentication failed: token not accepted"
 
 
-def test_publish_reaches_websocket_bridge_and_ssh_members(site: Site, pool: NodePool) -> None:
+def test_publish_reaches_websocket_bridge_and_ssh_members(site: Site, crowd: NodePool) -> None:
     ops = site.ops
-    web = pool("web", room="everyone", token=NODE_TOKEN)
+    web = crowd("web", room="everyone", token=NODE_TOKEN)
     http = _bridge(ops, "everyone")
     line = SSHLineNode(site.ssh_port, site.keys["alice"].path)
     try:
@@ -160,9 +161,9 @@ def _bridge(ops: OpsGateway, room: str) -> BridgeNode:
     return node
 
 
-def test_bad_requests_get_protocol_errors_and_change_nothing(site: Site, pool: NodePool) -> None:
+def test_bad_requests_get_protocol_errors_and_change_nothing(site: Site, crowd: NodePool) -> None:
     ops = site.ops
-    member = pool("member", room="steady", token=NODE_TOKEN)
+    member = crowd("member", room="steady", token=NODE_TOKEN)
     cases = [
         ("POST", "publish", "{not json", 400, "INVALID_MESSAGE"),
         ("POST", "publish", "[1]", 400, "INVALID_MESSAGE"),
@@ -187,10 +188,10 @@ def test_bad_requests_get_protocol_errors_and_change_nothing(site: Site, pool: N
     assert member.request("ping")["type"] == "pong"
 
 
-def test_rooms_members_and_nodes_are_listed(site: Site, pool: NodePool) -> None:
+def test_rooms_members_and_nodes_are_listed(site: Site, crowd: NodePool) -> None:
     ops = site.ops
-    first = pool("first", room="listed", token=NODE_TOKEN)
-    second = pool("second", room="listed", token=NODE_TOKEN)
+    first = crowd("first", room="listed", token=NODE_TOKEN)
+    second = crowd("second", room="listed", token=NODE_TOKEN)
     rooms = ops.api("GET", "rooms").body
     [room] = [r for r in rooms["groups"] if r["name"] == "listed"]
     assert room["memberCount"] == 2
@@ -204,10 +205,10 @@ def test_rooms_members_and_nodes_are_listed(site: Site, pool: NodePool) -> None:
     assert first.node_id != second.node_id
 
 
-def test_kick_closes_the_node_and_tells_its_rooms(site: Site, pool: NodePool) -> None:
+def test_kick_closes_the_node_and_tells_its_rooms(site: Site, crowd: NodePool) -> None:
     ops = site.ops
-    stayer = pool("stayer", room="kicks", token=NODE_TOKEN)
-    target = pool("target", room="kicks", token=NODE_TOKEN)
+    stayer = crowd("stayer", room="kicks", token=NODE_TOKEN)
+    target = crowd("target", room="kicks", token=NODE_TOKEN)
     stayer.recv_type("presence")
     reply = ops.api("POST", f"nodes/{target.node_id}/disconnect", {"reason": "spamming"})
     assert reply.status == 200 and reply.body == {
@@ -220,14 +221,14 @@ def test_kick_closes_the_node_and_tells_its_rooms(site: Site, pool: NodePool) ->
     ops.audited("admin_disconnect", nodeId=target.node_id, name="target", reason="spamming",
                 admin=_admin_id(ops))
     # Without a reason, the default one.
-    other = pool("other", room="kicks", token=NODE_TOKEN)
+    other = crowd("other", room="kicks", token=NODE_TOKEN)
     assert ops.api("POST", f"nodes/{other.node_id}/disconnect").status == 200
     assert expect_closed(other) == (1008, "disconnected by the gateway's administrator")
 
 
-def test_closing_a_room_tells_every_member_and_keeps_them_connected(site: Site, pool: NodePool) -> None:
+def test_closing_a_room_tells_every_member_and_keeps_them_connected(site: Site, crowd: NodePool) -> None:
     ops = site.ops
-    members = [pool(f"m{i}", room="closing", token=NODE_TOKEN) for i in range(3)]
+    members = [crowd(f"m{i}", room="closing", token=NODE_TOKEN) for i in range(3)]
     http = _bridge(ops, "closing")
     reply = ops.api("POST", "rooms/closing/close", {"reason": "end of sprint"})
     assert reply.status == 200 and reply.body["members"] == 4 and reply.body["closed"]
@@ -247,11 +248,11 @@ def test_closing_a_room_tells_every_member_and_keeps_them_connected(site: Site, 
     ops.audited("admin_close", room="closing", members=4, reason="end of sprint")
 
 
-def test_the_cli_speaks_the_api(site: Site, pool: NodePool, tmp_path: Path) -> None:
+def test_the_cli_speaks_the_api(site: Site, crowd: NodePool, tmp_path: Path) -> None:
     ops = site.ops
     (tmp_path / "admin-token").write_text(ADMIN_TOKEN + "\n")
     url = f"127.0.0.1:{ops.port}"
-    member = pool("cli-member", room="cli-room", token=NODE_TOKEN)
+    member = crowd("cli-member", room="cli-room", token=NODE_TOKEN)
     result = wingman(tmp_path, "gateway", "rooms", "--url", url)
     assert result.returncode == 0, result.stderr
     assert "cli-room  (1 members" in result.stdout
@@ -276,14 +277,14 @@ def test_the_cli_speaks_the_api(site: Site, pool: NodePool, tmp_path: Path) -> N
 # --- the audit log (runs last: it reads what the tests above left) --------------------------
 
 
-def test_audit_log_records_each_event_and_no_secret(site: Site, pool: NodePool) -> None:
+def test_audit_log_records_each_event_and_no_secret(site: Site, crowd: NodePool) -> None:
     ops = site.ops
     ring = KeyRing.open(site.ring, _Clock())
     signed = ring.sign("carol", 600)
     site.secrets.append(signed)
-    shared = pool("shared-node", token=NODE_TOKEN)
+    shared = crowd("shared-node", token=NODE_TOKEN)
     ops.audited("register", nodeId=shared.node_id, credential="shared", transport="websocket")
-    carol = pool("carol-node", token=signed)
+    carol = crowd("carol-node", token=signed)
     entry = ops.audited("register", nodeId=carol.node_id, credential="signed")
     assert entry["keyId"] == ring.keys()[0].id and entry["subject"] == "carol"
     refused = Node(ops.process.url)
@@ -312,7 +313,7 @@ def test_audit_log_records_each_event_and_no_secret(site: Site, pool: NodePool) 
     os.kill(ops.process.pid, signal.SIGHUP)
     wait_until(ops.audit_path.exists, 10, "the audit log to be reopened")
     assert any(json.loads(l)["event"] == "keyring_reload" for l in rotated.read_text().splitlines())
-    after = pool("after-rotation", token=NODE_TOKEN)
+    after = crowd("after-rotation", token=NODE_TOKEN)
     ops.audited("register", nodeId=after.node_id)
 
     text = rotated.read_text() + ops.audit_path.read_text()

@@ -19,6 +19,7 @@ from wingman_gateway.discovery.settings import DEFAULT_TAILSCALE_SOCKET, Discove
 from wingman_gateway import checks
 from wingman_gateway.checks import ConfigError
 from wingman_gateway.limits import Limits
+from wingman_gateway.onion import settings as onion_settings
 
 DEFAULT_PORT = 3000
 DEFAULT_HOST = "0.0.0.0"
@@ -96,6 +97,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("bridge-heartbeat", "bridgeHeartbeat", checks.integer(100), 15000, "SSE heartbeat comment interval, ms"),
     Setting(
+        "tor-control", "torControl", checks.text, None,
+        "with --onion: tor's control endpoint, e.g. unix:/run/tor/control [launch tor]",
+    ),
+    Setting(
+        "onion-key", "onionKey", checks.text, None,
+        "onion service key file (ED25519-V3:...) [WINGMAN_HOME/onion_ed25519_key]",
+    ),
+    Setting(
+        "onion-client-auth", "onionClientAuth", checks.text, None,
+        "file of client public keys allowed to reach the onion service",
+    ),
+    Setting("tor-config", "torConfig", checks.text, None, "torrc file for the tor the gateway launches"),
+    Setting(
         "admin-token-file", "adminTokenFile", checks.text, None,
         "file whose first line is the admin token: turns on /api/ and /metrics on the listeners",
     ),
@@ -112,6 +126,7 @@ EXTRA_KEYS = {
     "listen": checks.endpoints,
     "bridge": checks.boolean,
     "corsOrigins": bridge_options.check_origins,
+    "onion": checks.boolean,
 }
 
 
@@ -134,6 +149,8 @@ class GatewayConfig:
     ssh_authorized_keys: str | None = None
     # The HTTP bridge (/bridge/*); None when turned off.
     bridge: bridge_options.BridgeOptions | None = attrs.Factory(bridge_options.BridgeOptions)
+    # --onion: the first TCP listener as a Tor onion service; None when off.
+    onion: onion_settings.OnionSettings | None = None
     # Operations: the admin credential's file, the private /metrics endpoint, the audit log.
     admin_token_file: str | None = None
     metrics_listen: str | None = None
@@ -231,6 +248,7 @@ def build(
         ssh_host_key=values["sshHostKey"],
         ssh_authorized_keys=values["sshAuthorizedKeys"],
         bridge=bridge_options.from_settings(values, flags, file_values),
+        onion=onion_settings.from_settings(values, flags, file_values),
         admin_token_file=values["adminTokenFile"],
         metrics_listen=values["metricsListen"],
         audit_log=values["auditLog"],
@@ -244,7 +262,7 @@ def _merge_discovery(value: Any, flags: dict[str, Any], file_values: dict[str, A
         return DiscoverySettings()
     if flags.get("discovery") is not None and isinstance(in_file, DiscoverySettings):
         return attrs.evolve(in_file, methods=value.methods)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def tcp_endpoint(port: int, host: str) -> str:

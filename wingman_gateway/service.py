@@ -33,6 +33,7 @@ from wingman_gateway.logs import get_logger
 from wingman_gateway.metrics import GatewayMetrics
 from wingman_gateway.metrics.gauges import GaugeSources
 from wingman_gateway.offer import Bound, Offer
+from wingman_gateway.onion import listener_target, onion_service
 from wingman_gateway.rooms import LocalRooms
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
@@ -83,7 +84,7 @@ class GatewayService(MultiService):
         )
         # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)
-        children: dict[bytes, Resource] = {b"ws": websocket_resource(websocket_factory)}
+        children: dict[bytes, Any] = {b"ws": websocket_resource(websocket_factory)}
         self.bridge: Bridge | None = None
         if config.bridge is not None:
             self.bridge = Bridge(self.router, config.bridge, reactor)
@@ -94,6 +95,13 @@ class GatewayService(MultiService):
         self.metrics_listener: Listener | None = None
         if config.metrics:
             self._add_metrics(children)
+        # --onion: the first TCP listener as a Tor onion service, once it is bound.
+        self.onion = onion_service(config.onion, reactor)
+        sections: dict[str, Any] = {}
+        if self.onion is not None:
+            onion = self.onion
+            onion.setServiceParent(self)
+            sections["onion"] = onion.report
         # --discovery: mDNS announcer, tailnet reporter.
         self.discovery = announcers(
             config.discovery, config.name, config.mdns_interface, config.tailscale_socket,
@@ -101,7 +109,6 @@ class GatewayService(MultiService):
         )
         for announcer in self.discovery.values():
             announcer.setServiceParent(self)
-        sections = {}
         if self.discovery:
             found = self.discovery
             sections["discovery"] = lambda: {
@@ -129,6 +136,9 @@ class GatewayService(MultiService):
 
             self.ssh_listener = ssh_listener(config, self.router, self._bound_addresses, reactor)
             self.ssh_listener.setServiceParent(self)
+        if self.onion is not None:
+            onion = self.onion
+            self.whenOffered().addCallback(lambda offer: onion.serve(listener_target(offer)))
         limits = config.limits
         pinger = TimerService(limits.ping_interval, self.router.ping_all)
         # Check for silent nodes often enough to drop them close to the timeout.
@@ -150,7 +160,7 @@ class GatewayService(MultiService):
         if self.notifier is not None:
             self.notifier.setServiceParent(self)
 
-    def _add_metrics(self, children: dict[bytes, Resource]) -> None:
+    def _add_metrics(self, children: dict[bytes, Any]) -> None:
         """The metrics sink, the lag probe, ``/metrics`` on the listeners and
         on ``--metrics-listen`` (there without a credential)."""
         router, config = self.router, self.config
@@ -213,6 +223,7 @@ class GatewayService(MultiService):
             bridge=self.bridge is not None,
             ssh_port=ssh_port,
             tags=config.discovery.tags,
+            onion=self.onion.url if self.onion is not None else None,
         )
 
     # -- lifecycle --------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from typing import Any, Callable
@@ -21,6 +22,7 @@ from wingman_gateway.cli.render import Renderer, terminal_width
 from wingman_gateway.cli.runner import run_async
 from wingman_gateway.cli.untrusted import json_line, one_line
 from wingman_gateway.client import ClientError, GatewayClient, Message
+from wingman_gateway.client.endpoints import DEFAULT_TOR_SOCKS, TOR_SOCKS_VARIABLE
 
 HELP = (
     "commands: /join ROOM, /leave ROOM, /who, /direct NODE TEXT, /quit; "
@@ -35,7 +37,7 @@ def websocket_url(target: str) -> str:
     scheme, rest = target.split("://", 1)
     scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
     host, _, path = rest.partition("/")
-    if ":" not in host.rsplit("]", 1)[-1]:
+    if ":" not in host.rsplit("]", 1)[-1] and not host.endswith(".onion"):  # onion: the URL's own port
         host += ":3000"
     return f"{scheme}://{host}/{path or 'ws'}"
 
@@ -178,6 +180,8 @@ async def join_command(reactor: Any, args: argparse.Namespace) -> int:
         url = found
     else:
         url = websocket_url(args.url)
+    if getattr(args, "tor_socks", None):
+        os.environ[TOR_SOCKS_VARIABLE] = args.tor_socks  # read by the client's .onion endpoints
     client = GatewayClient(
         url, args.name, token=args.token, capabilities=("terminal",), ca_file=args.ca_file,
         reactor=reactor, transport="auto" if args.auto_transport else args.transport,
@@ -222,4 +226,6 @@ def add_parser(actions: Any) -> None:
                         help="same as --transport auto (for proxies that block WebSocket)")
     parser.add_argument("--auto-discover", action="store_true",
                         help="join the first gateway announced on the LAN (mDNS, within 5 s)")
+    parser.add_argument("--tor-socks", metavar="ENDPOINT",
+                        help=f"Tor's SOCKS port for .onion gateways [${TOR_SOCKS_VARIABLE} or {DEFAULT_TOR_SOCKS}]")
     parser.set_defaults(run=lambda args: run_async(join_command, args))

@@ -34,6 +34,7 @@ from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
 from wingman_gateway import __version__
+from wingman_gateway.client.endpoints import AgentEndpoints
 from wingman_gateway.client.errors import CONNECTION_FAILED, NOT_CONNECTED, TLS_ERROR, ClientError
 from wingman_gateway.client.sse import Event, EventStreamProtocol
 from wingman_gateway.client.tls import VerifyingPolicy, failure_text
@@ -95,9 +96,8 @@ class HttpTransport:
         self._base = bridge_base(url).encode("utf-8")
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 4
-        self._agent = Agent(
-            reactor, contextFactory=VerifyingPolicy(ca_file), connectTimeout=timeout, pool=self._pool
-        )
+        endpoints = AgentEndpoints(reactor, VerifyingPolicy(ca_file), timeout)  # .onion: through Tor
+        self._agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self._pool)
         self._secret: bytes | None = None
         self._after = 0  # the last message received
         self._confirmed = 0  # the last message the gateway knows we have
