@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import re
 import time
 from pathlib import Path
@@ -19,6 +21,7 @@ from harness.support import (
     expect_error,
     raw_websocket,
     send_text_frame,
+    start_gateway,
     wait_until,
 )
 
@@ -234,4 +237,41 @@ def test_slow_consumers_are_counted(tmp_path: Path) -> None:
     finally:
         stalled.close()
         pool.close_all()
+        gateway.stop()
+
+
+def test_without_an_admin_credential_only_the_private_endpoint_serves_metrics() -> None:
+    gateway = start_gateway("--metrics-listen", "tcp:0:interface=127.0.0.1")
+    try:
+        port = int(gateway.wait_for(r"metrics on \S+ \(127\.0\.0\.1:(\d+)\)").group(1))
+        assert call(port, "GET", "/metrics").status == 200
+        for method, path in (("GET", "/metrics"), ("GET", "/api/rooms"), ("POST", "/api/publish")):
+            reply = call(gateway.port, method, path, headers={"Authorization": "Bearer anything"})
+            assert reply.status == 403, reply
+            assert reply.body["error"]["message"].startswith("no admin credential is configured")
+        assert call(gateway.port, "GET", "/stats").status == 200  # neither auth nor admin: public
+        assert call(port, "GET", "/api/rooms").status == 404  # the private endpoint has metrics only
+    finally:
+        gateway.stop()
+    plain = start_gateway()
+    try:
+        assert call(plain.port, "GET", "/metrics").status == 404  # no metrics kept at all
+    finally:
+        plain.stop()
+
+
+def test_sighup_rereads_the_admin_token(tmp_path: Path) -> None:
+    gateway = OpsGateway(tmp_path)
+    try:
+        assert gateway.api("GET", "rooms").status == 200
+        gateway.token_file.write_text("the-next-admin-token-0b3c\n")
+        os.kill(gateway.process.pid, signal.SIGHUP)
+        wait_until(lambda: gateway.api("GET", "rooms", token="the-next-admin-token-0b3c").status
+                   == 200, 10, "the new admin token to be accepted")
+        assert gateway.api("GET", "rooms").status == 403
+        gateway.token_file.write_text("\n")  # a broken file keeps the token in force
+        os.kill(gateway.process.pid, signal.SIGHUP)
+        gateway.process.wait_for("cannot re-read admin token file")
+        assert gateway.api("GET", "rooms", token="the-next-admin-token-0b3c").status == 200
+    finally:
         gateway.stop()

@@ -184,6 +184,7 @@ class GatewayService(MultiService):
             root.putChild(b"metrics", metrics.resource())
             site = Site(root)
             site.noisy = False
+            site.log = lambda request: None  # type: ignore[method-assign]  # a scrape every few seconds
             self.metrics_listener = Listener(config.metrics_listen, site, self.reactor)
             self.metrics_listener.setName(f"metrics {config.metrics_listen}")
             self.metrics_listener.announce = "wingman-gateway metrics on {endpoint} ({address})"
