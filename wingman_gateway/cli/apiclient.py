@@ -67,8 +67,8 @@ async def call(reactor: Any, args: argparse.Namespace, method: str, path: str,
     except ValueError:
         raise ApiError(f"{url}: HTTP {response.code}, not a JSON answer") from None
     if response.code != 200:
-        error = answer.get("error", {}) if isinstance(answer, dict) else {}
-        raise ApiError(f"HTTP {response.code} {error.get('code')}: {error.get('message')}")
+        refusal = answer.get("error", {}) if isinstance(answer, dict) else {}
+        raise ApiError(f"HTTP {response.code} {refusal.get('code')}: {refusal.get('message')}")
     return answer
 
 

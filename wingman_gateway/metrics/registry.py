@@ -56,8 +56,8 @@ class MetricsResource(Resource):
         if self.gate is not None:
             refusal = self.gate(request)
             if refusal is not None:
-                return refusal.answer(request)  # type: ignore[no-any-return]
+                return refusal.answer(request)
         encoder, content_type = choose_encoder(request.getHeader("accept"))
         request.setHeader(b"content-type", content_type.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
-        return encoder(self.registry)  # type: ignore[no-any-return]
+        return encoder(self.registry)

@@ -77,10 +77,10 @@ class ApiResource(Resource):
     def render(self, request: Request) -> bytes:
         refusal = self.gate(request)
         if refusal is not None:
-            body = refusal.answer(request)
+            refused = refusal.answer(request)
             self._report(request, refusal.status, admin=None)
-            return body
-        segments = [unquote(part.decode("utf-8", "replace")) for part in request.postpath]
+            return refused
+        segments = [unquote(part.decode("utf-8", "replace")) for part in request.postpath or ()]
         if segments and segments[-1] == "":
             segments.pop()
         shape = "/".join("*" if 0 < i < 2 and segments[0] in ("rooms", "nodes") else part

@@ -74,7 +74,7 @@ class StatsResource(Resource):
         router = self.router
         refusal = self.check(request)
         if refusal is not None:
-            return refusal.answer(request)  # type: ignore[no-any-return]
+            return refusal.answer(request)
         nodes = router.node_list()
         rooms = router.room_list()
         return json_response(

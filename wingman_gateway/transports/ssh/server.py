@@ -94,15 +94,20 @@ class GatewayUserAuth(userauth.SSHUserAuthServer):
         d.addCallbacks(self._logged_in, self._refused, errbackArgs=(packet,))
         return d
 
+    def _factory(self) -> GatewaySSHFactory:
+        assert self.transport is not None  # a login runs on its connection
+        return self.transport.factory
+
     def _peer(self) -> str:
-        return address_text(self.transport.transport.getPeer())
+        assert self.transport is not None
+        return address_text(self.transport.transport.getPeer())  # type: ignore[union-attr]
 
     def _logged_in(self, result: Any) -> Any:
         identity = result[1].identity
         entry = identity.entry
         log.info("SSH login: {login} with key {key} ({comment})", login=identity.login,
                  key=entry.fingerprint, comment=entry.comment or "no comment", peer=self._peer())
-        self.transport.factory.router.events.emit(
+        self._factory().router.events.emit(
             "ssh_login", peer=self._peer(), login=identity.login,
             fingerprint=entry.fingerprint, comment=entry.comment,
         )
@@ -115,8 +120,8 @@ class GatewayUserAuth(userauth.SSHUserAuthServer):
             blob = common.getNS(packet[1:], 2)[1]
         except Exception:
             blob = b""
-        factory = self.transport.factory
-        login, why, offered = factory.checker.refusal(self.user, blob)
+        factory = self._factory()
+        login, why, offered = factory.checker.refusal(self.user or b"", blob)
         log.info("SSH login refused for {login!r}: {why} ({key})", login=login, why=why,
                  key=offered, peer=self._peer())
         factory.router.events.emit(
