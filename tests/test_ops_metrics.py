@@ -102,11 +102,12 @@ def test_prometheus_sees_exactly_the_deliveries_made(ops: OpsGateway, prometheus
             assert node.join("metered")["type"] == "ack"
         for node in receivers:  # the presence notices have been delivered
             wait_until(lambda n=node: _drain(n), 5, "presence to arrive")
-        moment = time.time()
-        prometheus.scraped_after(moment)
-        before = prometheus.scalar('wingman_gateway_deliveries_total{transport="websocket"}')
-        received = prometheus.scalar('wingman_gateway_messages_received_total{type="broadcast"}')
-        assert before is not None and received is not None
+        deliveries = 'wingman_gateway_deliveries_total{transport="websocket"}'
+        broadcasts_in = 'wingman_gateway_messages_received_total{type="broadcast"}'
+        series = ops.scrape()
+        before = value(series, "wingman_gateway_deliveries_total", transport="websocket")
+        received = value(series, "wingman_gateway_messages_received_total", type="broadcast")
+        prometheus.reaches(deliveries, before)  # Prometheus holds the state before the traffic
         broadcasts = 7
         for index in range(broadcasts):
             reply = sender.request("broadcast", {"groupName": "metered", "message": {"n": index}})
@@ -116,12 +117,12 @@ def test_prometheus_sees_exactly_the_deliveries_made(ops: OpsGateway, prometheus
         for node in receivers:
             for index in range(broadcasts):
                 assert node.recv_type("broadcast")["payload"] == {"n": index}
-        moment = time.time()
-        prometheus.scraped_after(moment)
-        after = prometheus.scalar('wingman_gateway_deliveries_total{transport="websocket"}')
-        assert after == before + broadcasts * 3 + 1
-        assert prometheus.scalar(
-            'wingman_gateway_messages_received_total{type="broadcast"}') == received + broadcasts
+        prometheus.reaches(deliveries, before + broadcasts * 3 + 1)
+        # Exactly: a later scrape (after this moment) still shows no more.
+        prometheus.scraped_after(time.time())
+        assert prometheus.scalar(deliveries) == before + broadcasts * 3 + 1
+        assert prometheus.scalar(broadcasts_in) == received + broadcasts
+        assert prometheus.scalar(f"increase({deliveries}[1m])") is not None
         assert prometheus.scalar("wingman_gateway_nodes") == 4
         assert prometheus.scalar('wingman_gateway_connections{transport="websocket"}') == 4
         assert prometheus.scalar("wingman_gateway_rooms") == 1

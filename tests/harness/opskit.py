@@ -134,6 +134,11 @@ class Prometheus(Background):
         assert len(result) == 1, result
         return float(result[0]["value"][1])
 
+    def reaches(self, expression: str, expected: float, timeout: float = 20.0) -> None:
+        """Wait until ``expression`` has the value ``expected`` (scrapes land a little later)."""
+        wait_until(lambda: self.scalar(expression) == expected, timeout,
+                   f"Prometheus to show {expression} = {expected}")
+
     def scraped_after(self, moment: float, timeout: float = 20.0) -> None:
         """Wait for a successful scrape of the gateway that began after ``moment`` (time.time())."""
         def fresh() -> bool:
