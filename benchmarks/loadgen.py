@@ -118,6 +118,17 @@ def _cpu_per_delivery(figures: Figures) -> float:
     return figures["server CPU"] / figures["deliveries/s"] * 1e6
 
 
+def _metered_fanout(duration: float, warmup: float, window: int) -> Figures:
+    """One fan-out run against a gateway keeping metrics (--metrics-listen)."""
+    server = start_gateway(max_nodes=1000, metrics=True)
+    try:
+        figures = fanout(server, duration, warmup, window=window)
+    finally:
+        server.stop()
+    figures["server us/delivery"] = _cpu_per_delivery(figures)
+    return figures
+
+
 def run_fanout(runs: int, duration: float, warmup: float, window: int, headroom: int, pyspy: str | None,
                metrics: bool = False) -> None:
     print(f"\n== fanout: 100 nodes in one room, 10 senders x window {window}, "
@@ -133,6 +144,11 @@ def run_fanout(runs: int, duration: float, warmup: float, window: int, headroom:
         finally:
             server.stop()
         print(_line("baseline", base_runs[-1]), flush=True)
+        # With --metrics, every other run measures the metered gateway first,
+        # so a machine getting busier or quieter favours neither.
+        metered_first = metrics and run % 2 == 0
+        if metered_first:
+            metered_runs.append(_metered_fanout(duration, warmup, window))
         server = start_gateway(max_nodes=1000)
         try:
             gw_runs.append(_spied_fanout(server, duration, warmup, window, pyspy if run == 1 else None))
@@ -143,18 +159,14 @@ def run_fanout(runs: int, duration: float, warmup: float, window: int, headroom:
             gw_runs[-1]["server us/delivery"] = _cpu_per_delivery(gw_runs[-1])
         print(_line("gateway", gw_runs[-1]), flush=True)
         if metrics:
-            server = start_gateway(max_nodes=1000, metrics=True)
-            try:
-                metered_runs.append(fanout(server, duration, warmup, window=window))
-            finally:
-                server.stop()
+            if not metered_first:
+                metered_runs.append(_metered_fanout(duration, warmup, window))
             metered = metered_runs[-1]
             metered["metrics/off"] = metered["deliveries/s"] / gw_runs[-1]["deliveries/s"]
-            metered["server us/delivery"] = _cpu_per_delivery(metered)
             metered["CPU metrics/off"] = (
                 metered["server us/delivery"] / gw_runs[-1]["server us/delivery"]
             )
-            print(_line("metrics", metered_runs[-1]), flush=True)
+            print(_line("metrics", metered), flush=True)
     print(" median")
     print(_line("baseline", _median(base_runs)))
     print(_line("gateway", _median(gw_runs)))
