@@ -256,7 +256,8 @@ def test_without_an_admin_credential_only_the_private_endpoint_serves_metrics() 
         gateway.stop()
     plain = start_gateway()
     try:
-        assert call(plain.port, "GET", "/metrics").status == 404  # no metrics kept at all
+        reply = call(plain.port, "GET", "/metrics")  # no metrics kept at all
+        assert reply.status == 403 and reply.body["error"]["code"] == "FORBIDDEN"
     finally:
         plain.stop()
 

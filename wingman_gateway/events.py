@@ -6,7 +6,9 @@ sinks registered for that name. An event nobody subscribed to costs one
 dictionary lookup, so emitting on the hot path is cheap, and fan-out is
 reported once per fan-out (``delivered``), never once per recipient.
 
-The events, by name (fields in brackets):
+The events, by name (fields in brackets, in order; the hot-path events
+``received``, ``delivered`` and ``replied`` pass them by position, the
+others by keyword):
 
 - ``received`` (type, size, seconds): one incoming envelope was handled;
   ``type`` is the envelope's type, or ``invalid``/``unknown``.
@@ -76,11 +78,16 @@ class Events:
         """Whether anyone follows ``name`` (to skip work an event would need)."""
         return name in self._handlers
 
-    def emit(self, event: str, /, **fields: Any) -> None:
-        """Tell every handler of ``event``; a failing sink never disturbs the gateway."""
+    def emit(self, event: str, /, *values: Any, **fields: Any) -> None:
+        """Tell every handler of ``event``; a failing sink never disturbs the gateway.
+
+        Fields go by keyword, except on the hot path (``received``,
+        ``delivered``, ``replied``), where they go by position, in the
+        order listed above: no keyword dictionary per message.
+        """
         for handler in self._handlers.get(event, ()):
             try:
-                handler(**fields)
+                handler(*values, **fields)
             except Exception:  # a sink's bug must not break routing
                 log.failure("event sink failed on {event}", event=event)
 

@@ -118,12 +118,7 @@ class LocalRooms:
         if target is None:
             return False
         target.send(message)
-        self.events.emit(
-            "delivered",
-            transports={target.conn.transport_name: 1},
-            excluded=None,
-            size=len(message.data),
-        )
+        self.events.emit("delivered", {target.conn.transport_name: 1}, None, len(message.data))
         return True
 
     def node_count(self) -> int:
@@ -182,10 +177,9 @@ class LocalRooms:
                 member.send(message)
         excluded = exclude is not None and exclude.node_id in room.members
         self.events.emit(
-            "delivered",
-            transports=transports,
-            excluded=exclude.conn.transport_name if excluded else None,  # type: ignore[union-attr]
-            size=len(message.data),
+            "delivered", transports,
+            exclude.conn.transport_name if excluded else None,  # type: ignore[union-attr]
+            len(message.data),
         )
         return len(recipients) - excluded
 

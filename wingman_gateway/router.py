@@ -139,7 +139,7 @@ class Router:
         except GatewayError as error:
             message_id = envelope.message_id if envelope is not None else error.message_id
             self.refuse(node, error, message_id)
-        self.events.emit("received", type=kind, size=len(data), seconds=self.timer() - started)
+        self.events.emit("received", kind, len(data), self.timer() - started)
 
     def disconnect(self, node: Node, reason: str = "disconnected") -> None:
         """The connection is gone: the node leaves its rooms at once."""
@@ -233,7 +233,7 @@ class Router:
     def _reply(self, node: Node, envelope: dict[str, Any]) -> None:
         reply = Reply(envelope)
         node.send(reply)
-        self.events.emit("replied", size=len(reply.data))
+        self.events.emit("replied", len(reply.data))
 
     # -- handlers -------------------------------------------------------
 

@@ -41,7 +41,13 @@ from wingman_gateway.transports.bridge.resources import bridge_resource
 from wingman_gateway.transports.bridge.session import Bridge
 from wingman_gateway.transports.websocket import GatewayWebSocketFactory, websocket_resource
 from wingman_gateway.web.api import ApiResource
-from wingman_gateway.web.credential import AdminCredential, admin_gate, stats_gate
+from wingman_gateway.web.credential import (
+    NO_ADMIN,
+    AdminCredential,
+    Refused,
+    admin_gate,
+    stats_gate,
+)
 from wingman_gateway.web.health import HealthSources
 from wingman_gateway.web.site import build_site
 
@@ -95,6 +101,8 @@ class GatewayService(MultiService):
         self.metrics_listener: Listener | None = None
         if config.metrics:
             self._add_metrics(children)
+        else:  # no metrics are kept: /metrics says why, as with metrics but no credential
+            children[b"metrics"] = Refused(NO_ADMIN)
         # --onion: the first TCP listener as a Tor onion service, once it is bound.
         self.onion = onion_service(config.onion, reactor)
         sections: dict[str, Any] = {}

@@ -15,6 +15,7 @@ import os
 from typing import Callable
 
 import attrs
+from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from wingman_gateway import errors
@@ -99,6 +100,19 @@ class AdminCredential:
         if token is None:
             return MISSING
         return None if self.matches(token) else WRONG
+
+
+class Refused(Resource):
+    """An endpoint that answers every request with one refusal."""
+
+    isLeaf = True
+
+    def __init__(self, refusal: Refusal) -> None:
+        super().__init__()
+        self.refusal = refusal
+
+    def render(self, request: Request) -> bytes:
+        return self.refusal.answer(request)
 
 
 def admin_gate(admin: AdminCredential | None) -> Gate:
