@@ -11,8 +11,10 @@ from twisted.web.server import Request, Site
 
 from wingman_gateway.router import Router
 from wingman_gateway.web.bounded import BoundedRequest
+from wingman_gateway.web.clientscript import client_resource
 from wingman_gateway.web.credential import stats_gate
 from wingman_gateway.web.health import HealthResource, HealthSources, StatsResource
+from wingman_gateway.web.index import IndexResource
 
 # A bridge session secret in a query string (EventSource cannot send headers).
 _SESSION_QUERY = re.compile(r"([?&]session=)[^&\s\"]*")
@@ -53,8 +55,10 @@ def build_site(
     if stats_check is None:
         stats_check = stats_gate(None, router.authenticator)
     root = Resource()
+    root.putChild(b"", IndexResource(root))
     root.putChild(b"health", HealthResource(health))
     root.putChild(b"stats", StatsResource(router, stats_check))
+    root.putChild(b"client", client_resource())  # /client/wingman.js
     for name, child in children.items():
         root.putChild(name, child)
     site = GatewaySite(root, router, cors)
