@@ -57,8 +57,7 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Site]:
         "--ssh-authorized-keys", str(authorized),
     )
     try:
-        match = ops.process.wait_for(r"SSH server on \S+ \(127\.0\.0\.1:(\d+)\)")
-        yield Site(ops, int(match.group(1)), keys, ring)
+        yield Site(ops, int(ops.process.bound["ssh"]["port"]), keys, ring)  # type: ignore[index]
     finally:
         ops.stop()
 

@@ -244,7 +244,8 @@ def test_slow_consumers_are_counted(tmp_path: Path) -> None:
 def test_without_an_admin_credential_only_the_private_endpoint_serves_metrics() -> None:
     gateway = start_gateway("--metrics-listen", "tcp:0:interface=127.0.0.1")
     try:
-        port = int(gateway.wait_for(r"metrics on \S+ \(127\.0\.0\.1:(\d+)\)").group(1))
+        gateway.wait_listening()
+        port = int(gateway.bound["metrics"]["port"])  # type: ignore[index]
         assert call(port, "GET", "/metrics").status == 200
         for method, path in (("GET", "/metrics"), ("GET", "/api/rooms"), ("POST", "/api/publish")):
             reply = call(gateway.port, method, path, headers={"Authorization": "Bearer anything"})
@@ -256,6 +257,8 @@ def test_without_an_admin_credential_only_the_private_endpoint_serves_metrics() 
         gateway.stop()
     plain = start_gateway()
     try:
+        plain.wait_listening()
+        assert plain.bound["metrics"] is None  # type: ignore[index]
         reply = call(plain.port, "GET", "/metrics")  # no metrics kept at all
         assert reply.status == 403 and reply.body["error"]["code"] == "FORBIDDEN"
     finally:

@@ -58,6 +58,12 @@ log = get_logger("wingman_gateway.service")
 SHUTDOWN_GRACE = 2.0
 
 
+def _bound(listener: Listener | None) -> Bound | None:
+    if listener is None or listener.port is None:
+        return None
+    return Bound.of(listener.description, listener.port.getHost())
+
+
 class GatewayService(MultiService):
     """The Router, its transports, listeners and timers."""
 
@@ -239,6 +245,7 @@ class GatewayService(MultiService):
             ssh_fingerprint=getattr(ssh, "fingerprint", None),
             tags=config.discovery.tags,
             onion=self.onion.url if self.onion is not None else None,
+            metrics=_bound(self.metrics_listener),
         )
 
     # -- lifecycle --------------------------------------------------------

@@ -34,8 +34,7 @@ class OpsGateway:
             "--metrics-listen", "tcp:0:interface=127.0.0.1",
             "--audit-log", str(self.audit_path), *args,
         )
-        match = self.process.wait_for(r"metrics on \S+ \(127\.0\.0\.1:(\d+)\)")
-        self.metrics_port = int(match.group(1))
+        self.metrics_port = int(self.process.bound["metrics"]["port"])  # type: ignore[index]
 
     @property
     def port(self) -> int:

@@ -7,6 +7,7 @@ import json
 from typing import Any, Awaitable, Callable
 
 from wingman_gateway.cli.apiclient import ApiError, add_common, call, segment
+from wingman_gateway.cli.helptext import HelpFormatter
 from wingman_gateway.cli.runner import run_async
 from wingman_gateway.cli.untrusted import one_line as printable
 
@@ -57,7 +58,7 @@ def _runner(command: Callable[..., Awaitable[Any]]) -> Callable[[argparse.Namesp
 
 
 def add_parsers(actions: Any) -> None:
-    formatter = argparse.ArgumentDefaultsHelpFormatter
+    formatter = HelpFormatter
     parser = actions.add_parser("publish", help="publish a JSON message into a room, as the gateway",
                                 formatter_class=formatter)
     parser.add_argument("room", help="room name or id")
