@@ -1,7 +1,7 @@
 """What happens in the gateway, emitted once; sinks (metrics, the audit log) subscribe.
 
 The Router, the rooms seam, the transports and the wiring emit plain events
-by name with keyword fields; ``Events`` hands each to the handlers that
+by name with their fields; ``Events`` hands each to the handlers that
 sinks registered for that name. An event nobody subscribed to costs one
 dictionary lookup, so emitting on the hot path is cheap, and fan-out is
 reported once per fan-out (``delivered``), never once per recipient.
