@@ -170,7 +170,8 @@ class GatewayService(MultiService):
         if self.keyring is not None:
             # SIGHUP belongs to the whole service (see reload), not to the watcher.
             self.keyring_watcher = KeyRingWatcher(
-                self.keyring, reactor, install_sighup=False, events=self.events
+                self.keyring, reactor, install_sighup=False,
+                on_change=self.router.keys_changed, events=self.events,
             )
             self.keyring_watcher.setServiceParent(self)
         self._sighup_installed = False

@@ -28,7 +28,7 @@ ENVELOPE_TYPES = (
 )
 AUTH_REASONS = (
     "token required", "token not accepted", "token malformed", "unknown signing key",
-    "token expired", "token signature invalid",
+    "token expired", "token signature invalid", "token not valid yet", "token issued in the future",
 )
 CREDENTIALS = ("none", "shared", "signed", "ssh-key")
 BACKPLANE_STATES = ("off", "connecting", "connected", "disconnected")

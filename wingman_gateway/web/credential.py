@@ -50,6 +50,10 @@ MISSING = Refusal(
     401, errors.AUTH_FAILED, "this endpoint needs the admin credential (Authorization: Bearer)"
 )
 WRONG = Refusal(403, errors.FORBIDDEN, "the credential presented is not the admin credential")
+SCOPED = Refusal(
+    403, errors.FORBIDDEN,
+    "this token is limited to some rooms; this report needs an unscoped token",
+)
 NO_ADMIN = Refusal(
     403, errors.FORBIDDEN,
     "no admin credential is configured: start the gateway with --admin-token-file",
@@ -135,9 +139,11 @@ def stats_gate(admin: AdminCredential | None, authenticator: Authenticator) -> G
             return None
         if authenticator.required:
             try:
-                authenticator.authenticate(token or "")
+                grant = authenticator.authenticate(token or "")
             except AuthError as refusal:
                 return Refusal(401, errors.AUTH_FAILED, f"authentication failed: {refusal}")
+            if grant.rooms is not None:  # the report covers every room and node
+                return SCOPED
             return None
         if admin is None:
             return None
