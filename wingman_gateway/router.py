@@ -26,6 +26,8 @@ from wingman_gateway.connection import (
 )
 from wingman_gateway.envelope import Envelope, decode, encode, splice
 from wingman_gateway.errors import GatewayError
+from wingman_gateway.history import parse_since
+from wingman_gateway.idempotency import SentKeys, key_of
 from wingman_gateway.limits import Limits
 from wingman_gateway.ratelimit import SlidingWindow
 from wingman_gateway.rooms import IRooms, LocalRooms
@@ -54,12 +56,14 @@ class Router:
         authenticator: Authenticator | None = None,
         gateway_name: str = "wingman-gateway",
         rooms: IRooms | None = None,
+        sent_keys: SentKeys | None = None,
     ) -> None:
         self.clock = clock
         self.limits = limits or Limits()
         self.authenticator = authenticator or Authenticator(required=False)
         self.gateway_name = gateway_name
         self.rooms: IRooms = rooms if rooms is not None else LocalRooms(clock)
+        self.sent_keys = sent_keys if sent_keys is not None else SentKeys(clock)
         # Every open connection, registered or not (heartbeat, shutdown).
         self.connections: set[Node] = set()
         self.started_at = clock.seconds()
@@ -315,6 +319,7 @@ class Router:
         create = fields.flag(payload, "createIfNotExists", False)
         description = fields.text(payload, "description", limits.max_description_length)
         strategy = fields.choice(payload, "strategy", STRATEGIES)
+        since = parse_since(payload)
         created = False
         try:
             room = self._find_room(envelope)
@@ -336,6 +341,8 @@ class Router:
             self._check_may_join(node, room.name)
             self._check_room_quota(node)
             self.rooms.join(room, node)
+        # In the same turn as the join: what was missed, then live messages.
+        recovery = self.rooms.recover(room, since)
         self._ack(
             node,
             envelope,
@@ -346,8 +353,11 @@ class Router:
                 "description": room.description,
                 "strategy": room.strategy,
                 "members": self.rooms.members(room),
+                **recovery.fields(),
             },
         )
+        for data in recovery.messages:
+            node.send(Outbound(data))
 
     def _check_may_join(self, node: Node, room_name: str) -> None:
         if node.grant is not None and not node.grant.may_join(room_name):
@@ -382,6 +392,9 @@ class Router:
         message = self._message_text(envelope)
         if node_id not in room.members:
             raise GatewayError(errors.NOT_A_MEMBER, f"you are not a member of room {room.name!r}")
+        scope = self._sent_before(node, envelope, "room", room.id)
+        if scope is None:
+            return
         head = {
             "type": "broadcast",
             "nodeId": node_id,
@@ -391,13 +404,11 @@ class Router:
             "groupName": room.name,
             "timestamp": self.now_ms(),
         }
-        recipients = self.rooms.deliver(room, Outbound(splice(head, "payload", message)), node)
-        if envelope.message_id is not None:
-            self._ack(
-                node,
-                envelope,
-                {"groupId": room.id, "groupName": room.name, "recipients": recipients},
-            )
+        recipients, position = self.rooms.publish(room, head, message, node)
+        outcome = {"groupId": room.id, "groupName": room.name, "recipients": recipients}
+        if position is not None:
+            outcome.update(position.fields())
+        self._sent(node, envelope, scope, outcome)
 
     def _direct(self, node: Node, envelope: Envelope) -> None:
         node_id = self._registered(node)
@@ -407,6 +418,9 @@ class Router:
         if target_id is None:
             raise GatewayError(errors.INVALID_REQUEST, "'targetNodeId' is required")
         message = self._message_text(envelope)
+        scope = self._sent_before(node, envelope, "node", target_id)
+        if scope is None:
+            return
         head = {
             "type": "direct",
             "nodeId": node_id,
@@ -417,8 +431,28 @@ class Router:
         }
         if not self.rooms.send_to(target_id, Outbound(splice(head, "payload", message))):
             raise GatewayError(errors.NODE_NOT_FOUND, f"no node {target_id!r}")
+        self._sent(node, envelope, scope, {"targetNodeId": target_id, "delivered": True})
+
+    def _sent_before(self, node: Node, envelope: Envelope, kind: str, name: str) -> Any:
+        """The send's idempotency scope (``()`` without a key), or None when
+        it repeats a remembered send: then it is acked as a duplicate."""
+        key = key_of(envelope)
+        if key is None:
+            return ()
+        scope = (kind, name, key)
+        outcome = self.sent_keys.outcome(scope)
+        if outcome is None:
+            return scope
         if envelope.message_id is not None:
-            self._ack(node, envelope, {"targetNodeId": target_id, "delivered": True})
+            self._ack(node, envelope, {**outcome, "duplicate": True})
+        return None
+
+    def _sent(self, node: Node, envelope: Envelope, scope: Any, outcome: dict[str, Any]) -> None:
+        """A send went out: remember its key, ack it when asked to."""
+        if scope:
+            self.sent_keys.remember(scope, outcome)
+        if envelope.message_id is not None:
+            self._ack(node, envelope, dict(outcome))
 
     def _ping(self, node: Node, envelope: Envelope) -> None:
         reply: dict[str, Any] = {"type": "pong"}
