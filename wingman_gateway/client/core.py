@@ -26,6 +26,7 @@ from wingman_gateway.client.errors import (
     ClientError,
 )
 from wingman_gateway.client.message import Message
+from wingman_gateway.client.positions import Positions
 from wingman_gateway.client.stream import MessageStream
 from wingman_gateway.client.transport import (
     CLOSE_NORMAL,
@@ -121,6 +122,7 @@ class GatewayClient:
         self.request_timeout = request_timeout
         self.node_id: str | None = None
         self.rooms: dict[str, str] = {}
+        self.positions = Positions()
         self._reactor = reactor
         self._backoff = Backoff(min_backoff, max_backoff)
         self._descriptions: dict[str, str | None] = {}
@@ -283,6 +285,7 @@ class GatewayClient:
         joined: dict[str, str] = {}
         for name in list(self.rooms):
             payload = self._join_payload(name, True, self._descriptions.get(name))
+            since = payload["since"] = self.positions.since(name)
             try:
                 reply = await self._request("join_group", payload, internal=True)
             except ClientError as error:
@@ -290,6 +293,9 @@ class GatewayClient:
                     raise
                 log.warn("could not rejoin room {room}: {error}", room=name, error=error)
                 continue
+            resumed = self.positions.resumed(since, reply["payload"])
+            if resumed is not None:
+                self._emit(*resumed)
             joined[reply["payload"]["groupName"]] = reply["payload"]["groupId"]
         for name in set(self.rooms) - set(joined):
             self._descriptions.pop(name, None)
@@ -305,6 +311,7 @@ class GatewayClient:
         ack = reply["payload"]
         self.rooms[ack["groupName"]] = ack["groupId"]
         self._descriptions[ack["groupName"]] = description
+        self.positions.seen(ack)
         return ack
 
     @staticmethod
@@ -320,12 +327,17 @@ class GatewayClient:
         ack = reply["payload"]
         self.rooms.pop(ack.get("groupName", room), None)
         self._descriptions.pop(ack.get("groupName", room), None)
+        self.positions.forget(ack.get("groupName", room))
         return ack
 
-    async def broadcast(self, room: str, message: Any) -> int:
-        """Send ``message`` to the other members of ``room``; how many there were."""
+    async def broadcast(self, room: str, message: Any, key: str | None = None) -> int:
+        """Send ``message`` to the other members of ``room``; how many there were.
+
+        A retry with the same idempotency ``key`` is delivered only once."""
         payload = {"groupId": self.rooms.get(room, room), "message": message}
-        reply = await self._request("broadcast", payload)
+        extra = {} if key is None else {"idempotencyKey": key}
+        reply = await self._request("broadcast", payload, **extra)
+        self.positions.seen(reply["payload"])
         return int(reply["payload"]["recipients"])
 
     async def direct(self, node_id: str, message: Any) -> None:
@@ -347,7 +359,7 @@ class GatewayClient:
         return list(reply["payload"]["members"])
 
     async def _request(
-        self, kind: str, payload: dict[str, Any] | None = None, *, internal: bool = False
+        self, kind: str, payload: dict[str, Any] | None = None, *, internal: bool = False, **fields: Any
     ) -> dict[str, Any]:
         """Send with a fresh messageId; the ack (or pong) envelope, or ClientError."""
         link = self._link
@@ -357,7 +369,7 @@ class GatewayClient:
                 state += " (reconnecting)"
             raise ClientError(NOT_CONNECTED, state)
         message_id = f"{self._id_prefix}-{next(self._ids)}"
-        envelope: dict[str, Any] = {"type": kind, "messageId": message_id}
+        envelope: dict[str, Any] = {"type": kind, "messageId": message_id, **fields}
         if payload is not None:
             envelope["payload"] = payload
         text = encode(envelope)
@@ -415,6 +427,8 @@ class GatewayClient:
             return
         if kind == "error":
             log.warn("gateway error: {payload}", payload=envelope.get("payload"))
+        if kind == "broadcast" and not self.positions.seen(envelope):
+            return  # already delivered before a reconnect
         self._deliver(Message.from_envelope(envelope))
 
     def _answer_heartbeat(self, ping: dict[str, Any]) -> None:

@@ -1,0 +1,158 @@
+"""Nothing lost on a reconnect: the client library resumes each room from its
+last position, against the real gateway, whatever cut the connection."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any, AsyncIterator, Callable
+
+import pytest
+import pytest_twisted
+
+from harness.clientkit import Inbox, StateLog, sleep, within
+from harness.relay import Relay
+from harness.support import GatewayProcess, Node, running_gateway
+from wingman_gateway.client import GatewayClient
+
+COUNT = 300
+
+
+@pytest_twisted.async_yield_fixture
+async def clients() -> AsyncIterator[Callable[..., GatewayClient]]:
+    made: list[GatewayClient] = []
+
+    def make(url: str, name: str, **options: Any) -> GatewayClient:
+        client = GatewayClient(url, name, request_timeout=5.0, min_backoff=0.05, max_backoff=0.2, **options)
+        made.append(client)
+        return client
+
+    yield make
+    for client in made:
+        await within(client.close(), 15)
+
+
+@pytest.mark.gateway("--rate-limit", "0")
+@pytest.mark.parametrize("transport", ["websocket", "http"])
+@pytest_twisted.ensureDeferred
+async def test_a_listener_whose_tcp_connection_is_aborted_mid_stream_gets_every_message_once(
+    gateway: GatewayProcess, clients: Callable[..., GatewayClient], transport: str
+) -> None:
+    relay = Relay(gateway.port)
+    try:
+        listener = clients(f"http://127.0.0.1:{relay.port}", "listener", transport=transport)
+        speaker = clients(gateway.url, "speaker")
+        inbox, states = Inbox(listener), StateLog(listener)
+        await within(listener.connect())
+        await within(speaker.connect())
+        await within(listener.join("stream"))
+        await within(speaker.join("stream"))
+        for n in range(COUNT):
+            await within(speaker.broadcast("stream", {"n": n}))
+            if n == COUNT // 3:
+                assert relay.cut() >= 1
+            if n % 20 == 0:
+                await sleep(0.01)
+        if transport == "websocket":  # the bridge resumes inside its session instead
+            recovered = await states.wait_for("recovered")
+            assert recovered["room"] == "stream" and recovered["missed"] >= 0
+        got: list[int] = []
+        for _ in range(COUNT):
+            message = await inbox.next("broadcast", timeout=10)
+            got.append(message.payload["n"])
+            if got[-1] == COUNT - 1:
+                break
+        assert got == list(range(COUNT))
+        offsets = [m.envelope["offset"] for m in inbox.messages if m.type == "broadcast"]
+        assert offsets == []  # nothing more, no duplicate
+        assert "gap" not in states.names
+    finally:
+        await relay.stop()
+
+
+@pytest.mark.gateway("--rate-limit", "0")
+@pytest_twisted.ensureDeferred
+async def test_a_broadcast_retried_after_a_reconnect_is_delivered_once(
+    gateway: GatewayProcess, clients: Callable[..., GatewayClient]
+) -> None:
+    relay = Relay(gateway.port)
+    try:
+        speaker = clients(f"ws://127.0.0.1:{relay.port}/ws", "speaker")
+        listener = clients(gateway.url, "listener")
+        inbox, states = Inbox(listener), StateLog(speaker)
+        for client in (speaker, listener):
+            await within(client.connect())
+            await within(client.join("room"))
+        assert await within(speaker.broadcast("room", "once", key="answer-1")) == 1
+        relay.cut()  # the ack may be lost: the speaker retries on its new connection
+        await states.wait_for("reconnected")
+        assert await within(speaker.broadcast("room", "once", key="answer-1")) == 1
+        assert await within(speaker.broadcast("room", "after", key="answer-2")) == 1
+        assert [(await inbox.next("broadcast")).payload for _ in range(2)] == ["once", "after"]
+        assert inbox.without("presence") == []
+    finally:
+        await relay.stop()
+
+
+def _json_lines(proc: subprocess.Popen[str], until: Callable[[list[dict[str, Any]]], bool], timeout: float) -> list[dict[str, Any]]:
+    lines: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    assert proc.stdout is not None
+    os.set_blocking(proc.stdout.fileno(), False)
+    buffered = ""
+    while time.monotonic() < deadline and not until(lines):
+        chunk = proc.stdout.read()
+        if chunk:
+            buffered += chunk
+            *complete, buffered = buffered.split("\n")
+            lines.extend(json.loads(line) for line in complete if line.strip())
+        else:
+            time.sleep(0.02)
+    return lines
+
+
+def test_a_join_process_stopped_and_continued_gets_every_message_once_and_says_so() -> None:
+    with running_gateway("--ping-interval", "200", "--ping-timeout", "600", "--rate-limit", "0") as gateway:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "wingman_gateway", "gateway", "join", gateway.url,
+             "--name", "sleeper", "--group", "stream", "--json"],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+        )
+        speaker = Node(gateway.url)
+        try:
+            speaker.register("speaker")
+            joined = _json_lines(proc, lambda ls: any(l.get("event") == "connected" for l in ls), 20)
+            assert any(l.get("event") == "connected" for l in joined), joined
+            assert speaker.join("stream")["type"] == "ack"
+            for n in range(40):
+                speaker.send({"type": "broadcast", "payload": {"groupName": "stream", "message": {"n": n}}})
+            os.kill(proc.pid, signal.SIGSTOP)
+            try:
+                for n in range(40, 80):  # while it sleeps; it is dropped (heartbeat timeout)
+                    speaker.send({"type": "broadcast", "payload": {"groupName": "stream", "message": {"n": n}}})
+                    time.sleep(0.02)
+                time.sleep(1.0)
+            finally:
+                os.kill(proc.pid, signal.SIGCONT)
+            for n in range(80, 100):
+                speaker.send({"type": "broadcast", "payload": {"groupName": "stream", "message": {"n": n}}})
+                time.sleep(0.02)
+            done = lambda ls: any(l.get("payload") == {"n": 99} for l in ls)  # noqa: E731
+            lines = _json_lines(proc, done, 30)
+            got = [l["payload"]["n"] for l in lines if l.get("type") == "broadcast"]
+            assert got == list(range(100)), got
+            events = [l.get("event") for l in lines if l.get("type") == "local"]
+            assert "reconnected" in events and "recovered" in events, events
+            assert "gap" not in events
+        finally:
+            speaker.close()
+            proc.stdin.close()  # type: ignore[union-attr]
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(5)
