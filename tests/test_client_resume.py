@@ -98,21 +98,29 @@ async def test_a_broadcast_retried_after_a_reconnect_is_delivered_once(
         await relay.stop()
 
 
-def _json_lines(proc: subprocess.Popen[str], until: Callable[[list[dict[str, Any]]], bool], timeout: float) -> list[dict[str, Any]]:
-    lines: list[dict[str, Any]] = []
-    deadline = time.monotonic() + timeout
-    assert proc.stdout is not None
-    os.set_blocking(proc.stdout.fileno(), False)
-    buffered = ""
-    while time.monotonic() < deadline and not until(lines):
-        chunk = proc.stdout.read()
-        if chunk:
-            buffered += chunk
-            *complete, buffered = buffered.split("\n")
-            lines.extend(json.loads(line) for line in complete if line.strip())
-        else:
-            time.sleep(0.02)
-    return lines
+class JsonLines:
+    """The JSON lines a process writes, read without blocking."""
+
+    def __init__(self, proc: subprocess.Popen[bytes]) -> None:
+        assert proc.stdout is not None
+        self.fd = proc.stdout.fileno()
+        os.set_blocking(self.fd, False)
+        self.buffered = b""
+        self.lines: list[dict[str, Any]] = []
+
+    def until(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and not done(self.lines):
+            try:
+                chunk = os.read(self.fd, 65536)
+            except BlockingIOError:
+                chunk = b""
+            if chunk:
+                *complete, self.buffered = (self.buffered + chunk).split(b"\n")
+                self.lines.extend(json.loads(line) for line in complete if line.strip())
+            else:
+                time.sleep(0.02)
+        return self.lines
 
 
 def test_a_join_process_stopped_and_continued_gets_every_message_once_and_says_so() -> None:
@@ -120,13 +128,14 @@ def test_a_join_process_stopped_and_continued_gets_every_message_once_and_says_s
         proc = subprocess.Popen(
             [sys.executable, "-m", "wingman_gateway", "gateway", "join", gateway.url,
              "--name", "sleeper", "--group", "stream", "--json"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
+        output = JsonLines(proc)
+        joined = output.until(lambda ls: any(l.get("event") == "connected" for l in ls), 20)
+        assert any(l.get("event") == "connected" for l in joined), joined
         speaker = Node(gateway.url)
         try:
             speaker.register("speaker")
-            joined = _json_lines(proc, lambda ls: any(l.get("event") == "connected" for l in ls), 20)
-            assert any(l.get("event") == "connected" for l in joined), joined
             assert speaker.join("stream")["type"] == "ack"
             for n in range(40):
                 speaker.send({"type": "broadcast", "payload": {"groupName": "stream", "message": {"n": n}}})
@@ -135,14 +144,16 @@ def test_a_join_process_stopped_and_continued_gets_every_message_once_and_says_s
                 for n in range(40, 80):  # while it sleeps; it is dropped (heartbeat timeout)
                     speaker.send({"type": "broadcast", "payload": {"groupName": "stream", "message": {"n": n}}})
                     time.sleep(0.02)
-                time.sleep(1.0)
+                for _ in range(10):  # the speaker answers the heartbeat meanwhile
+                    speaker.send({"type": "pong"})
+                    time.sleep(0.1)
             finally:
                 os.kill(proc.pid, signal.SIGCONT)
             for n in range(80, 100):
                 speaker.send({"type": "broadcast", "payload": {"groupName": "stream", "message": {"n": n}}})
                 time.sleep(0.02)
             done = lambda ls: any(l.get("payload") == {"n": 99} for l in ls)  # noqa: E731
-            lines = _json_lines(proc, done, 30)
+            lines = output.until(done, 30)
             got = [l["payload"]["n"] for l in lines if l.get("type") == "broadcast"]
             assert got == list(range(100)), got
             events = [l.get("event") for l in lines if l.get("type") == "local"]
