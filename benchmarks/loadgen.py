@@ -172,13 +172,44 @@ def run_memory(runs: int) -> None:
     print("  target: < 12 KB per idle node")
 
 
+# Room history off (stateless) against on with the default sizes, in the same run.
+HISTORY_VARIANTS = (("history off", ("--history-size", "0")), ("history on", ()))
+
+
+def run_history(runs: int, duration: float, warmup: float, window: int) -> None:
+    print(f"\n== history: fanout and rate, room history off (--history-size 0) vs on (defaults), "
+          f"alternating, {runs} runs each ==")
+    figures: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for run in range(1, runs + 1):
+        print(f" run {run}/{runs}")
+        for label, options in HISTORY_VARIANTS:
+            server = start_gateway(max_nodes=1000, options=options)
+            try:
+                figures.setdefault(("fanout", label), []).append(fanout(server, duration, warmup, window=window))
+            finally:
+                server.stop()
+            print(_line(f"fanout {label}", figures["fanout", label][-1]), flush=True)
+            server = start_gateway(max_nodes=1100, options=options)
+            try:
+                figures.setdefault(("rate", label), []).append(rate(server, duration))
+            finally:
+                server.stop()
+            print(_line(f"rate {label}", figures["rate", label][-1]), flush=True)
+    print(" median")
+    for key in sorted(figures):
+        print(_line(" ".join(key), _median(figures[key])))
+    off = _median(figures["fanout", "history off"])["deliveries/s"]
+    on = _median(figures["fanout", "history on"])["deliveries/s"]
+    print(f"  fanout deliveries/s on/off: {on / off:.3f} (target >= 0.90)")
+
+
 def _exit_on_signal(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Wingman Gateway load generator (see benchmarks/README.rst)")
-    parser.add_argument("scenario", nargs="?", default="all", choices=["fanout", "rate", "memory", "all"])
+    parser.add_argument("scenario", nargs="?", default="all", choices=["fanout", "rate", "memory", "history", "all"])
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is printed too")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds (fanout, rate)")
     parser.add_argument("--warmup", type=float, default=2.0, help="fan-out warm-up seconds")
@@ -208,6 +239,8 @@ def main(argv: list[str] | None = None) -> int:
         run_rate(args.runs, args.duration)
     if args.scenario in ("memory", "all"):
         run_memory(args.runs)
+    if args.scenario == "history":
+        run_history(args.runs, args.duration, args.warmup, args.window)
     print(f"\ntotal time {time.monotonic() - began:.0f} s")
     return 0
 

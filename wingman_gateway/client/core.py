@@ -311,7 +311,7 @@ class GatewayClient:
         ack = reply["payload"]
         self.rooms[ack["groupName"]] = ack["groupId"]
         self._descriptions[ack["groupName"]] = description
-        self.positions.seen(ack)
+        self.positions.joined(ack)
         return ack
 
     @staticmethod
@@ -337,7 +337,7 @@ class GatewayClient:
         payload = {"groupId": self.rooms.get(room, room), "message": message}
         extra = {} if key is None else {"idempotencyKey": key}
         reply = await self._request("broadcast", payload, **extra)
-        self.positions.seen(reply["payload"])
+        self.positions.sent(reply["payload"])
         return int(reply["payload"]["recipients"])
 
     async def direct(self, node_id: str, message: Any) -> None:
@@ -427,7 +427,7 @@ class GatewayClient:
             return
         if kind == "error":
             log.warn("gateway error: {payload}", payload=envelope.get("payload"))
-        if kind == "broadcast" and not self.positions.seen(envelope):
+        if kind == "broadcast" and not self.positions.delivered(envelope):
             return  # already delivered before a reconnect
         self._deliver(Message.from_envelope(envelope))
 
