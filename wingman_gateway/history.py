@@ -16,7 +16,7 @@ from __future__ import annotations
 import secrets
 from collections import OrderedDict, deque
 from itertools import islice
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 import attrs
 from twisted.internet.interfaces import IReactorTime
@@ -51,9 +51,10 @@ class HistorySettings:
         return self.size > 0
 
 
-@attrs.frozen
-class Position:
-    """A place in one room's order: the last ``offset`` seen, in ``epoch``."""
+class Position(NamedTuple):
+    """A place in one room's order: the last ``offset`` seen, in ``epoch``.
+
+    (A named tuple: one is made per broadcast, and these are cheap.)"""
 
     offset: int
     epoch: str
@@ -113,13 +114,18 @@ class IHistory(Interface):
         """The room's position and, with ``since``, the messages after it."""
 
 
-@attrs.define(eq=False, slots=True)
 class _Entry:
-    log: "_Log"
-    offset: int
-    data: bytes
-    at: float
-    cost: int
+    """One kept message (a plain slotted class: one is made per broadcast)."""
+
+    __slots__ = ("log", "offset", "data", "at", "cost", "seq")
+
+    def __init__(self, log: "_Log", offset: int, data: bytes, at: float, cost: int, seq: int) -> None:
+        self.log = log
+        self.offset = offset
+        self.data = data
+        self.at = at
+        self.cost = cost
+        self.seq = seq
 
 
 @attrs.define(eq=False, slots=True)
@@ -139,9 +145,13 @@ class MemoryHistory:
         self.clock = clock
         self.settings = settings
         self._logs: dict[str, _Log] = {}
-        # Every kept entry, oldest first, for the gateway-wide cap and the TTL.
-        self._all: OrderedDict[_Entry, None] = OrderedDict()
+        # Every kept entry by a gateway-wide sequence number, oldest first,
+        # for the gateway-wide cap and the TTL.
+        self._all: OrderedDict[int, _Entry] = OrderedDict()
+        self._seq = 0
         self.bytes = 0
+        # No entry expires before this time (the oldest's time plus the TTL).
+        self._expiry = float("inf")
 
     def open(self, room_id: str) -> None:
         if self.settings.enabled:
@@ -158,8 +168,8 @@ class MemoryHistory:
         log = self._logs.get(room_id)
         if log is None:
             return encode(None), None
-        log.last += 1
-        position = Position(log.last, log.epoch)
+        offset = log.last = log.last + 1
+        position = Position(offset, log.epoch)
         data = encode(position)
         settings = self.settings
         now = self.clock.seconds()
@@ -168,18 +178,22 @@ class MemoryHistory:
             # Not kept: nothing before it can be resumed past it either.
             while log.entries:
                 self._drop(log.entries[0])
-            log.lost = log.last
+            log.lost = offset
         else:
-            entry = _Entry(log, log.last, data, now, cost)
+            self._seq += 1
+            entry = _Entry(log, offset, data, now, cost, self._seq)
             log.entries.append(entry)
             log.bytes += cost
-            self._all[entry] = None
+            self._all[entry.seq] = entry
             self.bytes += cost
+            if not self.bytes - cost:
+                self._expiry = now + settings.ttl
             while len(log.entries) > settings.size or log.bytes > settings.room_bytes:
                 self._drop(log.entries[0])
             while self.bytes > settings.total_bytes:
-                self._drop(next(iter(self._all)))
-        self._expire(now)
+                self._drop(next(iter(self._all.values())))
+        if now >= self._expiry:
+            self._expire(now)
         return data, position
 
     def recover(self, room_id: str, since: Position | None) -> Recovery:
@@ -203,12 +217,14 @@ class MemoryHistory:
         return Recovery(position, True, None, tuple(entry.data for entry in missed))
 
     def _expire(self, now: float) -> None:
-        deadline = now - self.settings.ttl
+        ttl = self.settings.ttl
         while self._all:
-            oldest = next(iter(self._all))
-            if oldest.at > deadline:
+            oldest = next(iter(self._all.values()))
+            if oldest.at + ttl > now:
+                self._expiry = oldest.at + ttl
                 return
             self._drop(oldest)
+        self._expiry = float("inf")
 
     def _drop(self, entry: _Entry) -> None:
         """Forget ``entry``, the oldest kept message of its room."""
@@ -216,7 +232,7 @@ class MemoryHistory:
         log.entries.popleft()
         log.bytes -= entry.cost
         log.lost = entry.offset
-        del self._all[entry]
+        del self._all[entry.seq]
         self.bytes -= entry.cost
 
     def report(self) -> dict[str, Any]:
