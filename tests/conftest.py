@@ -8,9 +8,11 @@ the options; ``shared=True`` keeps one such gateway for the whole module
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
@@ -32,6 +34,7 @@ def _module_gateways() -> Iterator[dict[tuple[str, ...], GatewayProcess]]:
     yield shared
     for process in shared.values():
         process.stop()
+from harness.podmankit import gateway_image, podman  # noqa: E402,F401  (session fixtures)
 
 
 @pytest.fixture
@@ -59,3 +62,38 @@ def nodes(gateway: GatewayProcess) -> Iterator[NodePool]:
     finally:
         pool.close_all()
         wait_totals(gateway, 0, 0)
+
+
+@pytest.fixture
+def launch() -> Iterator[Callable[..., GatewayProcess]]:
+    """Starts gateways (waiting for them to listen unless told not to) and stops them all."""
+    started: list[GatewayProcess] = []
+
+    def start(*args: str, wait: bool = True) -> GatewayProcess:
+        gateway = start_gateway(*args, wait=wait)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def pool(gateway: GatewayProcess) -> Iterator[NodePool]:
+    """Nodes for one test, closed afterwards (the gateway may keep other state)."""
+    nodes = NodePool(gateway)
+    yield nodes
+    nodes.close_all()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A WINGMAN_HOME of its own; any gateway the test's ``wingman`` left running is stopped by pid."""
+    yield tmp_path
+    pid_file = tmp_path / "gateway.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass

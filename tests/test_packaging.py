@@ -80,7 +80,8 @@ def test_wheel_carries_the_plugin_but_no_twisted_package_files(wheel: Path) -> N
     assert "twisted/__init__.py" not in names and "twisted/plugins/__init__.py" not in names
     # Every module of the package, subpackages included, is in the wheel.
     modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "wingman_gateway").rglob("*.py"))
-    assert sorted(n for n in names if n.startswith("wingman_gateway/")) == modules
+    package_data = ["wingman_gateway/web/static/wingman.js"]  # the JavaScript client
+    assert sorted(n for n in names if n.startswith("wingman_gateway/")) == sorted(modules + package_data)
     assert not [n for n in names if n.startswith("tests/")]
 
 
@@ -146,7 +147,7 @@ def test_help_lists_every_setting_with_its_default(tmp_path: Path) -> None:
         assert text.startswith(setting.help), (setting.flag, text)
         if setting.default is not None:
             assert text.endswith(f"[default: {setting.default}]"), (setting.flag, text)
-    assert entries["listen"].endswith("[default: tcp:3000:interface=0.0.0.0]")
+    assert entries["listen"].endswith(r"[default: tcp6:3000:interface=\:\:]")
     assert "config" in entries and "auth" in entries
 
 

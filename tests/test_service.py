@@ -48,23 +48,6 @@ LOOPBACK = "tcp:0:interface=127.0.0.1"
 
 
 @pytest.fixture
-def launch() -> Iterator[Callable[..., GatewayProcess]]:
-    """Starts gateways (waiting for them to listen unless told not to) and stops them all."""
-    started: list[GatewayProcess] = []
-
-    def start(*args: str, wait: bool = True) -> GatewayProcess:
-        gateway = GatewayProcess(list(args))
-        started.append(gateway)
-        if wait:
-            gateway.wait_listening()
-        return gateway
-
-    yield start
-    for gateway in started:
-        gateway.stop()
-
-
-@pytest.fixture
 def connect() -> Iterator[Callable[..., Node]]:
     """Opens Nodes (registered when given a name) and closes them all at the end."""
     opened: list[Node] = []

@@ -320,6 +320,12 @@ class Authenticator:
         self.keyring = keyring
         self._shared = None if shared_token is None else shared_token.encode("utf-8", "surrogatepass")
 
+    def replace_shared_token(self, token: str) -> None:
+        """A new shared token (``--token-file`` re-read on SIGHUP); the old one stops working."""
+        if not token:
+            raise ValueError("shared token must not be empty")
+        self._shared = token.encode("utf-8", "surrogatepass")
+
     def __repr__(self) -> str:
         shared = "set" if self._shared is not None else "unset"
         return f"<Authenticator required={self.required} shared_token={shared} keyring={self.keyring!r}>"

@@ -23,7 +23,8 @@ from wingman_gateway.limits import Limits
 from wingman_gateway.onion import settings as onion_settings
 
 DEFAULT_PORT = 3000
-DEFAULT_HOST = "0.0.0.0"
+# "::" with IPV6_V6ONLY off (Linux's default): IPv4 and IPv6 clients alike.
+DEFAULT_HOST = "::"
 
 
 def _discovery(key: str, value: Any) -> DiscoverySettings:
@@ -49,6 +50,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "host", checks.text, None, f"interface for --port [{DEFAULT_HOST}]"),
     Setting("name", "name", checks.text, None, "gateway name reported by /health [host name]"),
     Setting("token", "authToken", checks.text, None, "shared auth token accepted at register"),
+    Setting(
+        "token-file", "authTokenFile", checks.text, None,
+        "file holding the shared auth token (read at start and on SIGHUP; not shown in ps)",
+    ),
     Setting("keyring", "keyring", checks.text, None, "key ring file (JSON) for signed tokens"),
     Setting("max-nodes", "maxNodes", checks.integer(1), 1000, "most nodes at once"),
     Setting("max-payload", "maxPayload", checks.integer(256), 1024 * 1024, "largest message, bytes"),
@@ -72,6 +77,10 @@ SETTINGS: tuple[Setting, ...] = (
         "drop a node silent this long, ms",
     ),
     Setting("log-level", "logLevel", checks.log_level, "info", "debug, info, warn, error"),
+    Setting(
+        "ports-file", "portsFile", checks.text, None,
+        "write the bound listeners (endpoint, kind, host, port or path) and SSH port to this JSON file",
+    ),
     Setting("discovery", "discovery", _discovery, None, "announce the gateway: mdns, tailscale or mdns,tailscale"),
     Setting("mdns-interface", "mdnsInterface", checks.text, None, "announce over mDNS on this interface only [all]"),
     Setting(
@@ -148,6 +157,8 @@ class GatewayConfig:
     ssh_authorized_keys: str | None = None
     # The HTTP bridge (/bridge/*); None when turned off.
     bridge: bridge_options.BridgeOptions | None = attrs.Factory(bridge_options.BridgeOptions)
+    auth_token_file: str | None = None
+    ports_file: str | None = None
     # --onion: the first TCP listener as a Tor onion service; None when off.
     onion: onion_settings.OnionSettings | None = None
     # Room history for resuming (--history-size 0: none).
@@ -169,7 +180,7 @@ def load_file(path: str) -> dict[str, Any]:
     values = {}
     for key, value in data.items():
         if key not in known:
-            raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"{key}: unknown config key in {path} (known: {', '.join(sorted(known))})")
         values[key] = known[key](key, value)
     return values
 
@@ -204,7 +215,9 @@ def build(
         endpoints.append(tcp_endpoint(DEFAULT_PORT, DEFAULT_HOST))
 
     auth = require_auth or file_values.get("requireAuth", False)
-    if auth and values["authToken"] is None and values["keyring"] is None:
+    if values["authToken"] is not None and values["authTokenFile"] is not None:
+        raise ConfigError("authTokenFile: give the shared token or a token file, not both")
+    if auth and values["authToken"] is None and values["authTokenFile"] is None and values["keyring"] is None:
         raise ConfigError("requireAuth: auth is on but neither a token nor a keyring is given")
     if values["ssh"] is not None and values["sshAuthorizedKeys"] is None:
         raise ConfigError("sshAuthorizedKeys: the SSH server needs --ssh-authorized-keys FILE")
@@ -240,6 +253,8 @@ def build(
         ssh_host_key=values["sshHostKey"],
         ssh_authorized_keys=values["sshAuthorizedKeys"],
         bridge=bridge_options.from_settings(values, flags, file_values),
+        auth_token_file=values["authTokenFile"],
+        ports_file=values["portsFile"],
         onion=onion_settings.from_settings(values, flags, file_values),
         history=HistorySettings(
             size=values["historySize"],
@@ -257,8 +272,10 @@ def _merge_discovery(value: Any, flags: dict[str, Any], file_values: dict[str, A
         return DiscoverySettings()
     if flags.get("discovery") is not None and isinstance(in_file, DiscoverySettings):
         return attrs.evolve(in_file, methods=value.methods)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def tcp_endpoint(port: int, host: str) -> str:
-    return f"tcp:{port}:interface={quoteStringArgument(host)}"
+    """``tcp:`` for an IPv4 address or name, ``tcp6:`` for an IPv6 address (``::`` is dual-stack)."""
+    kind = "tcp6" if ":" in host else "tcp"
+    return f"{kind}:{port}:interface={quoteStringArgument(host)}"

@@ -18,33 +18,13 @@ from typing import Any, Callable
 
 from wcwidth import wcwidth
 
+from wingman_gateway.agentstream import AGENT_EVENTS, chunk_text
 from wingman_gateway.cli.untrusted import block, one_line
 from wingman_gateway.client import Message
 
-AGENT_EVENTS = frozenset(
-    {"agent-start", "agent-stream", "agent-complete", "agent-error", "tool-start", "tool-end"}
-)
 _SHORT = 100
 # Where the continuation lines of a message and an agent's streamed text start.
 INDENT = "    "
-
-
-def chunk_text(chunk: Any) -> str:
-    """The text tokens in a raw stream chunk, whatever its common shape."""
-    if isinstance(chunk, str):
-        return chunk
-    if isinstance(chunk, list):
-        return "".join(chunk_text(part) for part in chunk)
-    if isinstance(chunk, dict):
-        for key in ("text", "content", "delta", "token"):
-            if isinstance(chunk.get(key), (str, list)):
-                return chunk_text(chunk[key])
-        data = chunk.get("data")
-        if isinstance(data, dict) and "chunk" in data:
-            return chunk_text(data["chunk"])
-        if "chunk" in chunk:
-            return chunk_text(chunk["chunk"])
-    return ""
 
 
 def short(value: Any) -> str:

@@ -62,7 +62,7 @@ class TorProcess(ProcessProtocol):
         binary = self.binary or find_tor_binary()
         if binary is None:
             raise TorNotFound("cannot launch tor: no tor program found (install tor, or give --tor-control)")
-        return binary  # type: ignore[no-any-return]
+        return binary
 
     def start(self) -> None:
         """Spawn tor (unless it runs); its control socket accepts a moment later."""

@@ -12,7 +12,9 @@ from twisted.web.server import Request, Site
 from wingman_gateway.router import Router
 from wingman_gateway.web.bearer import token_check
 from wingman_gateway.web.bounded import BoundedRequest
+from wingman_gateway.web.clientscript import client_resource
 from wingman_gateway.web.health import HealthResource, HealthSources, StatsResource
+from wingman_gateway.web.index import IndexResource
 
 # A bridge session secret in a query string (EventSource cannot send headers).
 _SESSION_QUERY = re.compile(r"([?&]session=)[^&\s\"]*")
@@ -49,8 +51,10 @@ def build_site(
     ``cors`` is the policy a refused body's answer follows (or None).
     """
     root = Resource()
+    root.putChild(b"", IndexResource(root))
     root.putChild(b"health", HealthResource(health))
     root.putChild(b"stats", StatsResource(router, token_check(router.authenticator)))
+    root.putChild(b"client", client_resource())  # /client/wingman.js
     for name, child in children.items():
         root.putChild(name, child)
     site = GatewaySite(root, router, cors)
