@@ -167,3 +167,39 @@ def test_a_join_process_stopped_and_continued_gets_every_message_once_and_says_s
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(5)
+
+
+@pytest.mark.gateway("--history-size", "2", "--history-ttl", "60000")
+def test_the_history_options_reach_the_running_gateway(gateway: GatewayProcess) -> None:
+    speaker, late = Node(gateway.url), Node(gateway.url)
+    try:
+        speaker.register("speaker")
+        ack = speaker.join("small")["payload"]
+        for n in range(5):
+            speaker.send({"type": "broadcast", "payload": {"groupName": "small", "message": n}})
+        late.register("late")
+        old = late.request("join_group", {"groupName": "small", "since": {"offset": 2, "epoch": ack["epoch"]}})
+        assert (old["payload"]["recovered"], old["payload"]["reason"], old["payload"]["offset"]) == (False, "too old", 5)
+        new = late.request("join_group", {"groupName": "small", "since": {"offset": 3, "epoch": ack["epoch"]}})
+        assert new["payload"]["recovered"] is True
+        assert [late.recv_type("broadcast")["payload"] for _ in range(2)] == [3, 4]
+    finally:
+        speaker.close()
+        late.close()
+
+
+@pytest.mark.gateway("--history-size", "0")
+def test_without_history_the_gateway_is_stateless_as_before(gateway: GatewayProcess) -> None:
+    speaker, listener = Node(gateway.url), Node(gateway.url)
+    try:
+        speaker.register("speaker")
+        listener.register("listener")
+        ack = speaker.join("plain")["payload"]
+        assert "offset" not in ack and "epoch" not in ack
+        listener.join("plain")
+        speaker.send({"type": "broadcast", "payload": {"groupName": "plain", "message": 1}})
+        delivered = listener.recv_type("broadcast")
+        assert "offset" not in delivered and "epoch" not in delivered
+    finally:
+        speaker.close()
+        listener.close()
