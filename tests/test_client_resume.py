@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -98,17 +99,17 @@ async def test_a_broadcast_retried_after_a_reconnect_is_delivered_once(
         await relay.stop()
 
 
-class JsonLines:
-    """The JSON lines a process writes, read without blocking."""
+class Lines:
+    """The lines a process writes, read without blocking."""
 
     def __init__(self, proc: subprocess.Popen[bytes]) -> None:
         assert proc.stdout is not None
         self.fd = proc.stdout.fileno()
         os.set_blocking(self.fd, False)
         self.buffered = b""
-        self.lines: list[dict[str, Any]] = []
+        self.lines: list[str] = []
 
-    def until(self, done: Callable[[list[dict[str, Any]]], bool], timeout: float) -> list[dict[str, Any]]:
+    def until(self, done: Callable[[list[str]], bool], timeout: float) -> list[str]:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline and not done(self.lines):
             try:
@@ -117,48 +118,68 @@ class JsonLines:
                 chunk = b""
             if chunk:
                 *complete, self.buffered = (self.buffered + chunk).split(b"\n")
-                self.lines.extend(json.loads(line) for line in complete if line.strip())
+                self.lines.extend(line.decode() for line in complete if line.strip())
             else:
                 time.sleep(0.02)
         return self.lines
 
 
-def test_a_join_process_stopped_and_continued_gets_every_message_once_and_says_so() -> None:
+def said(mode: str, line: str) -> int | None:
+    """The number of a message ``mN`` as ``join`` prints it, or None."""
+    if mode == "json":
+        envelope = json.loads(line)
+        text = envelope.get("payload") if envelope.get("type") == "broadcast" else None
+    else:
+        found = re.fullmatch(r"\[stream\] speaker: (m\d+)", line)
+        text = found.group(1) if found else None
+    return int(text[1:]) if isinstance(text, str) and text.startswith("m") else None
+
+
+def joined(mode: str, line: str) -> bool:
+    return '"event": "connected"' in line or line.startswith("-- connected to ")
+
+
+@pytest.mark.parametrize("mode", ["json", "text"])
+def test_a_join_process_stopped_and_continued_gets_every_message_once_and_says_so(mode: str) -> None:
     with running_gateway("--ping-interval", "200", "--ping-timeout", "600", "--rate-limit", "0") as gateway:
         proc = subprocess.Popen(
             [sys.executable, "-m", "wingman_gateway", "gateway", "join", gateway.url,
-             "--name", "sleeper", "--group", "stream", "--json"],
+             "--name", "sleeper", "--group", "stream", *(["--json"] if mode == "json" else [])],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
         )
-        output = JsonLines(proc)
-        joined = output.until(lambda ls: any(l.get("event") == "connected" for l in ls), 20)
-        assert any(l.get("event") == "connected" for l in joined), joined
+        output = Lines(proc)
+        ready = output.until(lambda ls: any(joined(mode, line) for line in ls), 20)
+        assert any(joined(mode, line) for line in ready), ready
         speaker = Node(gateway.url)
+
+        def say(numbers: range, pause: float) -> None:
+            for n in numbers:
+                speaker.send({"type": "broadcast", "payload": {"groupName": "stream", "message": f"m{n}"}})
+                time.sleep(pause)
+
         try:
             speaker.register("speaker")
             assert speaker.join("stream")["type"] == "ack"
-            for n in range(40):
-                speaker.send({"type": "broadcast", "payload": {"groupName": "stream", "message": {"n": n}}})
+            say(range(40), 0)
             os.kill(proc.pid, signal.SIGSTOP)
             try:
-                for n in range(40, 80):  # while it sleeps; it is dropped (heartbeat timeout)
-                    speaker.send({"type": "broadcast", "payload": {"groupName": "stream", "message": {"n": n}}})
-                    time.sleep(0.02)
+                say(range(40, 80), 0.02)  # while it sleeps; it is dropped (heartbeat timeout)
                 for _ in range(10):  # the speaker answers the heartbeat meanwhile
                     speaker.send({"type": "pong"})
                     time.sleep(0.1)
             finally:
                 os.kill(proc.pid, signal.SIGCONT)
-            for n in range(80, 100):
-                speaker.send({"type": "broadcast", "payload": {"groupName": "stream", "message": {"n": n}}})
-                time.sleep(0.02)
-            done = lambda ls: any(l.get("payload") == {"n": 99} for l in ls)  # noqa: E731
-            lines = output.until(done, 30)
-            got = [l["payload"]["n"] for l in lines if l.get("type") == "broadcast"]
+            say(range(80, 100), 0.02)
+            lines = output.until(lambda ls: any(said(mode, line) == 99 for line in ls), 30)
+            got = [n for n in (said(mode, line) for line in lines) if n is not None]
             assert got == list(range(100)), got
-            events = [l.get("event") for l in lines if l.get("type") == "local"]
-            assert "reconnected" in events and "recovered" in events, events
-            assert "gap" not in events
+            if mode == "json":
+                events = [json.loads(line).get("event") for line in lines if '"type": "local"' in line]
+                assert "reconnected" in events and "recovered" in events and "gap" not in events, events
+            else:
+                notes = [line for line in lines if line.startswith("-- ")]
+                assert any(re.fullmatch(r"-- \[stream\] \d+ missed messages recovered", n) for n in notes), notes
+                assert not any("may have been lost" in n for n in notes), notes
         finally:
             speaker.close()
             proc.stdin.close()  # type: ignore[union-attr]
