@@ -17,7 +17,7 @@ TEXT = "x" * 100
 
 
 def rig(**settings: Any) -> Harness:
-    return Harness(Limits(rate_limit=0), history=HistorySettings(**settings))
+    return Harness(Limits(message_rate=0), history=HistorySettings(**settings))
 
 
 def say(h: Harness, node: Node, room: str, count: int, text: str = TEXT) -> None:
