@@ -131,15 +131,14 @@ class Server:
             pass
 
 
-def start_gateway(max_nodes: int = 1000, metrics: bool = False) -> Server:
-    """The gateway; with ``metrics``, its metrics are kept and served on a second port."""
-    extra = ["--metrics-listen", "tcp:0:interface=127.0.0.1"] if metrics else []
+def start_gateway(max_nodes: int = 1000, options: tuple[str, ...] = ()) -> Server:
+    """The gateway with ``options`` added (e.g. ``--history-size 0``)."""
     return Server(
-        "gateway+metrics" if metrics else "gateway",
+        "gateway+metrics" if "--metrics-listen" in options else "gateway",
         [
             TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway",
             "--listen", "tcp:0:interface=127.0.0.1", "--rate-limit", "0",
-            "--max-nodes", str(max_nodes), *extra,
+            "--max-nodes", str(max_nodes), *options,
         ],
     )
 

@@ -13,8 +13,7 @@ import json
 from typing import Any
 
 from wingman_gateway import errors
-from wingman_gateway.connection import CLOSE_POLICY, Outbound
-from wingman_gateway.envelope import splice
+from wingman_gateway.connection import CLOSE_POLICY
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.router import Router
 from wingman_gateway.state import Node, Room
@@ -65,7 +64,8 @@ class Admin:
     # -- publishing -------------------------------------------------------
 
     def publish(self, rooms: list[Any], message: Any) -> list[dict[str, Any]]:
-        """Deliver ``message`` to every member of each room, as the gateway.
+        """Publish ``message`` to every member of each room, as the gateway (kept
+        in the room's history like a node's broadcast).
 
         Every room is found before anything is sent, so a missing room
         sends nothing at all.
@@ -85,10 +85,11 @@ class Admin:
                 "groupName": room.name,
                 "timestamp": self.router.now_ms(),
             }
-            recipients = self.router.rooms.deliver(
-                room, Outbound(splice(head, "payload", text)), None
-            )
-            results.append({"groupId": room.id, "groupName": room.name, "recipients": recipients})
+            recipients, position = self.router.rooms.publish(room, head, text, None)
+            result = {"groupId": room.id, "groupName": room.name, "recipients": recipients}
+            if position is not None:  # the room keeps history: where the message stands
+                result.update(position.fields())
+            results.append(result)
         return results
 
     # -- reports ----------------------------------------------------------

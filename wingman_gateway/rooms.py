@@ -17,8 +17,9 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
 from wingman_gateway.connection import Outbound
-from wingman_gateway.envelope import encode
+from wingman_gateway.envelope import encode, splice
 from wingman_gateway.events import Events
+from wingman_gateway.history import HistorySettings, IHistory, MemoryHistory, Position, Recovery
 from wingman_gateway.presence import Presence
 from wingman_gateway.state import Node, Room
 
@@ -59,6 +60,17 @@ class IRooms(Interface):
     def deliver(room: Room, message: Outbound, exclude: Node | None) -> int:
         """Hand ``message`` to every member but ``exclude``; how many got it."""
 
+    def publish(room: Room, head: dict[str, Any], payload: str, exclude: Node | None) -> tuple[int, Position | None]:
+        """A broadcast: give it the room's next position (``offset`` and
+        ``epoch`` added to ``head`` when history is on), keep it in the
+        room's history, and deliver ``head`` with the verbatim JSON
+        ``payload`` to every member but ``exclude``. How many got it, and
+        the position. Where the room's order is decided."""
+
+    def recover(room: Room, since: Position | None) -> Recovery:
+        """The room's position and, with ``since``, what was published after
+        it (encoded as delivered), or why that cannot be had."""
+
     def close(room: Room, reason: str) -> list[Node]:
         """Every member is told the room is closed and leaves it; the room is gone."""
 
@@ -82,8 +94,13 @@ class IRooms(Interface):
 class LocalRooms:
     """Nodes and rooms of this gateway alone, in memory."""
 
-    def __init__(self, clock: IReactorTime, events: Events | None = None) -> None:
+    def __init__(
+        self, clock: IReactorTime, history: IHistory | None = None, events: Events | None = None
+    ) -> None:
         self.clock = clock
+        self.history: IHistory = (
+            history if history is not None else MemoryHistory(clock, HistorySettings(size=0))
+        )
         self.events = events if events is not None else Events()
         self._nodes: dict[str, Node] = {}
         self._rooms: dict[str, Room] = {}
@@ -154,6 +171,7 @@ class LocalRooms:
         )
         self._rooms[room.id] = room
         self._by_name[room.name] = room
+        self.history.open(room.id)
         return room
 
     def join(self, room: Room, node: Node) -> bool:
@@ -176,6 +194,7 @@ class LocalRooms:
             del self._rooms[room.id]
             if self._by_name.get(room.name) is room:
                 del self._by_name[room.name]
+            self.history.close(room.id)
 
     def deliver(self, room: Room, message: Outbound, exclude: Node | None) -> int:
         self.presence.flush(room.id)  # notices of this turn go first
@@ -216,6 +235,21 @@ class LocalRooms:
             if self._by_name.get(room.name) is room:
                 del self._by_name[room.name]
         return members
+
+    def publish(
+        self, room: Room, head: dict[str, Any], payload: str, exclude: Node | None
+    ) -> tuple[int, Position | None]:
+        def encode_at(position: Position | None) -> bytes:
+            if position is not None:
+                head["offset"] = position.offset
+                head["epoch"] = position.epoch
+            return splice(head, "payload", payload)
+
+        data, position = self.history.append(room.id, encode_at)
+        return self.deliver(room, Outbound(data), exclude), position
+
+    def recover(self, room: Room, since: Position | None) -> Recovery:
+        return self.history.recover(room.id, since)
 
     def members(self, room: Room) -> list[dict[str, Any]]:
         return [member.describe() for member in room.recipients]

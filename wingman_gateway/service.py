@@ -34,6 +34,7 @@ from wingman_gateway.metrics import GatewayMetrics
 from wingman_gateway.metrics.gauges import GaugeSources
 from wingman_gateway.offer import Bound, Offer
 from wingman_gateway.onion import listener_target, onion_service
+from wingman_gateway.history import MemoryHistory
 from wingman_gateway.rooms import LocalRooms
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
@@ -98,7 +99,8 @@ class GatewayService(MultiService):
         )
         self.router = Router(
             reactor, config.limits, authenticator, config.name,
-            LocalRooms(reactor, self.events), self.events,
+            LocalRooms(reactor, MemoryHistory(reactor, config.history), self.events),
+            events=self.events,
         )
         # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)
