@@ -309,12 +309,8 @@ class Router(RoomRequests):
             try:
                 grant = self.authenticator.authenticate(payload.get("token"))
             except AuthError as refusal:
-                self.events.emit(
-                    "register_refused",
-                    peer=node.conn.peer,
-                    transport=node.conn.transport_name,
-                    reason=str(refusal),
-                )
+                self.events.emit("register_refused", peer=node.conn.peer,
+                                 transport=node.conn.transport_name, reason=str(refusal))
                 raise GatewayError(errors.AUTH_FAILED, f"authentication failed: {refusal}", fatal=True)
             if grant.key_id is not None:
                 credential = "signed"
@@ -346,14 +342,8 @@ class Router(RoomRequests):
             peer=node.conn.peer,
             subject=grant.subject,
         )
-        self.events.emit(
-            "registered",
-            node=node,
-            peer=node.conn.peer,
-            transport=node.conn.transport_name,
-            grant=grant,
-            credential=credential,
-        )
+        self.events.emit("registered", node=node, peer=node.conn.peer,
+                         transport=node.conn.transport_name, grant=grant, credential=credential)
         self._ack(
             node,
             envelope,
