@@ -17,6 +17,8 @@ NOT_A_MEMBER = "NOT_A_MEMBER"
 NODE_NOT_FOUND = "NODE_NOT_FOUND"
 RATE_LIMITED = "RATE_LIMITED"
 INVALID_REQUEST = "INVALID_REQUEST"
+# A clustered gateway that cannot reach the node's gateway now (Redis is down).
+UNAVAILABLE = "UNAVAILABLE"
 # Sent by the HTTP bridge when a node's bounded queue overflowed.
 MESSAGES_LOST = "MESSAGES_LOST"
 
@@ -35,6 +37,7 @@ ALL_CODES = (
     RATE_LIMITED,
     INVALID_REQUEST,
     MESSAGES_LOST,
+    UNAVAILABLE,
 )
 
 

@@ -37,7 +37,11 @@ class IRooms(Interface):
         """The registered node with ``node_id``, or None."""
 
     def send_to(node_id: str, message: Outbound) -> bool:
-        """Hand ``message`` to the node ``node_id``; False if there is none."""
+        """Hand ``message`` to the node ``node_id``; False if there is none.
+
+        May raise ``GatewayError`` when the node exists but cannot be
+        reached now (a backplane that lost its connection).
+        """
 
     def find(room: str) -> Room | None:
         """The room with this id, or else with this name."""
@@ -61,7 +65,7 @@ class IRooms(Interface):
         """Public descriptions of the room's members."""
 
     def node_count() -> int:
-        """How many nodes are registered."""
+        """How many nodes are registered here (this gateway's load)."""
 
     def room_count() -> int:
         """How many rooms exist."""
@@ -184,21 +188,23 @@ class LocalRooms:
 
     def _presence(self, room: Room, node: Node, event: str, reason: str | None) -> None:
         """Tell the other members that ``node`` joined or left ``room``."""
-        payload = node.describe()
-        payload.update(
-            event=event, groupId=room.id, groupName=room.name, memberCount=len(room.members)
+        self.deliver(room, presence_notice(room, node, event, reason, self._now_ms()), node)
+
+
+def presence_notice(room: Room, node: Node, event: str, reason: str | None, now_ms: int) -> Outbound:
+    """The ``presence`` envelope telling a room that ``node`` joined or left."""
+    payload = node.describe()
+    payload.update(event=event, groupId=room.id, groupName=room.name, memberCount=len(room.members))
+    if reason is not None:
+        payload["reason"] = reason
+    return Outbound(
+        encode(
+            {
+                "type": "presence",
+                "nodeId": node.node_id,
+                "groupId": room.id,
+                "payload": payload,
+                "timestamp": now_ms,
+            }
         )
-        if reason is not None:
-            payload["reason"] = reason
-        notice = Outbound(
-            encode(
-                {
-                    "type": "presence",
-                    "nodeId": node.node_id,
-                    "groupId": room.id,
-                    "payload": payload,
-                    "timestamp": self._now_ms(),
-                }
-            )
-        )
-        self.deliver(room, notice, node)
+    )

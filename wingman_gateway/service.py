@@ -59,9 +59,20 @@ class GatewayService(MultiService):
         authenticator = Authenticator(
             required=config.require_auth, shared_token=config.auth_token, keyring=self.keyring
         )
-        self.router = Router(
-            reactor, config.limits, authenticator, config.name, LocalRooms(reactor)
-        )
+        # --cluster: rooms shared with the other gateways through Redis.
+        self.cluster: Any = None
+        rooms: Any = LocalRooms(reactor)
+        if config.cluster is not None:
+            from wingman_gateway.cluster.registry import ClusterMember, new_gateway_id
+            from wingman_gateway.cluster.rooms import ClusterRooms
+            from wingman_gateway.cluster.wire import Names
+
+            rooms = ClusterRooms(reactor, new_gateway_id(), Names(config.cluster.db))
+            self.cluster = ClusterMember(
+                config.cluster, rooms, config.name, config.require_auth, self.whenOffered, reactor
+            )
+            self.cluster.setServiceParent(self)
+        self.router = Router(reactor, config.limits, authenticator, config.name, rooms)
         # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)
         children: dict[bytes, Resource] = {b"ws": websocket_resource(websocket_factory)}
@@ -83,16 +94,24 @@ class GatewayService(MultiService):
             sections["discovery"] = lambda: {
                 method: announcer.report() for method, announcer in found.items()  # type: ignore[attr-defined]
             }
+        scopes = {}
+        extra = {}
+        if self.cluster is not None:
+            member = self.cluster
+            sections["cluster"] = member.report
+            scopes["cluster"] = member.stats
+            extra["degraded"] = member.degraded
         health = HealthSources(
             name=config.name,
             auth_required=config.require_auth,
             stats=self.router.summary,
             now_ms=self.router.now_ms,
             sections=sections,
+            **extra,
         )
         cors = self.bridge.cors if self.bridge is not None else None
         self.listeners = [
-            Listener(description, build_site(self.router, health, children, cors), reactor)
+            Listener(description, build_site(self.router, health, children, cors, scopes), reactor)
             for description in config.listen
         ]
         for listener in self.listeners:

@@ -42,15 +42,17 @@ def build_site(
     health: HealthSources,
     children: Mapping[bytes, Resource],
     cors: Any = None,
+    scopes: Mapping[str, Any] | None = None,
 ) -> Site:
     """One Site per listener; every Site shares the one Router.
 
     ``children`` are the transports' resources (``/ws``, ``/bridge``);
-    ``cors`` is the policy a refused body's answer follows (or None).
+    ``cors`` is the policy a refused body's answer follows (or None);
+    ``scopes`` are the further reports ``/stats?scope=NAME`` gives.
     """
     root = Resource()
     root.putChild(b"health", HealthResource(health))
-    root.putChild(b"stats", StatsResource(router, token_check(router.authenticator)))
+    root.putChild(b"stats", StatsResource(router, token_check(router.authenticator), scopes))
     for name, child in children.items():
         root.putChild(name, child)
     site = GatewaySite(root, router, cors)

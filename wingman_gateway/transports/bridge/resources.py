@@ -32,6 +32,7 @@ HTTP_STATUS = {
     errors.AUTH_FAILED: 401,
     errors.NOT_REGISTERED: 401,
     errors.FORBIDDEN: 403,
+    errors.UNAVAILABLE: 503,
     errors.NOT_A_MEMBER: 403,
     errors.GROUP_NOT_FOUND: 404,
     errors.NODE_NOT_FOUND: 404,

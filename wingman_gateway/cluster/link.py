@@ -1,0 +1,220 @@
+"""The two Redis connections a gateway holds: one for commands, one subscribed.
+
+Built on txredisapi: its factories keep each connection up through
+Twisted's ``ClientService`` (reconnecting with exponential backoff and
+jitter) and speak the protocol; this module adds what the cluster needs:
+one state (``connecting``, ``ok``, ``degraded``) with its reason, the
+subscriptions made again on every new connection, and a callback when the
+link comes up or goes down.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Iterable
+
+import txredisapi
+from twisted.internet import defer
+from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
+from twisted.python.failure import Failure
+
+from wingman_gateway.cluster.settings import ClusterSettings
+from wingman_gateway.logs import get_logger
+
+log = get_logger("wingman_gateway.cluster.link")
+
+CONNECTING = "connecting"
+OK = "ok"
+DEGRADED = "degraded"
+
+# Backoff between connection attempts (txredisapi's ClientService policy).
+FIRST_RETRY = 0.25
+LONGEST_RETRY = 5.0
+# A command unanswered this long means the server is gone: the connection
+# is dropped and made again.
+REPLY_TIMEOUT = 3.0
+CONNECT_TIMEOUT = 3.0
+
+
+class _Subscriber(txredisapi.SubscriberProtocol):
+    def messageReceived(self, pattern: Any, channel: bytes, message: bytes) -> None:
+        self.factory.link.received(channel, message)
+
+
+class _Factory(txredisapi.RedisFactory):
+    """One connection, kept up by txredisapi; tells the link what happens."""
+
+    initialDelay = FIRST_RETRY
+    maxDelay = LONGEST_RETRY
+
+    def __init__(self, link: "RedisLink", role: str, settings: ClusterSettings) -> None:
+        subscriber = role == "subscriber"
+        super().__init__(
+            None,
+            None if subscriber else settings.db,
+            1,
+            isLazy=True,
+            charset=None if subscriber else "utf-8",
+            password=settings.password,
+            replyTimeout=None if subscriber else REPLY_TIMEOUT,
+            convertNumbers=False,
+            username=settings.username,
+        )
+        if subscriber:
+            self.protocol = _Subscriber
+        self.link = link
+        self.role = role
+        # Nobody waits for the whole pool: the link follows each connection.
+        self.deferred.addErrback(lambda _: None)
+
+    def addConnection(self, conn: Any) -> None:
+        super().addConnection(conn)
+        if conn in self.pool:
+            self.link.connected(self.role, conn)
+
+    def delConnection(self, conn: Any) -> None:
+        super().delConnection(conn)
+        self.link.lost(self.role, conn)
+
+    def connectionError(self, why: str) -> None:
+        super().connectionError(why)
+        self.link.refused(why)
+
+
+class _Watched:
+    """An endpoint that remembers why the last attempt failed (for /health)."""
+
+    def __init__(self, endpoint: Any, link: "RedisLink") -> None:
+        self.endpoint = endpoint
+        self.link = link
+
+    def connect(self, factory: Any) -> defer.Deferred[Any]:
+        def failed(failure: Failure) -> Failure:
+            self.link.attempt_failed(failure)
+            return failure
+
+        return self.endpoint.connect(factory).addErrback(failed)  # type: ignore[no-any-return]
+
+
+class RedisLink:
+    """Commands and subscriptions to the cluster's Redis, kept connected."""
+
+    def __init__(
+        self,
+        settings: ClusterSettings,
+        channels: Iterable[str],
+        on_message: Callable[[bytes, bytes], None],
+        on_up: Callable[[], None],
+        on_down: Callable[[], None],
+        reactor: Any,
+    ) -> None:
+        self.settings = settings
+        self.channels = list(channels)
+        self.on_message = on_message
+        self.on_up = on_up
+        self.on_down = on_down
+        self.reactor = reactor
+        self.state = CONNECTING
+        self.reason: str | None = f"connecting to {settings.url}"
+        self.commands: Any = None
+        self.subscriber: Any = None
+        self.up = False
+        self._subscribed = False
+        self._factories: list[_Factory] = []
+
+    def _endpoint(self) -> Any:
+        settings = self.settings
+        endpoint: Any = HostnameEndpoint(
+            self.reactor, settings.host, settings.port, timeout=CONNECT_TIMEOUT
+        )
+        if settings.tls:
+            if settings.ca_file is not None:
+                with open(settings.ca_file, "rb") as handle:
+                    trust: Any = Certificate.loadPEM(handle.read())
+            else:
+                trust = platformTrust()
+            endpoint = wrapClientTLS(optionsForClientTLS(settings.host, trust), endpoint)
+        return _Watched(endpoint, self)
+
+    def start(self) -> None:
+        endpoint = self._endpoint()
+        self._factories = [_Factory(self, role, self.settings) for role in ("commands", "subscriber")]
+        for factory in self._factories:
+            factory.startConnecting(endpoint)
+
+    def stop(self) -> defer.Deferred[Any]:
+        return defer.gatherResults(
+            [factory.disconnect() for factory in self._factories], consumeErrors=True
+        )
+
+    # -- what the factories tell ----------------------------------------
+
+    def connected(self, role: str, conn: Any) -> None:
+        if role == "commands":
+            self.commands = conn
+            self._check()
+            return
+        self.subscriber = conn
+        subscribing = conn.subscribe(self.channels)
+
+        def done(_: Any) -> None:
+            if self.subscriber is conn:
+                self._subscribed = True
+                self._check()
+
+        def failed(failure: Failure) -> None:
+            log.warn("cluster: subscribing failed: {why}", why=failure.getErrorMessage())
+            conn.transport.loseConnection()
+
+        subscribing.addCallbacks(done, failed)
+
+    def lost(self, role: str, conn: Any) -> None:
+        if role == "commands" and self.commands is conn:
+            self.commands = None
+        elif role == "subscriber" and self.subscriber is conn:
+            self.subscriber = None
+            self._subscribed = False
+        else:
+            return
+        if self.up:
+            self.up = False
+            self.state = DEGRADED
+            self.reason = f"lost the connection to {self.settings.url}; reconnecting"
+            log.warn("cluster: {reason}", reason=self.reason, redis=self.settings.url)
+            self.on_down()
+
+    def refused(self, why: str) -> None:
+        self.reason = why
+        log.error("cluster: {why}", why=why, redis=self.settings.url)
+
+    def attempt_failed(self, failure: Failure) -> None:
+        if not self.up:
+            self.reason = f"cannot reach {self.settings.url}: {failure.getErrorMessage()}"
+
+    def received(self, channel: bytes, message: bytes) -> None:
+        try:
+            self.on_message(channel, message)
+        except Exception:
+            # One bad message must not cost the subscription.
+            log.failure("cluster: a message from {channel} could not be handled", channel=channel)
+
+    def _check(self) -> None:
+        if self.up or self.commands is None or not self._subscribed:
+            return
+        self.up = True
+        self.state = OK
+        self.reason = None
+        log.info("cluster: connected to {redis}", redis=self.settings.url)
+        self.on_up()
+
+    # -- commands ---------------------------------------------------------
+
+    def execute(self, *args: Any) -> defer.Deferred[Any] | None:
+        """Send one command; None when there is no connection to send it on."""
+        conn = self.commands
+        if conn is None or not self.up:
+            return None
+        try:
+            return conn.execute_command(*args)  # type: ignore[no-any-return]
+        except txredisapi.ConnectionError:
+            return None
