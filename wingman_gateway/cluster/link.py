@@ -29,7 +29,7 @@ DEGRADED = "degraded"
 
 # Backoff between connection attempts (txredisapi's ClientService policy).
 FIRST_RETRY = 0.25
-LONGEST_RETRY = 5.0
+LONGEST_RETRY = 2.0
 # A command unanswered this long means the server is gone: the connection
 # is dropped and made again.
 REPLY_TIMEOUT = 3.0

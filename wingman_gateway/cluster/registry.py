@@ -21,7 +21,7 @@ from twisted.internet import defer, task
 
 from wingman_gateway import __version__
 from wingman_gateway.cluster import wire
-from wingman_gateway.cluster.link import RedisLink
+from wingman_gateway.cluster.link import LONGEST_RETRY, RedisLink
 from wingman_gateway.cluster.rooms import ClusterRooms
 from wingman_gateway.cluster.settings import ClusterSettings
 from wingman_gateway.discovery.records import gateway_urls
@@ -32,6 +32,9 @@ log = get_logger("wingman_gateway.cluster.registry")
 
 # How long a stopping gateway waits for its goodbye to reach Redis.
 GOODBYE_WAIT = 1.0
+# After Redis comes back, how long a known gateway may take to reconnect
+# and register again before it is taken for lost.
+REJOIN_GRACE = wire.TTL + LONGEST_RETRY + wire.BEAT
 WILDCARDS = ("0.0.0.0", "::", "")
 
 
@@ -85,6 +88,7 @@ class ClusterMember(Service):
         self._beat.clock = reactor
         self._loading: set[str] = set()
         self.registered = False
+        self._connected_at = 0.0
 
     # -- lifecycle ----------------------------------------------------------
 
@@ -125,6 +129,8 @@ class ClusterMember(Service):
         self._send("PUBLISH", self.names.directory, wire.dumps(
             {"gw": self.gateway_id, "seq": self.rooms.seq, "sync": True, "name": self.gateway_name}
         ))
+        if self._connected_at or self.rooms.peers:
+            self._connected_at = self.reactor.seconds()  # a reconnection: see REJOIN_GRACE
         self.registered = True
         for peer in self.rooms.peers.values():
             peer.stale = True
@@ -202,8 +208,9 @@ class ClusterMember(Service):
         alive: set[str] = set()
         for gateway_id, text in zip(others, entries):
             if text is None:
-                self._lost(gateway_id)
-                continue
+                if gateway_id not in self.rooms.peers:
+                    self._lost(gateway_id)  # never known here: just clear its keys
+                continue  # a known one is lost below
             alive.add(gateway_id)
             peer = self.rooms.peer(gateway_id)
             try:
@@ -213,6 +220,8 @@ class ClusterMember(Service):
                 peer.entry = {}
             if peer.stale:
                 self.load(gateway_id)
+        if self.reactor.seconds() - self._connected_at < REJOIN_GRACE:
+            return  # Redis just came back: the others may not have registered again yet
         for gateway_id in list(self.rooms.peers):
             if gateway_id not in alive:
                 self._lost(gateway_id)
