@@ -138,7 +138,8 @@ class RedisLink:
 
     def start(self) -> None:
         endpoint = self._endpoint()
-        self._factories = [_Factory(self, role, self.settings) for role in ("commands", "subscriber")]
+        roles = ("commands", "subscriber") if self.channels else ("commands",)
+        self._factories = [_Factory(self, role, self.settings) for role in roles]
         for factory in self._factories:
             factory.startConnecting(endpoint)
 
@@ -199,7 +200,7 @@ class RedisLink:
             log.failure("cluster: a message from {channel} could not be handled", channel=channel)
 
     def _check(self) -> None:
-        if self.up or self.commands is None or not self._subscribed:
+        if self.up or self.commands is None or (self.channels and not self._subscribed):
             return
         self.up = True
         self.state = OK
