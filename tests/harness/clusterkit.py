@@ -17,12 +17,15 @@ REDIS_SERVER = "/usr/bin/redis-server"
 class RedisServer(Background):
     """``redis-server`` on a free loopback port, in a directory of its own, nothing saved."""
 
-    def __init__(self, port: int | None = None, extra: Iterable[str] = ()) -> None:
+    def __init__(self, port: int | None = None, extra: Iterable[str] = (), tls: bool = False) -> None:
+        """With ``tls`` the port speaks TLS only (``extra`` names the files)."""
         self.port = port or free_tcp_port()
         self.directory = tempfile.mkdtemp(prefix="wingman-redis-")
         self.extra = list(extra)
+        self.tls = tls
+        ports = ["--port", "0", "--tls-port", str(self.port)] if tls else ["--port", str(self.port)]
         super().__init__([
-            REDIS_SERVER, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+            REDIS_SERVER, *ports, "--bind", "127.0.0.1", "--save", "",
             "--appendonly", "no", "--dir", self.directory, *self.extra,
         ])
         self.wait_for("Ready to accept connections")
@@ -33,7 +36,7 @@ class RedisServer(Background):
 
     def restarted(self) -> "RedisServer":
         """A new server on the same port (after this one stopped)."""
-        return RedisServer(self.port, self.extra)
+        return RedisServer(self.port, self.extra, self.tls)
 
 
 def start_member(redis_url: str, name: str, *args: str, env: dict[str, str] | None = None) -> GatewayProcess:

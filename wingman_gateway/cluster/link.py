@@ -67,6 +67,17 @@ class _Factory(txredisapi.RedisFactory):
         # Nobody waits for the whole pool: the link follows each connection.
         self.deferred.addErrback(lambda _: None)
 
+    def buildProtocol(self, addr: Any) -> Any:
+        protocol = super().buildProtocol(addr)
+        lost = protocol.connectionLost
+
+        def connection_lost(reason: Failure) -> Any:
+            self.link.attempt_failed(reason)  # why, while the link is not up (TLS, a reset)
+            return lost(reason)
+
+        protocol.connectionLost = connection_lost
+        return protocol
+
     def addConnection(self, conn: Any) -> None:
         super().addConnection(conn)
         if conn in self.pool:
@@ -76,8 +87,15 @@ class _Factory(txredisapi.RedisFactory):
         super().delConnection(conn)
         self.link.lost(self.role, conn)
 
+    def stopTrying(self) -> Any:
+        """txredisapi gives up after any failed AUTH or SELECT: decided in ``connectionError``."""
+        return defer.succeed(None)
+
     def connectionError(self, why: str) -> None:
         super().connectionError(why)
+        if why.endswith(("Lost connection", "Not connected")):
+            return  # the connection broke during AUTH or SELECT: retried with backoff
+        txredisapi.RedisFactory.stopTrying(self)  # refused (a wrong password): final
         self.link.refused(why)
 
 
@@ -119,6 +137,7 @@ class RedisLink:
         self.commands: Any = None
         self.subscriber: Any = None
         self.up = False
+        self.refusal: str | None = None
         self._subscribed = False
         self._factories: list[_Factory] = []
 
@@ -164,7 +183,7 @@ class RedisLink:
                 self._check()
 
         def failed(failure: Failure) -> None:
-            log.warn("cluster: subscribing failed: {why}", why=failure.getErrorMessage())
+            log.debug("cluster: subscribing failed: {why}", why=failure.getErrorMessage())
             conn.transport.loseConnection()
 
         subscribing.addCallbacks(done, failed)
@@ -185,11 +204,17 @@ class RedisLink:
             self.on_down()
 
     def refused(self, why: str) -> None:
+        # Final: txredisapi stops retrying after a refused AUTH or SELECT.
+        self.refusal = why
         self.reason = why
         log.error("cluster: {why}", why=why, redis=self.settings.url)
 
     def attempt_failed(self, failure: Failure) -> None:
-        if not self.up:
+        if self.up or self.refusal is not None:
+            return
+        if self.state == DEGRADED:
+            self.reason = f"lost the connection to {self.settings.url}; reconnecting ({failure.getErrorMessage()})"
+        else:
             self.reason = f"cannot reach {self.settings.url}: {failure.getErrorMessage()}"
 
     def received(self, channel: bytes, message: bytes) -> None:
