@@ -252,8 +252,10 @@ class Conn:
 class Pool:
     """Client connections to one port, multiplexed on one epoll."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *more: int) -> None:
+        """Connections go to ``port``, or round-robin by index over ``port`` and ``more``."""
         self.port = port
+        self.ports = (port, *more)
         self.ep = select.epoll()
         self.conns: dict[int, Conn] = {}
 
@@ -266,7 +268,7 @@ class Pool:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
-        code = sock.connect_ex(("127.0.0.1", self.port))
+        code = sock.connect_ex(("127.0.0.1", self.ports[index % len(self.ports)]))
         if code not in (0, errno.EINPROGRESS):
             sock.close()
             raise OSError(code, os.strerror(code))
