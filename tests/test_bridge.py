@@ -8,14 +8,11 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from harness.bridgekit import (  # noqa: F401 (the fixtures launch, gateway, pool)
+from harness.bridgekit import (
     BridgeNode,
     bridge_node,
     call,
     error_of,
-    gateway,
-    launch,
-    pool,
     raw_request,
     read_head,
 )

@@ -29,11 +29,7 @@ from harness.support import (
 MAX_PAYLOAD = 4096
 
 
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[GatewayProcess]:
-    """One gateway for the module; each test leaves it empty again."""
-    with running_gateway("--max-payload", str(MAX_PAYLOAD)) as process:
-        yield process
+pytestmark = pytest.mark.gateway("--max-payload", MAX_PAYLOAD, shared=True)  # one for the module
 
 
 

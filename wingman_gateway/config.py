@@ -20,6 +20,7 @@ from wingman_gateway.discovery.settings import DEFAULT_TAILSCALE_SOCKET, Discove
 from wingman_gateway import checks
 from wingman_gateway.checks import ConfigError
 from wingman_gateway.limits import Limits
+from wingman_gateway.onion import settings as onion_settings
 
 DEFAULT_PORT = 3000
 DEFAULT_HOST = "0.0.0.0"
@@ -109,6 +110,19 @@ SETTINGS: tuple[Setting, ...] = (
         "cluster-advertise", "clusterAdvertise", checks.text, None,
         "URLs (comma list) clients reach this gateway at, as the registry lists them [the listeners]",
     ),
+    Setting(
+        "tor-control", "torControl", checks.text, None,
+        "with --onion: tor's control endpoint, e.g. unix:/run/tor/control [launch tor]",
+    ),
+    Setting(
+        "onion-key", "onionKey", checks.text, None,
+        "onion service key file (ED25519-V3:...) [WINGMAN_HOME/onion_ed25519_key]",
+    ),
+    Setting(
+        "onion-client-auth", "onionClientAuth", checks.text, None,
+        "file of client public keys allowed to reach the onion service",
+    ),
+    Setting("tor-config", "torConfig", checks.text, None, "torrc file for the tor the gateway launches"),
 )
 
 # Settings that are switches on the command line or lists, not plain values.
@@ -117,6 +131,7 @@ EXTRA_KEYS = {
     "listen": checks.endpoints,
     "bridge": checks.boolean,
     "corsOrigins": bridge_options.check_origins,
+    "onion": checks.boolean,
 }
 
 
@@ -141,6 +156,8 @@ class GatewayConfig:
     bridge: bridge_options.BridgeOptions | None = attrs.Factory(bridge_options.BridgeOptions)
     # --cluster: rooms shared with other gateways through Redis; None: this gateway alone.
     cluster: ClusterSettings | None = None
+    # --onion: the first TCP listener as a Tor onion service; None when off.
+    onion: onion_settings.OnionSettings | None = None
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -232,6 +249,7 @@ def build(
         cluster=cluster_settings(
             values["cluster"], values["clusterCa"], values["clusterPasswordFile"], values["clusterAdvertise"]
         ),
+        onion=onion_settings.from_settings(values, flags, file_values),
     )
 
 
@@ -242,7 +260,7 @@ def _merge_discovery(value: Any, flags: dict[str, Any], file_values: dict[str, A
         return DiscoverySettings()
     if flags.get("discovery") is not None and isinstance(in_file, DiscoverySettings):
         return attrs.evolve(in_file, methods=value.methods)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def tcp_endpoint(port: int, host: str) -> str:

@@ -36,7 +36,7 @@ class Listener(Service):
 
     announce = "wingman-gateway listening on {endpoint} ({address})"
 
-    def __init__(self, description: str, factory: Factory, reactor: Any) -> None:
+    def __init__(self, description: str, factory: Factory | Any, reactor: Any) -> None:
         self.description = description
         self.factory = factory
         try:
@@ -81,5 +81,6 @@ class Listener(Service):
         super().stopService()
         if self.port is not None:
             port, self.port = self.port, None
-            return defer.maybeDeferred(port.stopListening)
+            stopped = port.stopListening()
+            return stopped if isinstance(stopped, defer.Deferred) else defer.succeed(None)
         return None

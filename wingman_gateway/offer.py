@@ -48,6 +48,7 @@ class Offer:
     bridge: bool
     ssh_port: int | None = None
     tags: tuple[str, ...] = ()  # tailnet tags clients look for
+    onion: str | None = None  # the onion service's URL (--onion)
 
     @property
     def network(self) -> tuple[Bound, ...]:

@@ -16,7 +16,6 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
-from twisted.web.resource import Resource
 
 from wingman_gateway import __version__
 from wingman_gateway.auth import Authenticator, KeyRing, KeyRingWatcher
@@ -27,6 +26,7 @@ from wingman_gateway.discovery import announcers
 from wingman_gateway.listener import Listener
 from wingman_gateway.logs import get_logger
 from wingman_gateway.offer import Bound, Offer
+from wingman_gateway.onion import listener_target, onion_service
 from wingman_gateway.rooms import LocalRooms
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
@@ -75,12 +75,19 @@ class GatewayService(MultiService):
         self.router = Router(reactor, config.limits, authenticator, config.name, rooms)
         # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)
-        children: dict[bytes, Resource] = {b"ws": websocket_resource(websocket_factory)}
+        children: dict[bytes, Any] = {b"ws": websocket_resource(websocket_factory)}
         self.bridge: Bridge | None = None
         if config.bridge is not None:
             self.bridge = Bridge(self.router, config.bridge, reactor)
             self.bridge.setServiceParent(self)
             children[b"bridge"] = bridge_resource(self.bridge)
+        # --onion: the first TCP listener as a Tor onion service, once it is bound.
+        self.onion = onion_service(config.onion, reactor)
+        sections: dict[str, Any] = {}
+        if self.onion is not None:
+            onion = self.onion
+            onion.setServiceParent(self)
+            sections["onion"] = onion.report
         # --discovery: mDNS announcer, tailnet reporter.
         self.discovery = announcers(
             config.discovery, config.name, config.mdns_interface, config.tailscale_socket,
@@ -88,7 +95,6 @@ class GatewayService(MultiService):
         )
         for announcer in self.discovery.values():
             announcer.setServiceParent(self)
-        sections = {}
         if self.discovery:
             found = self.discovery
             sections["discovery"] = lambda: {
@@ -123,6 +129,9 @@ class GatewayService(MultiService):
 
             self.ssh_listener = ssh_listener(config, self.router, self._bound_addresses, reactor)
             self.ssh_listener.setServiceParent(self)
+        if self.onion is not None:
+            onion = self.onion
+            self.whenOffered().addCallback(lambda offer: onion.serve(listener_target(offer)))
         limits = config.limits
         pinger = TimerService(limits.ping_interval, self.router.ping_all)
         # Check for silent nodes often enough to drop them close to the timeout.
@@ -173,6 +182,7 @@ class GatewayService(MultiService):
             bridge=self.bridge is not None,
             ssh_port=ssh_port,
             tags=config.discovery.tags,
+            onion=self.onion.url if self.onion is not None else None,
         )
 
     # -- lifecycle --------------------------------------------------------

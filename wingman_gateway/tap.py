@@ -26,6 +26,7 @@ class Options(usage.Options):
     optFlags = [
         ["auth", None, "require a token at register (shared --token and/or --keyring)"],
         ["no-bridge", None, "turn off the HTTP bridge (/bridge/send, /bridge/poll, /bridge/sse)"],
+        ["onion", None, "publish the first TCP listener as a Tor onion service (see --tor-control)"],
     ]
     optParameters = [["config", "c", None, "JSON config file (PRD keys plus ours)"]] + [
         [s.flag, None, None, _help(s)] for s in SETTINGS

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.background import stop_process
+from harness.support import Node
 
 WINGMAN = str(Path(sys.executable).with_name("wingman"))
 
@@ -73,3 +74,14 @@ class LineProcess:
 
     def stop(self) -> int:
         return stop_process(self.proc)
+
+
+def converse(cli: LineProcess, ws: Node) -> None:
+    """The terminal node and the WebSocket node hear each other."""
+    cli.send({"type": "agent-stream", "delta": "from the terminal"})
+    got = ws.recv_type("broadcast")
+    assert got["payload"] == {"type": "agent-stream", "delta": "from the terminal"}
+    assert got["fromName"] == "term"
+    ws.request("broadcast", {"groupId": "ops", "message": {"reply": "from ws"}})
+    heard = cli.read_until(lambda r: r.get("type") == "broadcast")
+    assert heard["payload"] == {"reply": "from ws"} and heard["fromName"] == "ws"

@@ -51,7 +51,7 @@ class Harness:
         self.clock.advance(1_700_000_000)
         self.router = Router(self.clock, limits or Limits(), authenticator, "test-gateway")
 
-    def connect(self) -> tuple[Session, MemoryConnection]:
+    def connect(self) -> tuple[Node, MemoryConnection]:
         conn = MemoryConnection(f"memory:{len(self.router.connections) + 1}")
         return self.router.connect(conn), conn
 
@@ -72,7 +72,7 @@ class Harness:
         assert len(replies) == 1, replies
         return replies[0]
 
-    def node(self, name: str, *rooms: str) -> tuple[Session, MemoryConnection]:
+    def node(self, name: str, *rooms: str) -> tuple[Node, MemoryConnection]:
         """A registered node that has joined ``rooms`` (created as needed)."""
         session, conn = self.connect()
         reply = self.request(session, conn, "register", {"name": name})

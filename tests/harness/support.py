@@ -64,13 +64,15 @@ class GatewayProcess(Background):
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-def start_gateway(*args: str, env: dict[str, str] | None = None) -> GatewayProcess:
-    """Start a gateway on a free loopback port (unless args give listeners)."""
+def start_gateway(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> GatewayProcess:
+    """Start a gateway on a free loopback port (unless args give listeners or a
+    config file); wait until it listens unless told not to."""
     argv = list(args)
-    if not any(a.startswith("--listen") or a.startswith("--port") for a in argv):
+    if not any(a.startswith(("--listen", "--port", "--config")) for a in argv):
         argv = ["--listen", "tcp:0:interface=127.0.0.1", *argv]
     gateway = GatewayProcess(argv, env=env)
-    gateway.wait_listening()
+    if wait:
+        gateway.wait_listening()
     return gateway
 
 
@@ -504,3 +506,10 @@ def send_text_frame(sock: socket.socket, message: dict[str, Any]) -> None:
     length = struct.pack("!B", 0x80 | len(data)) if len(data) < 126 else struct.pack("!BH", 0x80 | 126, len(data))
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
     sock.sendall(b"\x81" + length + mask + masked)
+
+
+def assert_refused_at_startup(gateway: GatewayProcess, message: str) -> None:
+    """The gateway exits non-zero before listening, and says ``message``."""
+    assert gateway.wait_exit() != 0, gateway.log
+    assert message in gateway.log
+    assert "listening on" not in gateway.log

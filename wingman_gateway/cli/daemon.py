@@ -172,6 +172,8 @@ async def start(reactor: Any, args: argparse.Namespace, gateway_args: list[str] 
     print(f"Wingman Gateway '{report['name']}' running (pid {pid})")
     for ws_url, health in urls:
         print(f"  WebSocket: {ws_url}\n  Health:    {health}")
+    if isinstance(report.get("onion"), dict):
+        print(f"  Onion:     {report['onion'].get('url')}")
     print(f"  Log:       {home.logfile}")
     return 0
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from typing import Any, Callable
@@ -17,9 +18,11 @@ from twisted.internet import stdio
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.protocols.basic import LineReceiver
 
-from wingman_gateway.cli.render import Renderer
+from wingman_gateway.cli.render import Renderer, terminal_width
 from wingman_gateway.cli.runner import run_async
+from wingman_gateway.cli.untrusted import json_line, one_line
 from wingman_gateway.client import ClientError, GatewayClient, Message
+from wingman_gateway.client.endpoints import DEFAULT_TOR_SOCKS, TOR_SOCKS_VARIABLE
 
 HELP = (
     "commands: /join ROOM, /leave ROOM, /who, /direct NODE TEXT, /quit; "
@@ -34,7 +37,7 @@ def websocket_url(target: str) -> str:
     scheme, rest = target.split("://", 1)
     scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
     host, _, path = rest.partition("/")
-    if ":" not in host.rsplit("]", 1)[-1]:
+    if ":" not in host.rsplit("]", 1)[-1] and not host.endswith(".onion"):  # onion: the URL's own port
         host += ":3000"
     return f"{scheme}://{host}/{path or 'ws'}"
 
@@ -66,14 +69,14 @@ class JoinSession:
         self.json_mode = json_mode
         self.room: str | None = None
         self.done: Deferred[int] = Deferred()
-        self.renderer = Renderer(self._write)
+        self.renderer = Renderer(self._write, terminal_width)
 
     def _write(self, text: str) -> None:
         sys.stdout.write(text)
         sys.stdout.flush()
 
     def emit(self, record: dict[str, Any]) -> None:
-        self._write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._write(json_line(record) + "\n")
 
     def note(self, text: str) -> None:
         if self.json_mode:
@@ -139,7 +142,7 @@ class JoinSession:
         if command == "join" and rest:
             ack = await self.client.join(rest)
             self.room = rest
-            names = ", ".join(m.get("name", "?") for m in ack.get("members", []))
+            names = ", ".join(one_line(str(m.get("name", "?"))) for m in ack.get("members", []))
             self.note(f"in room {rest} with {names}")
         elif command == "leave" and rest:
             await self.client.leave(rest)
@@ -151,7 +154,7 @@ class JoinSession:
                 self.note("not in a room")
                 return
             members = await self.client.who(self.room)
-            self.note(f"{self.room}: " + ", ".join(f"{m.get('name')} ({m.get('nodeId')})" for m in members))
+            self.note(f"{self.room}: " + ", ".join(one_line(f"{m.get('name')} ({m.get('nodeId')})") for m in members))
         elif command == "direct" and len(rest.split(" ", 1)) == 2:
             target, message = rest.split(" ", 1)
             await self.client.direct(target, message)
@@ -177,6 +180,8 @@ async def join_command(reactor: Any, args: argparse.Namespace) -> int:
         url = found
     else:
         url = websocket_url(args.url)
+    if getattr(args, "tor_socks", None):
+        os.environ[TOR_SOCKS_VARIABLE] = args.tor_socks  # read by the client's .onion endpoints
     client = GatewayClient(
         url, args.name, token=args.token, capabilities=("terminal",), ca_file=args.ca_file,
         reactor=reactor, transport="auto" if args.auto_transport else args.transport,
@@ -190,7 +195,7 @@ async def join_command(reactor: Any, args: argparse.Namespace) -> int:
             await client.join(args.group)
             session.room = args.group
     except ClientError as error:
-        print(f"wingman: cannot join {url}: {error.code}: {error.message}", file=sys.stderr)
+        print(f"wingman: cannot join {url}: {one_line(f'{error.code}: {error.message}')}", file=sys.stderr)
         return 1
     if args.json:
         session.emit({"type": "local", "event": "connected", "nodeId": node_id, "room": session.room})
@@ -221,4 +226,6 @@ def add_parser(actions: Any) -> None:
                         help="same as --transport auto (for proxies that block WebSocket)")
     parser.add_argument("--auto-discover", action="store_true",
                         help="join the first gateway announced on the LAN (mDNS, within 5 s)")
+    parser.add_argument("--tor-socks", metavar="ENDPOINT",
+                        help=f"Tor's SOCKS port for .onion gateways [${TOR_SOCKS_VARIABLE} or {DEFAULT_TOR_SOCKS}]")
     parser.set_defaults(run=lambda args: run_async(join_command, args))

@@ -72,7 +72,7 @@ class _LimitedBody(Protocol):
             return
         self.parts.append(data)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -247,7 +247,7 @@ def candidates(devices: Iterable[Device], tags: Iterable[str] = ()) -> list[Devi
 
 async def probe(reactor: Any, device: Device, port: int, timeout: float) -> FoundGateway | None:
     """The gateway at ``device``'s Tailscale IP, or None if no gateway answers there."""
-    from wingman_gateway.cli.health import HealthError, fetch_health  # the one /health probe
+    from wingman_gateway.client.probe import HealthError, fetch_health  # the one /health probe
 
     url = f"http://{host_for_url(device.ips[0])}:{port}/health"
     try:

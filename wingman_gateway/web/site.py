@@ -12,6 +12,7 @@ from twisted.web.server import Request, Site
 from wingman_gateway.router import Router
 from wingman_gateway.web.bearer import token_check
 from wingman_gateway.web.bounded import BoundedRequest
+from wingman_gateway.web.clientscript import client_resource
 from wingman_gateway.web.health import HealthResource, HealthSources, StatsResource
 
 # A bridge session secret in a query string (EventSource cannot send headers).
@@ -53,6 +54,7 @@ def build_site(
     root = Resource()
     root.putChild(b"health", HealthResource(health))
     root.putChild(b"stats", StatsResource(router, token_check(router.authenticator), scopes))
+    root.putChild(b"client", client_resource())  # /client/wingman.js
     for name, child in children.items():
         root.putChild(name, child)
     site = GatewaySite(root, router, cors)
