@@ -30,6 +30,9 @@ HELP = (
 )
 
 
+DEFAULT_URL = "ws://127.0.0.1:3000/ws"
+
+
 def websocket_url(target: str) -> str:
     """ws(s):// URL for a gateway given as URL or host[:port]."""
     if "://" not in target:
@@ -170,20 +173,42 @@ class JoinSession:
                 self.done.callback(0)
 
 
+async def _cluster_urls(reactor: Any, args: argparse.Namespace) -> list[str] | None:
+    """``--cluster``: one URL of every live gateway in the registry, least loaded first."""
+    from wingman_gateway.cluster.registrylist import live_gateways
+    from wingman_gateway.cluster.settings import cluster_settings
+
+    try:
+        settings = cluster_settings(args.cluster, args.cluster_ca, args.cluster_password_file, None)
+        assert settings is not None
+        found = await live_gateways(settings, reactor, 5.0)
+    except ValueError as error:
+        print(f"wingman: cannot read the cluster registry: {error}", file=sys.stderr)
+        return None
+    urls = [gateway.urls[0] for gateway in found if gateway.urls]
+    if not urls:
+        print(f"wingman: no live gateway in the cluster registry at {settings.url}", file=sys.stderr)
+        return None
+    return urls
+
+
 async def join_command(reactor: Any, args: argparse.Namespace) -> int:
+    urls: list[str] | None
     if args.auto_discover:
         from wingman_gateway.cli.discover import auto_discover_url
 
         found = await auto_discover_url(reactor, args.json)
-        if found is None:
-            return 1
-        url = found
+        urls = None if found is None else [found]
+    elif args.cluster:
+        urls = await _cluster_urls(reactor, args)
     else:
-        url = websocket_url(args.url)
+        urls = [websocket_url(target) for target in args.url or [DEFAULT_URL]]
+    if urls is None:
+        return 1
     if getattr(args, "tor_socks", None):
         os.environ[TOR_SOCKS_VARIABLE] = args.tor_socks  # read by the client's .onion endpoints
     client = GatewayClient(
-        url, args.name, token=args.token, capabilities=("terminal",), ca_file=args.ca_file,
+        urls, args.name, token=args.token, capabilities=("terminal",), ca_file=args.ca_file,
         reactor=reactor, transport="auto" if args.auto_transport else args.transport,
     )
     session = JoinSession(reactor, client, args.json)
@@ -195,13 +220,15 @@ async def join_command(reactor: Any, args: argparse.Namespace) -> int:
             await client.join(args.group)
             session.room = args.group
     except ClientError as error:
-        print(f"wingman: cannot join {url}: {one_line(f'{error.code}: {error.message}')}", file=sys.stderr)
+        print(f"wingman: cannot join {' '.join(urls)}: {one_line(f'{error.code}: {error.message}')}",
+              file=sys.stderr)
         return 1
     if args.json:
-        session.emit({"type": "local", "event": "connected", "nodeId": node_id, "room": session.room})
+        session.emit({"type": "local", "event": "connected", "nodeId": node_id, "room": session.room,
+                      "url": client.url})
     else:
         where = f" in room {session.room}" if session.room else ""
-        session.note(f"connected to {url} as {args.name} ({node_id}){where}; {HELP}")
+        session.note(f"connected to {client.url} as {args.name} ({node_id}){where}; {HELP}")
     stdio.StandardIO(LineInput(session.line, lambda: ensureDeferred(session.quit())), reactor=reactor)
     return await session.done
 
@@ -211,8 +238,9 @@ def add_parser(actions: Any) -> None:
         "join", help="join a gateway as a node from this terminal",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("url", nargs="?", default="ws://127.0.0.1:3000/ws",
-                        help="gateway URL (ws://, wss://, http://) or host:port")
+    parser.add_argument("url", nargs="*", default=[DEFAULT_URL],
+                        help="gateway URL (ws://, wss://, http://) or host:port; several: gateways of one "
+                             "cluster, the least loaded is joined and the others take over if it fails")
     parser.add_argument("--name", default=f"{socket.gethostname()}-terminal", help="node name")
     parser.add_argument("--token", help="auth token")
     parser.add_argument("--group", help="room to join (created if missing)")
@@ -228,4 +256,9 @@ def add_parser(actions: Any) -> None:
                         help="join the first gateway announced on the LAN (mDNS, within 5 s)")
     parser.add_argument("--tor-socks", metavar="ENDPOINT",
                         help=f"Tor's SOCKS port for .onion gateways [${TOR_SOCKS_VARIABLE} or {DEFAULT_TOR_SOCKS}]")
+    parser.add_argument("--cluster", metavar="REDIS_URL",
+                        help="take the gateways from a cluster's registry (redis://HOST:PORT[/DB])")
+    parser.add_argument("--cluster-ca", metavar="PEM", help="CA file that verifies a rediss:// server")
+    parser.add_argument("--cluster-password-file", metavar="FILE",
+                        help="file holding the Redis password (default: the REDISCLI_AUTH variable)")
     parser.set_defaults(run=lambda args: run_async(join_command, args))
