@@ -186,16 +186,28 @@ def storm(nodes: int, rooms: int) -> dict[str, float]:
 
 
 def _wait_nodes(server: Server, nodes: int, timeout: float, members: int | None = None) -> None:
-    """Until ``/stats?scope=cluster`` lists exactly ``nodes`` nodes (and ``members`` memberships)."""
+    """Until the cluster as ``server`` sees it holds ``nodes`` nodes (and ``members`` memberships).
+
+    ``/health`` (cheap) is asked every 0.1 s; ``/stats?scope=cluster`` (a
+    large answer) only then, every 0.25 s, for the memberships.
+    """
     deadline = time.monotonic() + timeout
+    seen = joined = -1
     while time.monotonic() < deadline:
+        gateways = get_json(server, "/health")["cluster"]["gateways"]
+        seen = sum(g["nodes"] for g in gateways)
+        if seen == nodes:
+            break
+        time.sleep(0.1)
+    while members is not None and time.monotonic() < deadline:
         stats = get_json(server, "/stats?scope=cluster")
-        count = stats["nodes"]["totalNodes"]
+        seen = stats["nodes"]["totalNodes"]
         joined = sum(g["memberCount"] for g in stats["groups"]["groups"])
-        if count == nodes and (members is None or joined == members):
+        if seen == nodes and joined == members:
             return
-        time.sleep(0.05)
-    raise RuntimeError(f"{server.label}: not {nodes} nodes within {timeout:g} s")
+        time.sleep(0.25)
+    if seen != nodes or (members is not None and joined != members):
+        raise RuntimeError(f"{server.label}: {seen} nodes ({joined} memberships), not {nodes} within {timeout:g} s")
 
 
 def run_storm(runs: int, nodes: int, rooms: int) -> None:

@@ -216,7 +216,7 @@ def test_health_reports_the_cluster(gateways: list[GatewayProcess]) -> None:
     cluster = report["cluster"]
     assert cluster["state"] == "ok" and "reason" not in cluster
     assert sorted(g["name"] for g in cluster["gateways"]) == ["gw1", "gw2", "gw3"]
-    assert cluster["deadAfterMs"] == 4000
+    assert cluster["deadAfterMs"] == 6000
     for entry in cluster["gateways"]:
         assert entry["urls"] == [f"ws://127.0.0.1:{gateways[int(entry['name'][-1]) - 1].port}/ws"]
 

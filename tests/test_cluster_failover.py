@@ -73,10 +73,14 @@ async def test_the_client_library_picks_the_least_loaded_and_fails_over(
         moved = await states.wait_for("reconnected", 15)
         assert moved["url"] == gw2.url  # 1 node, against 3 on gw1
         assert moved["rooms"] == {"ops": joined.payload["groupId"]}
-        left = await inbox.next("presence", lambda m: m.payload["event"] == "left", timeout=6)
+        left = await inbox.next("presence", lambda m: m.payload["event"] == "left", timeout=9)
         assert left.payload["nodeId"] == first_id and left.payload["reason"] == "gateway lost"
         again = await inbox.next("presence", lambda m: m.payload["event"] == "joined", timeout=6)
         assert again.payload["nodeId"] == client.node_id != first_id
+        for _ in range(100):  # gw2 too has noticed that gw3 is gone (each gateway on its own beat)
+            if len(cluster_stats(gw2)["cluster"]["gateways"]) == 2:
+                break
+            await sleep(0.1)
         assert await within(client.broadcast("ops", {"after": "failover"})) == 1
         heard = await inbox.next("broadcast")
         assert heard.payload == {"after": "failover"} and heard.from_node_id == client.node_id

@@ -19,6 +19,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.python.failure import Failure
 
 from wingman_gateway.cluster.settings import ClusterSettings
+from wingman_gateway.connection import set_no_delay
 from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.cluster.link")
@@ -30,9 +31,10 @@ DEGRADED = "degraded"
 # Backoff between connection attempts (txredisapi's ClientService policy).
 FIRST_RETRY = 0.25
 LONGEST_RETRY = 2.0
-# A command unanswered this long means the server is gone: the connection
-# is dropped and made again.
-REPLY_TIMEOUT = 3.0
+# A command unanswered this long means the server hangs: the connection is
+# dropped and made again. (A stopped server is noticed at once: its socket
+# closes. A busy gateway reads its replies late, so this is generous.)
+REPLY_TIMEOUT = 15.0
 CONNECT_TIMEOUT = 3.0
 
 
@@ -81,6 +83,8 @@ class _Factory(txredisapi.RedisFactory):
     def addConnection(self, conn: Any) -> None:
         super().addConnection(conn)
         if conn in self.pool:
+            # Small commands (a publish per message) must not wait for Nagle.
+            set_no_delay(conn.transport)
             self.link.connected(self.role, conn)
 
     def delConnection(self, conn: Any) -> None:

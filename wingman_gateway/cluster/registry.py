@@ -22,6 +22,7 @@ from twisted.internet import defer, task
 from wingman_gateway import __version__
 from wingman_gateway.cluster import wire
 from wingman_gateway.cluster.link import LONGEST_RETRY, RedisLink
+from wingman_gateway.cluster.mirror import RemoteConnection
 from wingman_gateway.cluster.rooms import ClusterRooms
 from wingman_gateway.cluster.settings import ClusterSettings
 from wingman_gateway.discovery.records import gateway_urls
@@ -289,8 +290,8 @@ class ClusterMember(Service):
         for room in self.rooms.rooms():
             where: dict[str, int] = {}
             for member in room.recipients:
-                gateway = getattr(member.conn, "gateway", None)
-                name = gateway.name if gateway is not None else self.gateway_name
+                remote = isinstance(member.conn, RemoteConnection)
+                name = member.conn.gateway.name if remote else self.gateway_name  # type: ignore[attr-defined]
                 where[name] = where.get(name, 0) + 1
             rooms.append(dict(room.describe(), gateways=where))
         return {

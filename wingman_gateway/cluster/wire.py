@@ -15,9 +15,11 @@ from wingman_gateway.state import Node, Room
 
 # How often a gateway refreshes its entry and looks for dead gateways, and
 # how long its entry lives without a refresh: a gateway that dies is gone
-# from the others within TTL + BEAT.
+# from the others within TTL + BEAT. The TTL leaves room for a gateway
+# whose event loop is busy for a few seconds (a burst of thousands of
+# registrations) without being taken for dead.
 BEAT = 1.0
-TTL = 3.0
+TTL = 5.0
 
 BROADCAST = b"B"
 DIRECT = b"D"
