@@ -28,7 +28,8 @@ from scenarios import fanout, rate
 from wsclient import Pool
 
 REDIS_SERVER = "/usr/bin/redis-server"
-OTHER_CPU = GENERATOR_CPU  # the second gateway shares the generator's core (there are two)
+# The second gateway's core in the storm: the generator's (there are two).
+OTHER_CPU = GENERATOR_CPU
 
 
 class Redis:
@@ -88,7 +89,7 @@ def wait_formed(servers: list[Server], timeout: float = 15.0) -> None:
     raise RuntimeError("the cluster did not form")
 
 
-def one_and_two(runs: int, measure: Any, title: str, notes: list[str]) -> None:
+def one_and_two(runs: int, measure: Any, title: str, notes: list[str], second: int) -> None:
     """``measure(first, more)`` on one gateway, then on two, ``runs`` times; medians and ratios."""
     print(f"\n== {title} ==")
     for note in notes:
@@ -104,12 +105,12 @@ def one_and_two(runs: int, measure: Any, title: str, notes: list[str]) -> None:
             finally:
                 one.stop()
             print(_line("1 gateway", single_runs[-1]), flush=True)
-            first, second = member(redis, "first", SERVER_CPU), member(redis, "second", OTHER_CPU)
+            first, other = member(redis, "first", SERVER_CPU), member(redis, "second", second)
             try:
-                wait_formed([first, second])
-                split_runs.append(measure(first, (second,)))
+                wait_formed([first, other])
+                split_runs.append(measure(first, (other,)))
             finally:
-                second.stop()
+                other.stop()
                 first.stop()
             for key in ("deliveries/s", "p50 ms", "p99 ms"):
                 if key in split_runs[-1]:
@@ -122,23 +123,33 @@ def one_and_two(runs: int, measure: Any, title: str, notes: list[str]) -> None:
     print(_line("2 gateways", _median(split_runs)))
 
 
-def run_fanout(runs: int, duration: float, warmup: float, window: int) -> None:
+def _senders_first(index: int) -> int:
+    """Fan-out placement on two gateways: senders (0-9) on the first, the others alternate."""
+    return 0 if index < 10 else index % 2
+
+
+def run_fanout(runs: int, duration: float, warmup: float, window: int, second: int) -> None:
     one_and_two(
         runs,
-        lambda first, more: fanout(first, duration, warmup, window=window, more=more),
+        lambda first, more: fanout(first, duration, warmup, window=window, more=more,
+                                    place=_senders_first if more else None),
         f"cluster fanout: 100 nodes in one room, 10 senders x window {window}",
-        ["1 gateway: all 100 on it (core 0); 2 gateways: nodes alternate between them,",
-         "first gateway + redis on core 0, second gateway on core 1 with the generator"],
+        ["1 gateway: all 100 on it (core 0); 2 gateways: the 10 senders on the first, the 90 others",
+         "alternating (the probe, which paces the senders, on the second: every message crosses)",
+         f"first gateway + redis on core 0, second gateway on core {second} (generator: core 1)"],
+        second,
     )
 
 
-def run_rate(runs: int, duration: float) -> None:
+def run_rate(runs: int, duration: float, second: int) -> None:
     one_and_two(
         runs,
         lambda first, more: rate(first, duration, more=more),
         "cluster latency: 1000 msg/s into a 50-member room (1000 nodes registered)",
         ["2 gateways: members alternate, so half of all deliveries cross Redis",
+         f"first gateway + redis on core 0, second gateway on core {second}; generator on core 1",
          "goal: p99 under 5 ms with the room split over 2 gateways"],
+        second,
     )
 
 
@@ -234,6 +245,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--window", type=int, default=8)
     parser.add_argument("--nodes", type=int, default=2000, help="nodes in the reconnect storm")
     parser.add_argument("--rooms", type=int, default=20, help="rooms in the reconnect storm")
+    parser.add_argument("--second-core", type=int, choices=(0, 1),
+                        help="core of the second gateway in fanout and rate (1: shared with the generator; "
+                             "default: 1 for fanout, two cores of gateway, and 0 for rate, an undisturbed generator)")
     args = parser.parse_args(argv)
     if not (0 < args.duration <= 120 and 1 <= args.runs <= 20 and 1 <= args.nodes <= 10000
             and 1 <= args.rooms <= 1000 and 1 <= args.window <= 1000 and 0 <= args.warmup <= 30):
@@ -248,9 +262,10 @@ def main(argv: list[str] | None = None) -> int:
         print(line)
     print(calibrate())
     if args.scenario in ("fanout", "all"):
-        run_fanout(args.runs, args.duration, args.warmup, args.window)
+        run_fanout(args.runs, args.duration, args.warmup, args.window,
+                   GENERATOR_CPU if args.second_core is None else args.second_core)
     if args.scenario in ("rate", "all"):
-        run_rate(args.runs, args.duration)
+        run_rate(args.runs, args.duration, SERVER_CPU if args.second_core is None else args.second_core)
     if args.scenario in ("storm", "all"):
         run_storm(args.runs, args.nodes, args.rooms)
     print(f"\ntotal time {time.monotonic() - began:.0f} s")

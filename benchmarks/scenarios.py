@@ -120,16 +120,17 @@ class Receivers:
 
 def fanout(server: Server, duration: float, warmup: float, nodes: int = 100, senders: int = 10,
            window: int = 8, drain: float = 5.0, on_measure: Callable[[], None] | None = None,
-           more: tuple[Server, ...] = ()) -> Figures:
+           more: tuple[Server, ...] = (), place: Callable[[int], int] | None = None) -> Figures:
     """Scenario (a): ``nodes`` in one room, ``senders`` of them with ``window`` messages in flight.
 
     A message leaves flight when the probe (the last member) receives it.
     Every broadcast frame on every connection is counted by header; every
     frame of five fixed non-sending receivers (the probe among them) is
     decoded for latency and per-sender order. With ``more`` servers (a
-    cluster), nodes are spread over all of them by index, round-robin.
+    cluster), nodes are spread over all of them by ``place(index)`` (default:
+    round-robin).
     """
-    pool = Pool(server.port, *(other.port for other in more))
+    pool = Pool(server.port, *(other.port for other in more), place=place)
     try:
         conns = pool.open_many(nodes, "fan")
         group_id = _form_room(pool, conns).encode()

@@ -6,7 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Any, Iterator
 
 import pytest
 
@@ -155,15 +155,16 @@ def test_discover_lists_the_registry(tmp_path: Path) -> None:
         pool = NodePool(started[0])
         pool("busy")
         wait_until(lambda: health_of(started[1])["cluster"]["gateways"][1]["nodes"] == 1, 3, "load seen")
-        done = subprocess.run([sys.executable, "-m", "wingman_gateway", "gateway", "discover", "--cluster",
-                               server.url, "--json"], capture_output=True, text=True, timeout=60)
-        assert done.returncode == 0, done.stderr
-        found = json.loads(done.stdout)
+        def listed() -> list[dict[str, Any]] | None:
+            done = subprocess.run([sys.executable, "-m", "wingman_gateway", "gateway", "discover", "--cluster",
+                                   server.url, "--json"], capture_output=True, text=True, timeout=60)
+            assert done.returncode == 0, done.stderr
+            found = json.loads(done.stdout)
+            return found if [g["load"] for g in found] == [0, 1] else None  # the entries are refreshed each second
+
+        found = wait_until(listed, 5, "the load listed")
         assert [(g["name"], g["source"], g["urls"]) for g in found] == [
             ("west", "cluster", [started[1].url]), ("east", "cluster", [started[0].url])]
-        wait_until(lambda: [g["load"] for g in json.loads(subprocess.run(
-            [sys.executable, "-m", "wingman_gateway", "gateway", "discover", "--cluster", server.url, "--json"],
-            capture_output=True, text=True, timeout=60).stdout)] == [0, 1], 5, "load listed")
         text = subprocess.run([sys.executable, "-m", "wingman_gateway", "gateway", "discover", "--cluster", server.url],
                               capture_output=True, text=True, timeout=60).stdout
         assert "found 2 gateways on the cluster registry:" in text

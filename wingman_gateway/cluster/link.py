@@ -205,6 +205,10 @@ class RedisLink:
             self.state = DEGRADED
             self.reason = f"lost the connection to {self.settings.url}; reconnecting"
             log.warn("cluster: {reason}", reason=self.reason, redis=self.settings.url)
+            if role == "subscriber":
+                # Redis also drops a subscriber that falls too far behind
+                # (client-output-buffer-limit pubsub): what it held is lost.
+                log.warn("cluster: messages sent to this gateway until it has subscribed again are lost")
             self.on_down()
 
     def refused(self, why: str) -> None:
