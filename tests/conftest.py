@@ -8,6 +8,8 @@ the options; ``shared=True`` keeps one such gateway for the whole module
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
 from typing import Callable, Iterator
@@ -32,6 +34,16 @@ def _module_gateways() -> Iterator[dict[tuple[str, ...], GatewayProcess]]:
     yield shared
     for process in shared.values():
         process.stop()
+from harness.podmankit import gateway_image, podman  # noqa: E402,F401  (session fixtures)
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Property suites: bounded example counts so CI stays fast; HYPOTHESIS_PROFILE=thorough for more.
+settings.register_profile(
+    "ci", max_examples=60, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", max_examples=2000, stateful_step_count=100, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
@@ -82,3 +94,15 @@ def pool(gateway: GatewayProcess) -> Iterator[NodePool]:
     nodes = NodePool(gateway)
     yield nodes
     nodes.close_all()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A WINGMAN_HOME of its own; any gateway the test's ``wingman`` left running is stopped by pid."""
+    yield tmp_path
+    pid_file = tmp_path / "gateway.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass

@@ -147,7 +147,7 @@ def test_help_lists_every_setting_with_its_default(tmp_path: Path) -> None:
         assert text.startswith(setting.help), (setting.flag, text)
         if setting.default is not None:
             assert text.endswith(f"[default: {setting.default}]"), (setting.flag, text)
-    assert entries["listen"].endswith("[default: tcp:3000:interface=0.0.0.0]")
+    assert entries["listen"].endswith(r"[default: tcp6:3000:interface=\:\:]")
     assert "config" in entries and "auth" in entries
 
 

@@ -43,6 +43,8 @@ class Listener(Service):
             self.endpoint = serverFromString(reactor, description)
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"listen: bad endpoint {description!r}: {error}")
+        except OSError as error:  # an ssl: endpoint's key or certificate file
+            raise ConfigError(f"listen: {description!r}: cannot read {error.filename}: {error.strerror}")
         self.port: IListeningPort | None = None
         self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
         self.setName(f"listener {description}")

@@ -25,9 +25,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wingman(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def wingman(home: Path, *args: str, timeout: float = 60,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``wingman ARGS`` to its end with this WINGMAN_HOME (and ``env`` added)."""
     return subprocess.run(
-        [WINGMAN, *args], env={**os.environ, "WINGMAN_HOME": str(home)},
+        [WINGMAN, *args], env={**os.environ, "WINGMAN_HOME": str(home), **(env or {})},
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )
 
@@ -35,9 +37,9 @@ def wingman(home: Path, *args: str, timeout: float = 60) -> subprocess.Completed
 class LineProcess:
     """A ``wingman`` process fed and read line by line, every wait bounded."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [WINGMAN, *args], env={**os.environ, "WINGMAN_HOME": str(home)},
+            [WINGMAN, *args], env={**os.environ, "WINGMAN_HOME": str(home), **(env or {})},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from wingman_gateway.cli.helptext import HelpFormatter
 from wingman_gateway.cli.home import Home
 from wingman_gateway.onion.clientauth import make_client_keys
 from wingman_gateway.onion.keys import KEY_FILE_NAME, OnionKeyError, load_key
@@ -49,7 +50,7 @@ def onion_client(args: argparse.Namespace) -> int:
 def add_parser(actions: Any) -> None:
     parser = actions.add_parser(
         "onion-client", help="allow one more client to reach the onion service (v3 client authorization)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     parser.add_argument("name", help="the client's name (a comment in the file, and its .auth_private name)")
     parser.add_argument("--onion-key", help="the gateway's onion key [$WINGMAN_HOME/" + KEY_FILE_NAME + "]")

@@ -28,7 +28,8 @@ from wingman_gateway.cluster.mirror import Peer, RemoteConnection
 from wingman_gateway.connection import Outbound
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.logs import get_logger
-from wingman_gateway.rooms import IRooms, presence_notice
+from wingman_gateway.presence import Presence
+from wingman_gateway.rooms import IRooms
 from wingman_gateway.state import Node, Room
 
 log = get_logger("wingman_gateway.cluster.rooms")
@@ -58,6 +59,9 @@ class ClusterRooms:
         # Per room: its members on this gateway, and how many it has on each other gateway.
         self._here: dict[str, tuple[Node, ...]] = {}
         self._spread: dict[str, dict[str, int]] = {}
+        # Presence notices for this gateway's members, sent once a turn
+        # (remote members get them from their own gateway).
+        self.presence = Presence(clock, self._now_ms)
         # Messages for other gateways: published, and not forwarded (Redis down).
         self.forwarded = 0
         self.not_forwarded = 0
@@ -94,6 +98,7 @@ class ClusterRooms:
     def send_to(self, node_id: str, message: Outbound) -> bool:
         target = self._local.get(node_id)
         if target is not None:
+            self.presence.flush_for(target)
             target.send(message)
             return True
         remote = self._remote.get(node_id)
@@ -151,6 +156,7 @@ class ClusterRooms:
         self._announce(node, reason)
 
     def deliver(self, room: Room, message: Outbound, exclude: Node | None) -> int:
+        self.presence.flush(room.id)  # notices of this turn go first
         count = 0
         for member in self._here.get(room.id, ()):
             if member is not exclude:
@@ -213,13 +219,8 @@ class ClusterRooms:
 
     def _tell(self, room: Room, node: Node, event: str, reason: str | None) -> None:
         """Presence for this gateway's members; the others tell their own."""
-        here = self._here.get(room.id, ())
-        if not here or (len(here) == 1 and here[0] is node):
-            return
-        notice = presence_notice(room, node, event, reason, self._now_ms())
-        for member in here:
-            if member is not node:
-                member.send(notice)
+        if self._here.get(room.id):
+            self.presence.event(room, node, event, reason)
 
     # -- what goes to Redis -------------------------------------------------
 
@@ -303,12 +304,14 @@ class ClusterRooms:
         if kind == wire.BROADCAST:
             members = self._here.get(target, ())
             if members:
+                self.presence.flush(target)
                 outbound = Outbound(data)
                 for member in members:
                     member.send(outbound)
         elif kind == wire.DIRECT:
             node = self._local.get(target)
             if node is not None:
+                self.presence.flush_for(node)
                 node.send(Outbound(data))
 
     def peer(self, gateway_id: str) -> Peer:

@@ -249,11 +249,12 @@ class NodeCore:
     async def _reconnect_loop(self) -> None:
         """Retry with backoff until registered and rejoined, closed, or refused for good."""
         attempt = 0
+        last_error: str | None = None  # the code that refused the previous attempt
         try:
             while not self._closed:
                 attempt += 1
                 delay = self._backoff.delay(attempt)
-                self._emit("reconnecting", {"attempt": attempt, "delay": delay})
+                self._emit("reconnecting", {"attempt": attempt, "delay": delay, "lastError": last_error})
                 await self.runtime.sleep(delay)
                 try:
                     node_id = await self._establish()
@@ -263,9 +264,11 @@ class NodeCore:
                         self._drop(self._link)
                     if error.code in FINAL_ON_RECONNECT:
                         self.log.error("gateway refused to reconnect: {error}", error=error)
-                        self._emit("disconnected", {"reason": str(error), "code": None})
+                        self._emit("disconnected", {"reason": str(error), "code": None, "error": error.code,
+                                                    "final": True})
                         self._end_streams()
                         return
+                    last_error = error.code
                     self.log.info("reconnect attempt {attempt} failed: {error}", attempt=attempt, error=error)
                     continue
                 if self._link is None:

@@ -70,7 +70,7 @@ class StatsResource(Resource):
     def __init__(
         self,
         router: Router,
-        check: Callable[[Request], str | None],
+        check: Callable[[Request], tuple[int, str, str] | None],
         scopes: Mapping[str, Callable[[], dict[str, Any]]] | None = None,
     ) -> None:
         super().__init__()
@@ -83,9 +83,8 @@ class StatsResource(Resource):
         router = self.router
         refusal = self.check(request)
         if refusal is not None:
-            return json_response(
-                request, 401, {"error": {"code": "AUTH_FAILED", "message": refusal}}
-            )
+            status, code, message = refusal
+            return json_response(request, status, {"error": {"code": code, "message": message}})
         scope = (request.args.get(b"scope") or [b"gateway"])[0].decode("utf-8", "replace")
         if scope != "gateway":
             if scope not in self.scopes:

@@ -14,6 +14,7 @@ from wingman_gateway.web.bearer import token_check
 from wingman_gateway.web.bounded import BoundedRequest
 from wingman_gateway.web.clientscript import client_resource
 from wingman_gateway.web.health import HealthResource, HealthSources, StatsResource
+from wingman_gateway.web.index import IndexResource
 
 # A bridge session secret in a query string (EventSource cannot send headers).
 _SESSION_QUERY = re.compile(r"([?&]session=)[^&\s\"]*")
@@ -52,6 +53,7 @@ def build_site(
     ``scopes`` are the further reports ``/stats?scope=NAME`` gives.
     """
     root = Resource()
+    root.putChild(b"", IndexResource(root))
     root.putChild(b"health", HealthResource(health))
     root.putChild(b"stats", StatsResource(router, token_check(router.authenticator), scopes))
     root.putChild(b"client", client_resource())  # /client/wingman.js
