@@ -14,7 +14,7 @@ from typing import Any, Iterator
 import pytest
 
 from harness.background import stop_all
-from harness.clusterkit import RedisServer, cluster_stats, health_of, start_member, wait_formed
+from harness.clusterkit import RedisServer, cluster_stats, health_of, presence_events, start_member, wait_formed
 from harness.support import GatewayProcess, Node, NodePool, expect_error, http_get, reply_to, wait_until
 
 
@@ -75,12 +75,15 @@ def join_soon(node: Node, room: str, within: float = 1.0, **payload: Any) -> dic
 
 
 def presence(node: Node, event: str, who: str, timeout: float = 5.0) -> dict[str, Any]:
+    """The next presence event ``event`` about ``who`` (from a single notice or a batch)."""
     deadline = time.monotonic() + timeout
     while True:
         message = node.recv(max(deadline - time.monotonic(), 0.01))
-        if message["type"] == "presence" and message["payload"]["event"] == event and message["nodeId"] == who:
-            return message
         assert message["type"] in ("ping", "presence"), message
+        if message["type"] == "presence":
+            for record in presence_events(message):
+                if record["event"] == event and record["nodeId"] == who:
+                    return {"nodeId": who, "groupId": message["groupId"], "payload": record}
 
 
 def test_rooms_are_shared_by_name_and_id(pools: list[NodePool]) -> None:

@@ -80,3 +80,11 @@ def kill_hard(process: Background) -> None:
     """kill -9 by pid: no goodbye of any kind."""
     os.kill(process.pid, signal.SIGKILL)
     process.proc.wait(10)
+
+
+def presence_events(envelope: dict[str, Any]) -> list[dict[str, Any]]:
+    """The join and departure events of one ``presence`` envelope (a batch holds several)."""
+    payload = envelope["payload"]
+    if payload.get("event") == "batch":
+        return [dict(event, groupId=envelope["groupId"]) for event in payload["events"]]
+    return [payload]

@@ -358,7 +358,9 @@ class ClusterRooms:
                 send=_ignore,
                 connected_at=connected,
                 last_seen=connected,
-                window=None,
+                source=f"gateway {peer.name or peer.id}",
+                budget=None,
+                heartbeat_budget=None,
                 node_id=node_id,
             )
             self._remote[node_id] = proxy

@@ -16,12 +16,7 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 from wingman_gateway.protocol.backoff import Backoff
 from wingman_gateway.protocol.envelopes import Positions, encode, join_payload, register_payload
 from wingman_gateway.protocol.errors import (
-    CONNECTION_FAILED,
-    CONNECTION_LOST,
-    NOT_CONNECTED,
-    TIMEOUT,
-    TLS_ERROR,
-    ClientError,
+    CONNECTION_FAILED, CONNECTION_LOST, NOT_CONNECTED, TIMEOUT, TLS_ERROR, ClientError,
 )
 from wingman_gateway.protocol.message import Message
 from wingman_gateway.protocol.runtime import CLOSE_NORMAL, Runtime, Task, Transport
