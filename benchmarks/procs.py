@@ -134,14 +134,15 @@ class Server:
             pass
 
 
-def start_gateway(max_nodes: int = 1000, extra: tuple[str, ...] = (), cpu: int = SERVER_CPU,
+def start_gateway(max_nodes: int = 1000, options: tuple[str, ...] = (), cpu: int = SERVER_CPU,
                   label: str = "gateway") -> Server:
+    """The gateway with ``options`` added (e.g. ``--history-size 0``), on core ``cpu``."""
     return Server(
         label,
         [
             TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway",
             "--listen", "tcp:0:interface=127.0.0.1", "--rate-limit", "0",
-            "--max-nodes", str(max_nodes), *extra,
+            "--max-nodes", str(max_nodes), *options,
         ],
         cpu=cpu,
     )

@@ -27,6 +27,7 @@ from wingman_gateway.listener import Listener
 from wingman_gateway.logs import get_logger
 from wingman_gateway.offer import Bound, Offer
 from wingman_gateway.onion import listener_target, onion_service
+from wingman_gateway.history import MemoryHistory
 from wingman_gateway.rooms import LocalRooms
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
@@ -67,13 +68,15 @@ class GatewayService(MultiService):
         )
         # --cluster: rooms shared with the other gateways through Redis.
         self.cluster: Any = None
-        rooms: Any = LocalRooms(reactor)
+        rooms: Any = LocalRooms(reactor, MemoryHistory(reactor, config.history))
         if config.cluster is not None:
             from wingman_gateway.cluster.registry import ClusterMember, new_gateway_id
             from wingman_gateway.cluster.rooms import ClusterRooms
             from wingman_gateway.cluster.wire import Names
 
             rooms = ClusterRooms(reactor, new_gateway_id(), Names(config.cluster.db))
+            if config.history.enabled:
+                log.info("room history is not kept in a cluster: --history-size does not apply")
             self.cluster = ClusterMember(
                 config.cluster, rooms, config.name, config.require_auth, self.whenOffered, reactor
             )

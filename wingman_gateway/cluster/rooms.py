@@ -28,8 +28,9 @@ from wingman_gateway.cluster.mirror import Peer, RemoteConnection
 from wingman_gateway.connection import Outbound
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.logs import get_logger
+from wingman_gateway.history import HistorySettings, MemoryHistory, Position, Recovery
 from wingman_gateway.presence import Presence
-from wingman_gateway.rooms import IRooms
+from wingman_gateway.rooms import IRooms, kept
 from wingman_gateway.state import Node, Room
 
 log = get_logger("wingman_gateway.cluster.rooms")
@@ -62,6 +63,9 @@ class ClusterRooms:
         # Presence notices for this gateway's members, sent once a turn
         # (remote members get them from their own gateway).
         self.presence = Presence(clock, self._now_ms)
+        # Room history is not kept in a cluster: each gateway would hold its
+        # own, with its own offsets. Stateless, as with --history-size 0.
+        self.history = MemoryHistory(clock, HistorySettings(size=0))
         # Messages for other gateways: published, and not forwarded (Redis down).
         self.forwarded = 0
         self.not_forwarded = 0
@@ -142,6 +146,7 @@ class ClusterRooms:
             created_by=created_by,
         )
         self._register(room)
+        self.history.open(room.id)
         return room
 
     def join(self, room: Room, node: Node) -> bool:
@@ -169,6 +174,15 @@ class ClusterRooms:
                 if self._forward(gateway_id, data):
                     count += members
         return count
+
+    def publish(
+        self, room: Room, head: dict[str, Any], payload: str, exclude: Node | None
+    ) -> tuple[int, Position | None]:
+        data, position = kept(self.history, room, head, payload)
+        return self.deliver(room, Outbound(data), exclude), position
+
+    def recover(self, room: Room, since: Position | None) -> Recovery:
+        return self.history.recover(room.id, since)
 
     def members(self, room: Room) -> list[dict[str, Any]]:
         return [member.describe() for member in room.recipients]

@@ -14,11 +14,12 @@ import weakref
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from wingman_gateway.protocol.backoff import Backoff
-from wingman_gateway.protocol.envelopes import Positions, encode, join_payload, register_payload
+from wingman_gateway.protocol.envelopes import encode, join_payload, register_payload
 from wingman_gateway.protocol.errors import (
     CONNECTION_FAILED, CONNECTION_LOST, NOT_CONNECTED, TIMEOUT, TLS_ERROR, ClientError,
 )
 from wingman_gateway.protocol.message import Message
+from wingman_gateway.protocol.positions import Positions
 from wingman_gateway.protocol.runtime import CLOSE_NORMAL, Runtime, Task, Transport
 from wingman_gateway.protocol.stream import MessageStream
 
@@ -28,8 +29,7 @@ FINAL_ON_RECONNECT = frozenset({"AUTH_FAILED"})
 HELD_FOR_FIRST_CONSUMER = 100
 # Rejoin failures that mean the connection went, not the room.
 CONNECTION_CODES = frozenset({CONNECTION_LOST, NOT_CONNECTED, TIMEOUT})
-# With several gateways, a connection attempt that ends so moves on to the next one.
-TRY_NEXT = frozenset({CONNECTION_FAILED, CONNECTION_LOST, TIMEOUT, TLS_ERROR, "MAX_NODES_REACHED"})
+TRY_NEXT = frozenset({CONNECTION_FAILED, CONNECTION_LOST, TIMEOUT, TLS_ERROR, "MAX_NODES_REACHED"})  # next URL
 
 MessageListener = Callable[[Message], None]
 StateListener = Callable[[str, dict[str, Any]], None]
@@ -86,8 +86,7 @@ class NodeCore:
     ) -> None:
         self.runtime = runtime
         self.log = runtime.log
-        # Several URLs: gateways of one cluster; each (re)connection takes
-        # the first of ``candidates()`` that answers and registers us.
+        # Several URLs: one cluster's gateways, tried in ``candidates()`` order.
         self.urls = [url] if isinstance(url, str) else list(url)
         if not self.urls:
             raise ValueError("at least one gateway URL is needed")
@@ -282,7 +281,8 @@ class NodeCore:
         """Join every room this node was in again, by name (from its last position); drop those refused."""
         joined: dict[str, str] = {}
         for name in list(self.rooms):
-            payload = join_payload(name, True, self._descriptions.get(name), self.positions.get(name))
+            since = self.positions.get(name)
+            payload = join_payload(name, True, self._descriptions.get(name), since)
             try:
                 reply = await self._request("join_group", payload, internal=True)
             except ClientError as error:
@@ -292,7 +292,9 @@ class NodeCore:
                 continue
             ack = reply["payload"]
             joined[ack["groupName"]] = ack["groupId"]
-            self.positions.joined(ack["groupName"], ack, reply)
+            resumed = self.positions.resumed(ack["groupName"], since, ack, reply)
+            if resumed is not None:
+                self._emit(*resumed)
         for name in set(self.rooms) - set(joined):
             self._descriptions.pop(name, None)
         self.positions.keep(list(joined))
@@ -321,10 +323,12 @@ class NodeCore:
         self.positions.forget(name)
         return ack
 
-    async def broadcast(self, room: str, message: Any) -> int:
-        """Send ``message`` to the other members of ``room``; how many there were."""
+    async def broadcast(self, room: str, message: Any, key: str | None = None) -> int:
+        """Send ``message`` to the other members of ``room``; how many there were.
+        A retry with the same idempotency ``key`` is delivered only once."""
         payload = {"groupId": self.rooms.get(room, room), "message": message}
-        reply = await self._request("broadcast", payload)
+        reply = await self._request("broadcast", payload, **({} if key is None else {"idempotencyKey": key}))
+        self.positions.sent(reply["payload"].get("groupName", room), reply["payload"])
         return int(reply["payload"]["recipients"])
 
     async def direct(self, node_id: str, message: Any) -> None:
@@ -346,7 +350,7 @@ class NodeCore:
         return list(reply["payload"]["members"])
 
     async def _request(
-        self, kind: str, payload: dict[str, Any] | None = None, *, internal: bool = False
+        self, kind: str, payload: dict[str, Any] | None = None, *, internal: bool = False, **fields: Any
     ) -> dict[str, Any]:
         """Send with a fresh messageId; the ack (or pong) envelope, or ClientError."""
         link = self._link
@@ -356,7 +360,7 @@ class NodeCore:
                 state += " (reconnecting)"
             raise ClientError(NOT_CONNECTED, state)
         message_id = f"{self._id_prefix}-{next(self._ids)}"
-        envelope: dict[str, Any] = {"type": kind, "messageId": message_id}
+        envelope: dict[str, Any] = {"type": kind, "messageId": message_id, **fields}
         if payload is not None:
             envelope["payload"] = payload
         text = encode(envelope)
@@ -414,8 +418,8 @@ class NodeCore:
         message = Message.from_envelope(envelope)
         if message.type == "broadcast":
             room = message.group_name or self._room_named(message.group_id)
-            if room is not None:
-                self.positions.delivered(room, envelope)
+            if room is not None and not self.positions.delivered(room, envelope):
+                return  # delivered before a reconnect already
         self._deliver(message)
 
     def _room_named(self, group_id: str | None) -> str | None:
