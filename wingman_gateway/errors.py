@@ -17,6 +17,8 @@ NOT_A_MEMBER = "NOT_A_MEMBER"
 NODE_NOT_FOUND = "NODE_NOT_FOUND"
 RATE_LIMITED = "RATE_LIMITED"
 INVALID_REQUEST = "INVALID_REQUEST"
+# A clustered gateway that cannot reach the node's gateway now (Redis is down).
+UNAVAILABLE = "UNAVAILABLE"
 # Sent by the HTTP bridge when a node's bounded queue overflowed.
 MESSAGES_LOST = "MESSAGES_LOST"
 
@@ -35,6 +37,7 @@ ALL_CODES = (
     RATE_LIMITED,
     INVALID_REQUEST,
     MESSAGES_LOST,
+    UNAVAILABLE,
 )
 
 # The HTTP status of each code, for answers over HTTP (the bridge, the server API).
@@ -45,6 +48,7 @@ HTTP_STATUS = {
     AUTH_FAILED: 401,
     NOT_REGISTERED: 401,
     FORBIDDEN: 403,
+    UNAVAILABLE: 503,
     NOT_A_MEMBER: 403,
     GROUP_NOT_FOUND: 404,
     NODE_NOT_FOUND: 404,

@@ -40,7 +40,11 @@ class IRooms(Interface):
         """The registered node with ``node_id``, or None."""
 
     def send_to(node_id: str, message: Outbound) -> bool:
-        """Hand ``message`` to the node ``node_id``; False if there is none."""
+        """Hand ``message`` to the node ``node_id``; False if there is none.
+
+        May raise ``GatewayError`` when the node exists but cannot be
+        reached now (a backplane that lost its connection).
+        """
 
     def find(room: str) -> Room | None:
         """The room with this id, or else with this name."""
@@ -78,7 +82,7 @@ class IRooms(Interface):
         """Public descriptions of the room's members."""
 
     def node_count() -> int:
-        """How many nodes are registered."""
+        """How many nodes are registered here (this gateway's load)."""
 
     def room_count() -> int:
         """How many rooms exist."""
@@ -239,13 +243,7 @@ class LocalRooms:
     def publish(
         self, room: Room, head: dict[str, Any], payload: str, exclude: Node | None
     ) -> tuple[int, Position | None]:
-        def encode_at(position: Position | None) -> bytes:
-            if position is not None:
-                head["offset"] = position.offset
-                head["epoch"] = position.epoch
-            return splice(head, "payload", payload)
-
-        data, position = self.history.append(room.id, encode_at)
+        data, position = kept(self.history, room, head, payload)
         return self.deliver(room, Outbound(data), exclude), position
 
     def recover(self, room: Room, since: Position | None) -> Recovery:
@@ -259,3 +257,15 @@ class LocalRooms:
 
     def rooms(self) -> Iterable[Room]:
         return list(self._rooms.values())
+
+
+def kept(history: IHistory, room: Room, head: dict[str, Any], payload: str) -> tuple[bytes, Position | None]:
+    """A room message encoded once, with its history position in ``head`` when history is on."""
+
+    def encode_at(position: Position | None) -> bytes:
+        if position is not None:
+            head["offset"] = position.offset
+            head["epoch"] = position.epoch
+        return splice(head, "payload", payload)
+
+    return history.append(room.id, encode_at)

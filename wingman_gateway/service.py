@@ -97,11 +97,22 @@ class GatewayService(MultiService):
         self.admin_credential = (
             AdminCredential(config.admin_token_file) if config.admin_token_file else None
         )
-        self.router = Router(
-            reactor, config.limits, authenticator, config.name,
-            LocalRooms(reactor, MemoryHistory(reactor, config.history), self.events),
-            events=self.events,
-        )
+        # --cluster: rooms shared with the other gateways through Redis.
+        self.cluster: Any = None
+        rooms: Any = LocalRooms(reactor, MemoryHistory(reactor, config.history), self.events)
+        if config.cluster is not None:
+            from wingman_gateway.cluster.registry import ClusterMember, new_gateway_id
+            from wingman_gateway.cluster.rooms import ClusterRooms
+            from wingman_gateway.cluster.wire import Names
+
+            rooms = ClusterRooms(reactor, new_gateway_id(), Names(config.cluster.db), self.events)
+            if config.history.enabled:
+                log.info("room history is not kept in a cluster: --history-size does not apply")
+            self.cluster = ClusterMember(
+                config.cluster, rooms, config.name, config.require_auth, self.whenOffered, reactor
+            )
+            self.cluster.setServiceParent(self)
+        self.router = Router(reactor, config.limits, authenticator, config.name, rooms, events=self.events)
         # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)
         children: dict[bytes, Any] = {b"ws": websocket_resource(websocket_factory)}
@@ -136,17 +147,25 @@ class GatewayService(MultiService):
             sections["discovery"] = lambda: {
                 method: announcer.report() for method, announcer in found.items()  # type: ignore[attr-defined]
             }
+        scopes = {}
+        extra = {}
+        if self.cluster is not None:
+            member = self.cluster
+            sections["cluster"] = member.report
+            scopes["cluster"] = member.stats
+            extra["degraded"] = member.degraded
         health = HealthSources(
             name=config.name,
             auth_required=config.require_auth,
             stats=self.router.summary,
             now_ms=self.router.now_ms,
             sections=sections,
+            **extra,
         )
         cors = self.bridge.cors if self.bridge is not None else None
         stats = stats_gate(self.admin_credential, authenticator)
         self.listeners = [
-            Listener(description, build_site(self.router, health, children, cors, stats), reactor)
+            Listener(description, build_site(self.router, health, children, cors, stats, scopes), reactor)
             for description in config.listen
         ]
         for listener in self.listeners:

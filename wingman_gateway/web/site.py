@@ -45,19 +45,21 @@ def build_site(
     children: Mapping[bytes, Resource],
     cors: Any = None,
     stats_check: Callable[[Request], Any] | None = None,
+    scopes: Mapping[str, Any] | None = None,
 ) -> Site:
     """One Site per listener; every Site shares the one Router.
 
     ``children`` are the transports' resources (``/ws``, ``/bridge``);
     ``cors`` is the policy a refused body's answer follows (or None);
-    ``stats_check`` guards ``/stats`` (default: node tokens when auth is on).
+    ``stats_check`` guards ``/stats`` (default: node tokens when auth is on);
+    ``scopes`` are the further reports ``/stats?scope=NAME`` gives.
     """
     if stats_check is None:
         stats_check = stats_gate(None, router.authenticator)
     root = Resource()
     root.putChild(b"", IndexResource(root))
     root.putChild(b"health", HealthResource(health))
-    root.putChild(b"stats", StatsResource(router, stats_check))
+    root.putChild(b"stats", StatsResource(router, stats_check, scopes))
     root.putChild(b"client", client_resource())  # /client/wingman.js
     for name, child in children.items():
         root.putChild(name, child)
