@@ -14,9 +14,12 @@ import weakref
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from wingman_gateway.protocol.backoff import Backoff
-from wingman_gateway.protocol.envelopes import Positions, encode, join_payload, register_payload
-from wingman_gateway.protocol.errors import CONNECTION_LOST, NOT_CONNECTED, TIMEOUT, ClientError
+from wingman_gateway.protocol.envelopes import encode, join_payload, register_payload
+from wingman_gateway.protocol.errors import (
+    CONNECTION_FAILED, CONNECTION_LOST, NOT_CONNECTED, TIMEOUT, TLS_ERROR, ClientError,
+)
 from wingman_gateway.protocol.message import Message
+from wingman_gateway.protocol.positions import Positions
 from wingman_gateway.protocol.runtime import CLOSE_NORMAL, Runtime, Task, Transport
 from wingman_gateway.protocol.stream import MessageStream
 
@@ -26,6 +29,7 @@ FINAL_ON_RECONNECT = frozenset({"AUTH_FAILED"})
 HELD_FOR_FIRST_CONSUMER = 100
 # Rejoin failures that mean the connection went, not the room.
 CONNECTION_CODES = frozenset({CONNECTION_LOST, NOT_CONNECTED, TIMEOUT})
+TRY_NEXT = frozenset({CONNECTION_FAILED, CONNECTION_LOST, TIMEOUT, TLS_ERROR, "MAX_NODES_REACHED"})  # next URL
 
 MessageListener = Callable[[Message], None]
 StateListener = Callable[[str, dict[str, Any]], None]
@@ -66,7 +70,7 @@ class NodeCore:
     def __init__(
         self,
         runtime: Runtime,
-        url: str,
+        url: str | Sequence[str],
         name: str,
         *,
         token: str | None = None,
@@ -82,7 +86,11 @@ class NodeCore:
     ) -> None:
         self.runtime = runtime
         self.log = runtime.log
-        self.url = url
+        # Several URLs: one cluster's gateways, tried in ``candidates()`` order.
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("at least one gateway URL is needed")
+        self.url = self.urls[0]
         self.transport = transport
         self.name = name
         self.token = token
@@ -137,7 +145,7 @@ class NodeCore:
             raise ClientError(NOT_CONNECTED, "a connection attempt is already in progress")
         node_id = await self._establish()
         self._connected = True
-        self._emit("connected", {"nodeId": node_id})
+        self._emit("connected", {"nodeId": node_id, "url": self.url})
         return node_id
 
     async def close(self) -> None:
@@ -164,8 +172,25 @@ class NodeCore:
             self._connection_lost(None, "client closed")
         self._end_streams()
 
+    async def candidates(self) -> list[str]:
+        """The gateway URLs to try, best first; drivers rank them by load."""
+        return list(self.urls)
+
     async def _establish(self) -> str:
-        """Open a transport and register on it (a first connect or a retry)."""
+        """Register with the first gateway that takes us (a first connect or a retry)."""
+        urls = await self.candidates() if len(self.urls) > 1 else list(self.urls)
+        for index, url in enumerate(urls):
+            self.url = url
+            try:
+                return await self._establish_at()
+            except ClientError as error:
+                if error.code not in TRY_NEXT or index == len(urls) - 1 or self._closed:
+                    raise
+                self.log.info("gateway {url} not available ({error}); trying the next", url=url, error=error)
+        raise ClientError(NOT_CONNECTED, "no gateway URL to try")
+
+    async def _establish_at(self) -> str:
+        """Open a transport to ``self.url`` and register on it."""
         link = self.link_class(self)
         self._link = link
         try:
@@ -244,7 +269,7 @@ class NodeCore:
                     continue  # lost again while rejoining
                 self._connected = True
                 self.log.info("reconnected as node {nodeId}", nodeId=node_id, rooms=sorted(rooms))
-                self._emit("reconnected", {"nodeId": node_id, "rooms": dict(rooms)})
+                self._emit("reconnected", {"nodeId": node_id, "rooms": dict(rooms), "url": self.url})
                 return
         except self.runtime.cancelled:
             if self._link is not None:
@@ -256,7 +281,8 @@ class NodeCore:
         """Join every room this node was in again, by name (from its last position); drop those refused."""
         joined: dict[str, str] = {}
         for name in list(self.rooms):
-            payload = join_payload(name, True, self._descriptions.get(name), self.positions.get(name))
+            since = self.positions.get(name)
+            payload = join_payload(name, True, self._descriptions.get(name), since)
             try:
                 reply = await self._request("join_group", payload, internal=True)
             except ClientError as error:
@@ -266,7 +292,9 @@ class NodeCore:
                 continue
             ack = reply["payload"]
             joined[ack["groupName"]] = ack["groupId"]
-            self.positions.joined(ack["groupName"], ack, reply)
+            resumed = self.positions.resumed(ack["groupName"], since, ack, reply)
+            if resumed is not None:
+                self._emit(*resumed)
         for name in set(self.rooms) - set(joined):
             self._descriptions.pop(name, None)
         self.positions.keep(list(joined))
@@ -295,10 +323,12 @@ class NodeCore:
         self.positions.forget(name)
         return ack
 
-    async def broadcast(self, room: str, message: Any) -> int:
-        """Send ``message`` to the other members of ``room``; how many there were."""
+    async def broadcast(self, room: str, message: Any, key: str | None = None) -> int:
+        """Send ``message`` to the other members of ``room``; how many there were.
+        A retry with the same idempotency ``key`` is delivered only once."""
         payload = {"groupId": self.rooms.get(room, room), "message": message}
-        reply = await self._request("broadcast", payload)
+        reply = await self._request("broadcast", payload, **({} if key is None else {"idempotencyKey": key}))
+        self.positions.sent(reply["payload"].get("groupName", room), reply["payload"])
         return int(reply["payload"]["recipients"])
 
     async def direct(self, node_id: str, message: Any) -> None:
@@ -320,7 +350,7 @@ class NodeCore:
         return list(reply["payload"]["members"])
 
     async def _request(
-        self, kind: str, payload: dict[str, Any] | None = None, *, internal: bool = False
+        self, kind: str, payload: dict[str, Any] | None = None, *, internal: bool = False, **fields: Any
     ) -> dict[str, Any]:
         """Send with a fresh messageId; the ack (or pong) envelope, or ClientError."""
         link = self._link
@@ -330,7 +360,7 @@ class NodeCore:
                 state += " (reconnecting)"
             raise ClientError(NOT_CONNECTED, state)
         message_id = f"{self._id_prefix}-{next(self._ids)}"
-        envelope: dict[str, Any] = {"type": kind, "messageId": message_id}
+        envelope: dict[str, Any] = {"type": kind, "messageId": message_id, **fields}
         if payload is not None:
             envelope["payload"] = payload
         text = encode(envelope)
@@ -388,8 +418,8 @@ class NodeCore:
         message = Message.from_envelope(envelope)
         if message.type == "broadcast":
             room = message.group_name or self._room_named(message.group_id)
-            if room is not None:
-                self.positions.delivered(room, envelope)
+            if room is not None and not self.positions.delivered(room, envelope):
+                return  # delivered before a reconnect already
         self._deliver(message)
 
     def _room_named(self, group_id: str | None) -> str | None:
