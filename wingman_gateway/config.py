@@ -19,6 +19,7 @@ from wingman_gateway.discovery.settings import DEFAULT_TAILSCALE_SOCKET, Discove
 from wingman_gateway import checks
 from wingman_gateway.checks import ConfigError
 from wingman_gateway.limits import Limits
+from wingman_gateway.admission import LOOPBACK, AdmissionLimits, check_networks
 
 DEFAULT_PORT = 3000
 DEFAULT_HOST = "0.0.0.0"
@@ -95,6 +96,30 @@ SETTINGS: tuple[Setting, ...] = (
         "bytes queued per HTTP bridge session",
     ),
     Setting("bridge-heartbeat", "bridgeHeartbeat", checks.integer(100), 15000, "SSE heartbeat comment interval, ms"),
+    Setting(
+        "max-connections", "maxConnections", checks.integer(0), 0,
+        "most open connections on all listeners, 0 = the open-files limit minus 64",
+    ),
+    Setting(
+        "connection-reserve", "connectionReserve", checks.integer(0), 16,
+        "connections kept for /health and existing bridge sessions",
+    ),
+    Setting(
+        "max-connections-per-source", "maxConnectionsPerSource", checks.integer(1), 64,
+        "most open connections from one address (IPv6: one /64)",
+    ),
+    Setting(
+        "max-nodes-per-source", "maxNodesPerSource", checks.integer(1), 32,
+        "most registered nodes from one address (IPv6: one /64)",
+    ),
+    Setting(
+        "header-timeout", "headerTimeout", checks.integer(100), 10000,
+        "time to send a complete HTTP request head, ms",
+    ),
+    Setting(
+        "register-timeout", "registerTimeout", checks.integer(100), 30000,
+        "time from connecting to registering, ms",
+    ),
 )
 
 # Settings that are switches on the command line or lists, not plain values.
@@ -103,6 +128,7 @@ EXTRA_KEYS = {
     "listen": checks.endpoints,
     "bridge": checks.boolean,
     "corsOrigins": bridge_options.check_origins,
+    "exemptSources": check_networks,
 }
 
 
@@ -123,6 +149,7 @@ class GatewayConfig:
     ssh: str | None = None
     ssh_host_key: str | None = None
     ssh_authorized_keys: str | None = None
+    admission: AdmissionLimits = attrs.Factory(AdmissionLimits)
     # The HTTP bridge (/bridge/*); None when turned off.
     bridge: bridge_options.BridgeOptions | None = attrs.Factory(bridge_options.BridgeOptions)
 
@@ -183,6 +210,8 @@ def build(
         raise ConfigError("sshAuthorizedKeys: the SSH server needs --ssh-authorized-keys FILE")
     if values["pingTimeout"] <= values["pingInterval"]:
         raise ConfigError("pingTimeout: must be longer than pingInterval")
+    if values["maxConnections"] and values["connectionReserve"] >= values["maxConnections"]:
+        raise ConfigError("connectionReserve: must be less than maxConnections")
 
     limits = Limits(
         max_payload=values["maxPayload"],
@@ -212,7 +241,24 @@ def build(
         ssh=values["ssh"],
         ssh_host_key=values["sshHostKey"],
         ssh_authorized_keys=values["sshAuthorizedKeys"],
+        admission=_admission(values, flags, file_values),
         bridge=bridge_options.from_settings(values, flags, file_values),
+    )
+
+
+def _admission(values: dict[str, Any], flags: dict[str, Any], file_values: dict[str, Any]) -> AdmissionLimits:
+    """Caps and deadlines at the edge; ``--exempt-source`` (repeatable) replaces the file's list."""
+    exempt = file_values.get("exemptSources", LOOPBACK)
+    if flags.get("exempt-source"):
+        exempt = check_networks("--exempt-source", ",".join(flags["exempt-source"]))
+    return AdmissionLimits(
+        max_connections=values["maxConnections"],
+        reserve=values["connectionReserve"],
+        max_connections_per_source=values["maxConnectionsPerSource"],
+        max_nodes_per_source=values["maxNodesPerSource"],
+        exempt=exempt,
+        header_timeout=values["headerTimeout"] / 1000,
+        register_timeout=values["registerTimeout"] / 1000,
     )
 
 

@@ -14,6 +14,7 @@ from twisted.internet.interfaces import IReactorTime
 from wingman_gateway.logs import get_logger
 
 from wingman_gateway import errors, fields
+from wingman_gateway.admission import Admission
 from wingman_gateway.auth import AuthError, Authenticator, Grant
 from wingman_gateway.connection import (
     CLOSE_NORMAL,
@@ -54,12 +55,15 @@ class Router:
         authenticator: Authenticator | None = None,
         gateway_name: str = "wingman-gateway",
         rooms: IRooms | None = None,
+        admission: Admission | None = None,
     ) -> None:
         self.clock = clock
         self.limits = limits or Limits()
         self.authenticator = authenticator or Authenticator(required=False)
         self.gateway_name = gateway_name
         self.rooms: IRooms = rooms if rooms is not None else LocalRooms(clock)
+        # Per-source caps on registered nodes (None: no caps, as in unit tests).
+        self.admission = admission
         # Every open connection, registered or not (heartbeat, shutdown).
         self.connections: set[Node] = set()
         self.started_at = clock.seconds()
@@ -77,11 +81,12 @@ class Router:
 
     # -- what transports call -------------------------------------------
 
-    def connect(self, conn: IConnection, grant: Grant | None = None) -> Node:
+    def connect(self, conn: IConnection, grant: Grant | None = None, source: str | None = None) -> Node:
         """A transport has a new client connection.
 
         ``grant`` is a credential the transport already verified (an SSH
-        key); such a connection registers without a token.
+        key); such a connection registers without a token. ``source`` is
+        the client's address as ``admission`` counts it.
         """
         now = self.clock.seconds()
         limits = self.limits
@@ -90,6 +95,7 @@ class Router:
         )
         node = Node(conn=conn, send=conn.send, connected_at=now, last_seen=now, window=window)
         node.grant = grant
+        node.source = source
         self.connections.add(node)
         return node
 
@@ -132,6 +138,8 @@ class Router:
         node.closed = True
         self.connections.discard(node)
         if node.node_id is not None:
+            if self.admission is not None:
+                self.admission.node_left(node.source)
             self.rooms.remove_node(node, reason)
             log.info(
                 "node {nodeId} ({name}) left: {reason}",
@@ -239,6 +247,8 @@ class Router:
                 grant = self.authenticator.authenticate(payload.get("token"))
             except AuthError as refusal:
                 raise GatewayError(errors.AUTH_FAILED, f"authentication failed: {refusal}", fatal=True)
+        if self.admission is not None:
+            self.admission.check_register(node.source)
         if self.rooms.node_count() >= self.limits.max_nodes:
             raise GatewayError(
                 errors.MAX_NODES_REACHED,
@@ -255,6 +265,8 @@ class Router:
         node.metadata = metadata
         node.grant = grant
         self.rooms.add_node(node)
+        if self.admission is not None:
+            self.admission.node_registered(node.source)
         log.info(
             "node {nodeId} ({name}) registered over {transport} from {peer}",
             nodeId=node_id,

@@ -34,6 +34,7 @@ class Node:
     session_id: str | None = None
     metadata: dict[str, Any] | None = None
     grant: Grant | None = None
+    source: str | None = None  # the client's address as admission counts it
     rooms: dict[str, "Room"] = attrs.Factory(dict)
     closed: bool = False
 

@@ -35,6 +35,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["cors-origin"] = []
+        self["exempt-source"] = []
 
     def opt_listen(self, description: str) -> None:
         """listener endpoint, repeatable [default: tcp:3000:interface=0.0.0.0]"""
@@ -43,6 +44,10 @@ class Options(usage.Options):
     def opt_cors_origin(self, origin: str) -> None:
         """origin (scheme://host[:port]) whose pages may use the HTTP bridge, repeatable [none]"""
         self["cors-origin"].append(origin)
+
+    def opt_exempt_source(self, network: str) -> None:
+        """network (CIDR) not held to the per-source caps, repeatable; none for none [127.0.0.0/8, ::1]"""
+        self["exempt-source"].append(network)
 
     def postOptions(self) -> None:
         try:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -20,7 +20,11 @@ from wingman_gateway.connection import (
     cut_off,
     set_no_delay,
 )
+from wingman_gateway.admission import source_of
+from wingman_gateway.envelope import encode
+from wingman_gateway import errors
 from wingman_gateway.router import Router
+from wingman_gateway.web.origin import origin_refusal
 from wingman_gateway.state import Node
 
 log = get_logger("wingman_gateway.websocket")
@@ -77,7 +81,8 @@ class GatewayWebSocket(WebSocketServerProtocol):
         self._open = True
         for name in _HANDSHAKE_LEFTOVERS:
             setattr(self, name, None)
-        self.session = factory.router.connect(self)
+        peer = self.transport.getPeer()
+        self.session = factory.router.connect(self, source=source_of(getattr(peer, "host", None)))
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._open = False
@@ -110,6 +115,14 @@ class GatewayWebSocket(WebSocketServerProtocol):
         if guard.paused and not guard.check(len(data)):  # type: ignore[union-attr]
             return
         self._write(data)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """Every write Autobahn makes (pongs to the client's pings, close
+        frames, its own pings) counts against the outbound bound too."""
+        guard = self._guard
+        if guard is not None and guard.paused and not guard.check(len(data)):
+            return
+        super().sendData(data, sync, chopsize)
 
     def close(self, status: int, reason: str) -> None:
         if not self._open:
@@ -171,6 +184,8 @@ class GatewayWebSocket(WebSocketServerProtocol):
             lambda reason: router.disconnect(session, reason) if session is not None else None,
             self.factory.clock, self.transport.abortConnection,
         )
+        # Nothing it sends is answered any more (its pings would only make pongs).
+        self.transport.pauseProducing()
 
 
 class GatewayWebSocketFactory(WebSocketServerFactory):
@@ -199,5 +214,27 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
         )
 
 
-def websocket_resource(factory: GatewayWebSocketFactory) -> WebSocketResource:
-    return WebSocketResource(factory)
+class GatewayWebSocketResource(WebSocketResource):
+    """``/ws``: the upgrade is refused (403) for pages the origin policy does not allow."""
+
+    def __init__(self, factory: GatewayWebSocketFactory, allows: Callable[[str], bool]) -> None:
+        super().__init__(factory)
+        self._allows = allows
+
+    def render(self, request: Any) -> Any:
+        refusal = origin_refusal(self._allows, request)
+        if refusal is None:
+            return super().render(request)
+        router = self._factory.router
+        request.setResponseCode(403)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return encode({"type": "error", "payload": {"code": errors.FORBIDDEN, "message": refusal},
+                       "timestamp": router.now_ms()})
+
+
+def websocket_resource(
+    factory: GatewayWebSocketFactory, allows: Callable[[str], bool] = lambda origin: False
+) -> WebSocketResource:
+    """``/ws``; ``allows`` says which page origins besides the gateway's own may use it."""
+    return GatewayWebSocketResource(factory, allows)

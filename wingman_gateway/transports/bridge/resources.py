@@ -19,10 +19,12 @@ from wingman_gateway.transports.bridge.cors import CorsPolicy
 from wingman_gateway.transports.bridge.readers import PollReader, StreamReader
 from wingman_gateway.transports.bridge.session import Bridge, BridgeSession
 from wingman_gateway.addresses import address_text
+from wingman_gateway.admission import source_of
 from wingman_gateway.connection import Reply
 from wingman_gateway.envelope import encode
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.web.bearer import CHALLENGE, bearer_token
+from wingman_gateway.web.headers import header, sequence_number
 
 # The HTTP status of each error code, for the replies posted requests get.
 HTTP_STATUS = {
@@ -80,9 +82,9 @@ def _now_ms(request: Request) -> int:
 
 def _secret(request: Request, query: bool) -> str | None:
     """The session secret: ``X-Wingman-Session``, ``Authorization: Bearer``, or ``?session=``."""
-    header = request.getHeader(SESSION_HEADER)
-    if header and header.strip():
-        return header.strip()
+    given = header(request, SESSION_HEADER)
+    if given and given.strip():
+        return given.strip()
     bearer = bearer_token(request)
     if bearer is not None:
         return bearer
@@ -106,7 +108,7 @@ class _Endpoint(Resource):
     def render(self, request: Request) -> Any:
         request.setHeader(b"cache-control", b"no-store")
         if not self.cors.admit(request):
-            origin = request.getHeader("origin")
+            origin = header(request, "origin") or ""
             return _refuse(
                 request, errors.FORBIDDEN,
                 f"origin {origin[:200]!r} is not allowed to use this gateway's HTTP bridge",
@@ -133,7 +135,7 @@ class _Endpoint(Resource):
 
     def position(self, request: Request, session: BridgeSession) -> int | bytes:
         """Where the client is: ``Last-Event-ID`` or ``?after=`` (default: all unconfirmed)."""
-        given = request.getHeader("last-event-id")
+        given = header(request, "last-event-id")
         name = "Last-Event-ID"
         if given is None:
             raw = request.args.get(b"after")
@@ -141,11 +143,12 @@ class _Endpoint(Resource):
             name = "after"
         if given is None or given == "":
             return session.queue.confirmed
-        if not given.isdigit() or len(given) > 18:
+        after = sequence_number(given)
+        if after is None:
             return _refuse(
-                request, errors.INVALID_REQUEST, f"{name} must be a message sequence number"
+                request, errors.INVALID_REQUEST,
+                f"{name} must be a message sequence number (ASCII digits)",
             )
-        after = int(given)
         if after > session.queue.last_seq:
             return _refuse(
                 request, errors.INVALID_REQUEST,
@@ -177,7 +180,8 @@ class SendResource(_Endpoint):
                 return session
             return self._reply(request, session.receive(body))
         # No session yet: a connection of its own, kept only if it registers.
-        session = self.bridge.open(_peer(request))
+        address = request.getClientAddress()
+        session = self.bridge.open(_peer(request), source_of(getattr(address, "host", None)))
         replies = session.receive(body)
         if session.node.node_id is None or session.ended is not None:
             self.bridge.discard(session)

@@ -1,0 +1,107 @@
+"""Floods that used to grow the gateway's memory without bound: WebSocket
+PINGs whose PONGs are never read, and pipelined HTTP requests whose answers
+are never read. Each is cut off at its bound while other nodes keep working."""
+
+from __future__ import annotations
+
+import os
+import socket
+import struct
+import time
+from typing import Iterator
+
+import pytest
+
+from harness import rawhttp
+from harness.support import (
+    GatewayProcess,
+    NodePool,
+    assert_delivers,
+    health,
+    raw_websocket,
+    rss_kib,
+    running_gateway,
+)
+
+LIMIT = 256 * 1024
+
+
+@pytest.fixture
+def gateway() -> Iterator[GatewayProcess]:
+    with running_gateway("--max-buffer", str(LIMIT), "--rate-limit", "0") as process:
+        yield process
+
+
+def ping_frame(payload: bytes) -> bytes:
+    """One masked client PING frame (payload up to 125 bytes)."""
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return struct.pack("!BB", 0x89, 0x80 | len(payload)) + mask + masked
+
+
+def flood(sock: socket.socket, data: bytes, seconds: float, most: int) -> int:
+    """Write ``data`` repeatedly for at most ``seconds`` and ``most`` bytes; bytes written."""
+    sock.settimeout(0.2)
+    sent = 0
+    deadline = time.monotonic() + seconds
+    while sent < most and time.monotonic() < deadline:
+        try:
+            sent += sock.send(data)
+        except (socket.timeout, BlockingIOError):
+            continue
+        except OSError:  # reset: the gateway cut us off
+            break
+    return sent
+
+
+def test_ping_flood_never_read_is_cut_off_at_the_bound(gateway: GatewayProcess, nodes: NodePool) -> None:
+    """PONGs count against --max-buffer: three never-reading PING flooders are cut off,
+    memory stays bounded, and two honest nodes keep exchanging messages."""
+    alice = nodes("alice", "room")
+    bob = nodes("bob", "room")
+    baseline = rss_kib(gateway.pid)
+    pings = ping_frame(b"p" * 125) * 64  # 8.6 KB of PINGs asks for 8.1 KB of PONGs
+    floods = [raw_websocket(gateway.port, receive_buffer=4096) for _ in range(3)]
+    peak = baseline
+    written = 0
+    for sock in floods:
+        written += flood(sock, pings, seconds=4, most=64 * 1024 * 1024)
+        peak = max(peak, rss_kib(gateway.pid))
+    # Each flooder asked for far more PONG bytes than its bound...
+    assert written > 3 * 4 * LIMIT, written
+    cut = gateway.wait_for(r"cutting off \S+: slow consumer: (\d+) bytes unsent \(limit 262144\)")
+    assert LIMIT < int(cut.group(1)) <= LIMIT + 1024
+    # ...and is closed: its socket reaches its end (reset, or EOF after what was in flight).
+    for sock in floods:
+        rawhttp.read_until_closed(sock, timeout=10, limit=64 * 1024 * 1024)
+        sock.close()
+    peak = max(peak, rss_kib(gateway.pid))
+    # Three bounded buffers of 256 KiB: growth stays within a few MiB (before the
+    # fix each flooder made the gateway hold hundreds of MiB of PONGs).
+    assert peak - baseline < 24 * 1024, (baseline, peak)
+    assert_delivers(alice, bob, "room")
+    assert_delivers(bob, alice, "room")
+
+
+def test_pipelined_requests_never_read_are_cut_off(gateway: GatewayProcess, nodes: NodePool) -> None:
+    """13 MB of pipelined GET /health without reading: the connection is closed once
+    its unread answers pass --max-buffer; memory stays bounded; others are served."""
+    alice = nodes("alice", "room")
+    bob = nodes("bob", "room")
+    baseline = rss_kib(gateway.pid)
+    request = f"GET /health HTTP/1.1\r\nHost: 127.0.0.1:{gateway.port}\r\n\r\n".encode()
+    batch = request * 2048
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.connect(("127.0.0.1", gateway.port))
+    written = flood(sock, batch, seconds=20, most=13 * 1024 * 1024)
+    peak = rss_kib(gateway.pid)
+    closed = gateway.wait_for(r"cutting off HTTP client \S+: (\d+) bytes of answers unread \(limit 262144\)")
+    assert int(closed.group(1)) > LIMIT
+    rawhttp.read_until_closed(sock, timeout=10, limit=64 * 1024 * 1024)
+    sock.close()
+    # It could send only part of the 13 MB before being cut off.
+    assert 0 < written < 13 * 1024 * 1024, written
+    assert peak - baseline < 24 * 1024, (baseline, peak)
+    assert health(gateway)["status"] == "healthy"
+    assert_delivers(alice, bob, "room")
