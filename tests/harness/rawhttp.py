@@ -57,3 +57,23 @@ def get(port: int, path: str, headers: dict[str, bytes] | None = None) -> tuple[
         return status, response_headers, json.loads(body)
     except ValueError:
         return status, response_headers, body
+
+
+def from_source(port: int, source: str, timeout: float = 5.0) -> socket.socket:
+    """A connection to the gateway on 127.0.0.1 from another loopback address (e.g. 127.0.0.2)."""
+    sock = socket.socket()
+    sock.settimeout(timeout)
+    sock.bind((source, 0))
+    sock.connect(("127.0.0.1", port))
+    return sock
+
+
+def closed_without_answer(sock: socket.socket, within: float = 2.0) -> bool:
+    """True if the server closes ``sock`` within ``within`` seconds having sent nothing."""
+    sock.settimeout(within)
+    try:
+        return sock.recv(1) == b""
+    except ConnectionResetError:
+        return True
+    except socket.timeout:
+        return False
