@@ -12,6 +12,7 @@ from wingman_gateway.redact import redact_uri
 from wingman_gateway.router import Router
 from wingman_gateway.web.bearer import token_check
 from wingman_gateway.web.channel import GatewayChannel
+from wingman_gateway.web.folder import Folder
 from wingman_gateway.web.health import HealthResource, HealthSources, StatsResource
 from wingman_gateway.web.request import GatewayRequest
 
@@ -73,7 +74,7 @@ def build_site(
     ``children`` are the transports' resources (``/ws``, ``/bridge``);
     ``cors`` is the policy a refused body's answer follows (or None).
     """
-    root = Resource()
+    root = Folder()
     root.putChild(b"health", HealthResource(health))
     root.putChild(b"stats", StatsResource(router, token_check(router.authenticator)))
     for name, child in children.items():

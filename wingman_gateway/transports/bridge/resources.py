@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -24,6 +25,7 @@ from wingman_gateway.connection import Reply
 from wingman_gateway.envelope import encode
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.web.bearer import CHALLENGE, bearer_token
+from wingman_gateway.web.folder import Folder
 from wingman_gateway.web.headers import header, sequence_number
 
 # The HTTP status of each error code, for the replies posted requests get.
@@ -117,6 +119,13 @@ class _Endpoint(Resource):
             self.cors.preflight(request)
             return b""
         return super().render(request)
+
+    def render_HEAD(self, request: Request) -> Any:
+        """HEAD is GET without the body: only where there is a GET (else 405, not a 500)."""
+        if not hasattr(self, "render_GET"):
+            allowed = [m for m in (b"GET", b"POST", b"OPTIONS") if hasattr(self, "render_" + m.decode())]
+            raise UnsupportedMethod(allowed)
+        return self.render_GET(request)  # type: ignore[attr-defined]
 
     def session(self, request: Request) -> BridgeSession | bytes:
         """The live session the request names, or the 401 answer to send."""
@@ -258,7 +267,7 @@ class AckResource(_Endpoint):
 
 def bridge_resource(bridge: Bridge) -> Resource:
     """``/bridge`` with its endpoints."""
-    root = Resource()
+    root = Folder()
     for name, kind in (
         (b"send", SendResource),
         (b"poll", PollResource),
