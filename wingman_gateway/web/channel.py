@@ -8,6 +8,10 @@ head must be complete within ``header_timeout`` of the connection opening
 A client may pipeline requests and never read the answers: twisted.web
 answers each at once and keeps the answers in memory. Before a request is
 handled, a connection whose unsent answers pass ``--max-buffer`` is cut off.
+And twisted.web handles every request of a read (64 KiB: thousands of small
+requests) before the event loop runs again; here one connection gets at
+most ``REQUESTS_PER_TURN`` requests handled per turn, the rest waits (and
+reading from it pauses) until the next, so other clients are not stalled.
 """
 
 from __future__ import annotations
@@ -23,6 +27,9 @@ from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.http")
 
+# Pipelined requests one connection gets handled in one turn of the event loop.
+REQUESTS_PER_TURN = 32
+
 TIMEOUT_BODY = (
     b'{"type":"error","payload":{"code":"INVALID_REQUEST",'
     b'"message":"request head not complete within the time allowed"}}'
@@ -35,6 +42,8 @@ class GatewayChannel(HTTPChannel):
     site: Any
     _head_deadline: IDelayedCall | None = None
     _cut = False
+    _handled = 0  # requests finished in this turn
+    _next_turn: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -53,11 +62,30 @@ class GatewayChannel(HTTPChannel):
         super().allContentReceived()
 
     def requestDone(self, request: Any) -> None:
+        self._handled += 1
+        if self._handled == 1:
+            self._next_turn = self.site.clock.callLater(0, self._new_turn)
+        elif self._handled >= REQUESTS_PER_TURN:
+            # The line parser keeps what is buffered (``paused``) until the next turn.
+            self.paused = True
         super().requestDone(request)
+        if self.paused and self.transport is not None:
+            self._networkProducer.pauseProducing()  # after requestDone, which resumes it
         if self.persistent and not self._cut and self.transport is not None:
             self._start_head_deadline()
 
+    def _new_turn(self) -> None:
+        self._next_turn = None
+        self._handled = 0
+        if self.paused and not self._cut and self.transport is not None:
+            self.paused = False
+            if not self._waitingForTransport:
+                self._networkProducer.resumeProducing()
+            self.dataReceived(b"")  # handle what waited
+
     def connectionLost(self, reason: Any) -> None:
+        if self._next_turn is not None and self._next_turn.active():
+            self._next_turn.cancel()
         self._cancel_head_deadline()
         super().connectionLost(reason)
 
