@@ -209,3 +209,17 @@ def test_reserve_keeps_health_and_sessions_served_when_full(launch, sockets, tmp
         sock.close()
     time.sleep(0.3)
     assert BridgeNode(gateway.port).register("later").status == 200
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--exempt-source", "10.0.0.0/33"], "--exempt-source: '10.0.0.0/33' is not a network like 10.0.0.0/8 or ::1/128"),
+    (["--max-connections", "4", "--connection-reserve", "4"], "connectionReserve: must be less than maxConnections"),
+    (["--header-timeout", "5"], "--header-timeout: must be at least 100, got 5"),
+])
+def test_bad_edge_settings_stop_startup(args: list[str], message: str) -> None:
+    gateway = GatewayProcess(["--listen", "tcp:0:interface=127.0.0.1", *args])
+    try:
+        assert gateway.wait_exit() != 0
+        assert message in gateway.log, gateway.log
+    finally:
+        gateway.stop()
