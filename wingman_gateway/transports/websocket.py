@@ -13,6 +13,7 @@ from zope.interface import implementer
 
 from wingman_gateway.connection import (
     ABORT_GRACE,
+    CLOSE_POLICY,
     Coalescer,
     IConnection,
     Outbound,
@@ -49,6 +50,11 @@ _HANDSHAKE_LEFTOVERS = (
 # loop. Its pings only find dead TCP peers (the Router's heartbeat enforces
 # --ping-interval/--ping-timeout exactly), so they keep this coarser grain.
 _TIMER_GRAIN = 1.0
+# WebSocket PING frames a client may send: a burst, then so many per second.
+# Parsing a flood of them costs the event loop; past the budget the
+# connection is closed (1008).
+PING_BURST = 32
+PING_RATE = 4.0
 
 
 @implementer(IConnection)
@@ -62,6 +68,9 @@ class GatewayWebSocket(WebSocketServerProtocol):
     _open = False
     _pending: list[bytes] | None = None
     _oversize = 0
+    _ping: bytes | None = None  # the latest PING's payload, answered at the end of the turn
+    _ping_budget = float(PING_BURST)
+    _ping_at = 0.0
 
     # -- connection lifecycle ------------------------------------------
 
@@ -115,6 +124,42 @@ class GatewayWebSocket(WebSocketServerProtocol):
         if guard.paused and not guard.check(len(data)):  # type: ignore[union-attr]
             return
         self._write(data)
+
+    def onPing(self, payload: bytes) -> None:
+        """One PONG per turn, for the latest PING (RFC 6455 5.5.3 allows it):
+        a client flooding PINGs gets no more PONGs than reads."""
+        if not self._ping_allowed():
+            return
+        first = self._ping is None
+        self._ping = payload
+        if first:
+            self.factory.clock.callLater(0, self._pong)
+
+    def _ping_allowed(self) -> bool:
+        """Spend one PING from the budget; close the connection when it is spent."""
+        now = self.factory.clock.seconds()
+        if not self._ping_at:
+            self._ping_at = now
+        budget = min(PING_BURST, self._ping_budget + (now - self._ping_at) * PING_RATE)
+        self._ping_at = now
+        if budget >= 1:
+            self._ping_budget = budget - 1
+            return True
+        if self._open:
+            reason = f"too many PING frames (at most {PING_BURST} at once, then {PING_RATE:g} per second)"
+            log.warn("closing {peer}: {reason}", peer=self.peer, reason=reason)
+            router, session = self.factory.router, self.session
+            self.close(CLOSE_POLICY, reason)
+            if session is not None:
+                router.disconnect(session, "too many PING frames")
+            self.transport.pauseProducing()  # nothing more it sends is read
+            self.factory.clock.callLater(ABORT_GRACE, self.transport.abortConnection)
+        return False
+
+    def _pong(self) -> None:
+        payload, self._ping = self._ping, None
+        if self.state == self.STATE_OPEN and self._open:
+            self.sendPong(payload)
 
     def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
         """Every write Autobahn makes (pongs to the client's pings, close
