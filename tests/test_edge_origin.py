@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import ssl
 from pathlib import Path
 from typing import Iterator
 
@@ -13,7 +14,7 @@ import pytest
 
 from harness import rawhttp
 from harness.browser import PageServer, chromium
-from harness.support import GatewayProcess, Node, assert_usable, running_gateway
+from harness.support import GatewayProcess, Node, assert_usable, make_pki, running_gateway
 
 LISTED = "http://app.example:8080"
 
@@ -24,8 +25,9 @@ def gateway() -> Iterator[GatewayProcess]:
         yield process
 
 
-def upgrade(port: int, origin: bytes | None, host: str | None = None) -> tuple[int, bytes]:
-    """A raw WebSocket upgrade request; (status, body) of the answer."""
+def upgrade(port: int, origin: bytes | None, host: str | None = None,
+            tls: ssl.SSLContext | None = None) -> tuple[int, bytes]:
+    """A raw WebSocket upgrade request (over TLS with ``tls``); (status, body) of the answer."""
     key = base64.b64encode(os.urandom(16))
     lines = [
         b"GET /ws HTTP/1.1", b"Host: " + (host or f"127.0.0.1:{port}").encode(),
@@ -34,7 +36,8 @@ def upgrade(port: int, origin: bytes | None, host: str | None = None) -> tuple[i
     ]
     if origin is not None:
         lines.append(b"Origin: " + origin)
-    with rawhttp.open_socket(port) as sock:
+    plain = rawhttp.open_socket(port)
+    with (tls.wrap_socket(plain, server_hostname="localhost") if tls else plain) as sock:
         sock.sendall(b"\r\n".join(lines) + b"\r\n\r\n")
         data = b""
         sock.settimeout(5)
@@ -67,6 +70,15 @@ def test_same_origin_follows_the_host_the_client_addressed(gateway: GatewayProce
     # The same page origin, addressed under another name, is another origin.
     assert upgrade(port, f"http://localhost:{port}".encode())[0] == 403
     assert upgrade(port, f"https://127.0.0.1:{port}".encode())[0] == 403
+
+
+def test_same_origin_over_tls_is_https(tmp_path: Path) -> None:
+    pki = make_pki(tmp_path)
+    with running_gateway("--listen", pki.endpoint()) as gateway:
+        port, context = gateway.port, pki.client_context()
+        host = f"localhost:{port}"
+        assert upgrade(port, f"https://localhost:{port}".encode(), host=host, tls=context)[0] == 101
+        assert upgrade(port, f"http://localhost:{port}".encode(), host=host, tls=context)[0] == 403
 
 
 @pytest.mark.parametrize("origin", [b"http://evil.example", b"http://127.0.0.1:1", b"null",

@@ -8,6 +8,7 @@ from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from twisted.internet.interfaces import IReactorTime
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from wingman_gateway.logs import get_logger
 from zope.interface import implementer
 
@@ -23,6 +24,7 @@ from wingman_gateway.connection import (
 )
 from wingman_gateway.admission import source_of
 from wingman_gateway.envelope import encode
+from wingman_gateway.gate import GatedConnection
 from wingman_gateway import errors
 from wingman_gateway.router import Router
 from wingman_gateway.web.origin import origin_refusal
@@ -75,6 +77,11 @@ class GatewayWebSocket(WebSocketServerProtocol):
     # -- connection lifecycle ------------------------------------------
 
     def connectionMade(self) -> None:
+        # Autobahn looks for TLS on its transport itself: under TLS, talk to
+        # the TLS layer directly (the listener's door stays in the chain).
+        below = getattr(self.transport, "transport", None)
+        if isinstance(self.transport, GatedConnection) and isinstance(below, TLSMemoryBIOProtocol):
+            self.transport = below
         # Handed over from twisted.web, the transport still names the HTTP
         # channel as its producer; the outbound guard takes its place.
         self.transport.unregisterProducer()
