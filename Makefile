@@ -5,13 +5,21 @@ PY := $(VENV)/bin/python
 PORT ?= 3000
 PYTEST_ARGS ?=
 # Debian packages the test suite drives for real.
-TEST_DEBS ?= python3-venv openssl systemd procps tmux iproute2 dbus avahi-daemon avahi-utils chromium openssh-client openssh-server
+TEST_DEBS ?= python3-venv openssl systemd procps tmux iproute2 dbus avahi-daemon avahi-utils chromium openssh-client openssh-server curl tor nodejs node-ws podman runc debootstrap podman-compose golang-github-containernetworking-plugin-dnsname
 
 .PHONY: run test deps venv bench clean
 
-$(VENV)/.installed: setup.cfg pyproject.toml
+$(PY):
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: apt-get install python3-venv"; exit 1; }
 	$(PY) -m pip install -q --upgrade pip setuptools wheel
+
+# The gateway and what it needs to run; `make run` installs nothing more.
+$(VENV)/.installed-run: setup.cfg pyproject.toml | $(PY)
+	$(PY) -m pip install -q -e . --config-settings editable_mode=compat
+	touch $@
+
+# With the test extras, for `make test` and development.
+$(VENV)/.installed: setup.cfg pyproject.toml | $(PY)
 	$(PY) -m pip install -q -e '.[test]' --config-settings editable_mode=compat
 	touch $@
 
@@ -26,7 +34,7 @@ deps:
 		$$SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -q $$missing; \
 	fi
 
-run: venv
+run: $(VENV)/.installed-run
 	$(VENV)/bin/twistd --nodaemon --pidfile= wingman-gateway --port $(PORT)
 
 test: deps venv

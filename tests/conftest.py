@@ -1,22 +1,64 @@
-"""Shared fixtures; helpers live in the ``harness`` package beside this file."""
+"""Shared fixtures; helpers live in the ``harness`` package beside this file.
+
+``gateway`` is the one real-gateway fixture. A test or module configures
+it with a marker: ``@pytest.mark.gateway("--max-payload", "4096")`` gives
+the options; ``shared=True`` keeps one such gateway for the whole module
+(each test then leaves it empty again, as the ``nodes`` fixture checks).
+"""
 
 from __future__ import annotations
 
+import os
+import signal
 import sys
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from harness.support import GatewayProcess, NodePool, running_gateway, wait_totals  # noqa: E402
+from harness.support import GatewayProcess, NodePool, running_gateway, start_gateway, wait_totals  # noqa: E402
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "gateway(*options, shared=False): options of the `gateway` fixture's process"
+    )
+
+
+@pytest.fixture(scope="module")
+def _module_gateways() -> Iterator[dict[tuple[str, ...], GatewayProcess]]:
+    """The gateways a module shares, by options; stopped when the module is done."""
+    shared: dict[tuple[str, ...], GatewayProcess] = {}
+    yield shared
+    for process in shared.values():
+        process.stop()
+from harness.podmankit import gateway_image, podman  # noqa: E402,F401  (session fixtures)
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Property suites: bounded example counts so CI stays fast; HYPOTHESIS_PROFILE=thorough for more.
+settings.register_profile(
+    "ci", max_examples=60, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", max_examples=2000, stateful_step_count=100, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture
-def gateway() -> Iterator[GatewayProcess]:
-    """A real gateway of the test's own; a module may override it (e.g. module scope, flags)."""
-    with running_gateway() as process:
+def gateway(
+    request: pytest.FixtureRequest, _module_gateways: dict[tuple[str, ...], GatewayProcess]
+) -> Iterator[GatewayProcess]:
+    """A real gateway process, configured by the closest ``gateway`` marker."""
+    marker = request.node.get_closest_marker("gateway")
+    options = tuple(str(arg) for arg in marker.args) if marker else ()
+    if marker is not None and marker.kwargs.get("shared"):
+        if options not in _module_gateways:
+            _module_gateways[options] = start_gateway(*options)
+        yield _module_gateways[options]
+        return
+    with running_gateway(*options) as process:
         yield process
 
 
@@ -29,3 +71,38 @@ def nodes(gateway: GatewayProcess) -> Iterator[NodePool]:
     finally:
         pool.close_all()
         wait_totals(gateway, 0, 0)
+
+
+@pytest.fixture
+def launch() -> Iterator[Callable[..., GatewayProcess]]:
+    """Starts gateways (waiting for them to listen unless told not to) and stops them all."""
+    started: list[GatewayProcess] = []
+
+    def start(*args: str, wait: bool = True) -> GatewayProcess:
+        gateway = start_gateway(*args, wait=wait)
+        started.append(gateway)
+        return gateway
+
+    yield start
+    for gateway in started:
+        gateway.stop()
+
+
+@pytest.fixture
+def pool(gateway: GatewayProcess) -> Iterator[NodePool]:
+    """Nodes for one test, closed afterwards (the gateway may keep other state)."""
+    nodes = NodePool(gateway)
+    yield nodes
+    nodes.close_all()
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Iterator[Path]:
+    """A WINGMAN_HOME of its own; any gateway the test's ``wingman`` left running is stopped by pid."""
+    yield tmp_path
+    pid_file = tmp_path / "gateway.pid"
+    if pid_file.exists():
+        try:
+            os.kill(int(pid_file.read_text()), signal.SIGKILL)
+        except (ProcessLookupError, ValueError):
+            pass

@@ -10,7 +10,7 @@ from typing import Iterator
 import pytest
 from playwright.sync_api import BrowserContext, Page
 
-from harness.browser import PageServer, chromium
+from harness.browserkit import PageServer, chromium
 from harness.support import Node, http_get, running_gateway
 
 PAGE = """<!doctype html>
@@ -78,7 +78,7 @@ def pages() -> Iterator[tuple[PageServer, PageServer]]:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[BrowserContext]:
-    with chromium(tmp_path) as context:
+    with chromium(tmp_path / "chromium-profile") as context:
         yield context
 
 

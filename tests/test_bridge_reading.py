@@ -12,15 +12,12 @@ import threading
 import time
 from typing import Callable
 
-from harness.bridgekit import (  # noqa: F401 (the fixtures launch, gateway, pool)
+from harness.bridgekit import (
     EventStream,
     Reply,
     bridge_node,
     call,
     error_of,
-    gateway,
-    launch,
-    pool,
     raw_request,
     read_head,
 )

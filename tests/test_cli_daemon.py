@@ -8,24 +8,11 @@ import signal
 import socket
 import subprocess
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
 from harness.cli_support import WINGMAN, LineProcess, free_port, wingman
 from harness.support import Node
-
-
-@pytest.fixture
-def home(tmp_path: Path) -> Iterator[Path]:
-    """A WINGMAN_HOME of its own; any gateway left running is stopped by pid."""
-    yield tmp_path
-    pid_file = tmp_path / "gateway.pid"
-    if pid_file.exists():
-        try:
-            os.kill(int(pid_file.read_text()), signal.SIGKILL)
-        except (ProcessLookupError, ValueError):
-            pass
 
 
 def test_start_status_health_join_restart_stop(home: Path) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from harness.bridgekit import ProxyProcess
-from harness.cli_support import LineProcess, wingman
+from harness.cli_support import LineProcess, converse, wingman
 from harness.support import GatewayProcess, Node
 
 
@@ -19,17 +19,6 @@ def stats_transports(gateway: GatewayProcess) -> dict[str, str]:
     status, _, body = http_get(gateway, "/stats")
     assert status == 200
     return {node["name"]: node["transport"] for node in json.loads(body)["nodes"]["nodes"]}
-
-
-def converse(cli: LineProcess, ws: Node) -> None:
-    """The terminal node and the WebSocket node hear each other."""
-    cli.send({"type": "agent-stream", "delta": "from the terminal"})
-    got = ws.recv_type("broadcast")
-    assert got["payload"] == {"type": "agent-stream", "delta": "from the terminal"}
-    assert got["fromName"] == "term"
-    ws.request("broadcast", {"groupId": "ops", "message": {"reply": "from ws"}})
-    heard = cli.read_until(lambda r: r.get("type") == "broadcast")
-    assert heard["payload"] == {"reply": "from ws"} and heard["fromName"] == "ws"
 
 
 @pytest.mark.parametrize("url_form", ["ws", "http", "hostport"])

@@ -375,7 +375,7 @@ def test_websocket_transport_provides_the_transport_interface() -> None:
 
     from wingman_gateway.client import IClientTransport, ITransportReceiver
     from wingman_gateway.client.core import _Link
-    from wingman_gateway.client.transport import transport_for
+    from wingman_gateway.client.choose import transport_for
 
     link = _Link(GatewayClient("ws://127.0.0.1:1/ws", "alice", reactor=reactor))
     assert verifyObject(ITransportReceiver, link)

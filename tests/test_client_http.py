@@ -244,7 +244,7 @@ def test_transport_names_are_checked_and_transports_provide_the_interface() -> N
 
     from wingman_gateway.client import IClientTransport
     from wingman_gateway.client.core import _Link
-    from wingman_gateway.client.transport import transport_for
+    from wingman_gateway.client.choose import transport_for
 
     with pytest.raises(ValueError, match="transport must be one of websocket, http, auto"):
         GatewayClient("ws://127.0.0.1:1/ws", "alice", transport="carrier-pigeon")

@@ -15,7 +15,7 @@ import pytest
 
 from harness.background import Background
 from harness.cli_support import WINGMAN
-from harness.netns import Netns, start_avahi
+from harness.netns import Netns, discover, run_gateway, start_avahi
 
 from wingman_gateway import __version__
 
@@ -26,20 +26,6 @@ SERVICE = "_wingman-gateway._tcp"
 def netns() -> Iterator[Netns]:
     with Netns() as namespace:
         yield namespace
-
-
-def run_gateway(netns: Netns, home: Path, name: str, *extra: str) -> tuple[Background, int]:
-    """``wingman gateway run --discovery mdns`` in the namespace; (process, port) once announced."""
-    gateway = netns.spawn(WINGMAN, "gateway", "run", "--listen", "tcp:0:interface=127.0.0.1", "--name", name,
-                          "--discovery", "mdns", "--mdns-interface", "lo", *extra,
-                          env={"WINGMAN_HOME": str(home)})
-    port = int(gateway.wait_for(r"listening on \S+ \(127\.0\.0\.1:(\d+)\)").group(1))
-    gateway.wait_for(r"mdns: announced '.*' \(_wingman-gateway\._tcp\.local\.\) on port " + str(port))
-    return gateway, port
-
-
-def discover(netns: Netns, *args: str) -> Any:
-    return netns.run(WINGMAN, "gateway", "discover", *args)
 
 
 def test_gateways_are_discovered_with_their_txt_and_disappear_on_stop(netns: Netns, tmp_path: Path) -> None:

@@ -13,7 +13,7 @@ from typing import Iterator
 import pytest
 
 from harness import rawhttp
-from harness.browser import PageServer, chromium
+from harness.browserkit import PageServer, chromium
 from harness.support import GatewayProcess, Node, assert_usable, make_pki, running_gateway
 
 LISTED = "http://app.example:8080"
@@ -113,7 +113,7 @@ window.tryJoin = () => new Promise((resolve) => {
 def test_a_browser_page_from_another_origin_cannot_join(tmp_path: Path) -> None:
     listed, other = PageServer(), PageServer()
     try:
-        with running_gateway("--cors-origin", listed.origin) as gateway, chromium(tmp_path) as browser:
+        with running_gateway("--cors-origin", listed.origin) as gateway, chromium(tmp_path / "chromium-profile") as browser:
             for server in (listed, other):
                 server.page = (PAGE % {"port": gateway.port}).encode()
             page = browser.new_page()

@@ -55,7 +55,7 @@ class ChannelRecorder:
 def run(chunks: list[bytes]) -> list[Any]:
     """Feed ``chunks`` to a fresh subsystem channel; what came out, ids masked."""
     clock = Clock()
-    router = Router(clock, Limits(max_payload=MAX_PAYLOAD, rate_limit=0))
+    router = Router(clock, Limits(max_payload=MAX_PAYLOAD, message_rate=0))
     server = SimpleNamespace(router=router, clock=clock, reactor=clock, targets=None)
     avatar = GatewayAvatar(SSHIdentity("fuzz", ENTRY), server)  # type: ignore[arg-type]
     recorder = ChannelRecorder()

@@ -8,6 +8,7 @@ import re
 import shutil
 import subprocess
 import sys
+import tarfile
 import zipfile
 from pathlib import Path
 
@@ -79,7 +80,8 @@ def test_wheel_carries_the_plugin_but_no_twisted_package_files(wheel: Path) -> N
     assert "twisted/__init__.py" not in names and "twisted/plugins/__init__.py" not in names
     # Every module of the package, subpackages included, is in the wheel.
     modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "wingman_gateway").rglob("*.py"))
-    assert sorted(n for n in names if n.startswith("wingman_gateway/")) == modules
+    package_data = ["wingman_gateway/web/static/wingman.js"]  # the JavaScript client
+    assert sorted(n for n in names if n.startswith("wingman_gateway/")) == sorted(modules + package_data)
     assert not [n for n in names if n.startswith("tests/")]
 
 
@@ -145,5 +147,26 @@ def test_help_lists_every_setting_with_its_default(tmp_path: Path) -> None:
         assert text.startswith(setting.help), (setting.flag, text)
         if setting.default is not None:
             assert text.endswith(f"[default: {setting.default}]"), (setting.flag, text)
-    assert entries["listen"].endswith("[default: tcp:3000:interface=0.0.0.0]")
+    assert entries["listen"].endswith(r"[default: tcp6:3000:interface=\:\:]")
     assert "config" in entries and "auth" in entries
+
+
+def test_wheel_and_sdist_carry_the_license(wheel: Path, tmp_path: Path) -> None:
+    """The MIT licence setup.cfg announces ships in both; the sdist also has the protocol reference."""
+    license_text = (ROOT / "LICENSE").read_text()
+    assert license_text.startswith("MIT License\n\nCopyright (c) 2026 Wingman Gateway developers\n")
+    with zipfile.ZipFile(wheel) as archive:
+        [found] = [n for n in archive.namelist() if n.endswith("/LICENSE") and ".dist-info/" in n]
+        assert archive.read(found).decode() == license_text
+        [metadata] = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        assert "License-File: LICENSE" in archive.read(metadata).decode().splitlines()
+    source = tmp_path / "source"
+    shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
+    run([sys.executable, "-c", "import setuptools.build_meta as b; b.build_sdist('dist')"], cwd=source)
+    [sdist] = (source / "dist").glob("wingman_gateway-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+        top = archive.getnames()[0].split("/")[0]
+        member = archive.extractfile(f"{top}/LICENSE")
+        assert member is not None and member.read().decode() == license_text
+    assert {"LICENSE", "docs/protocol.rst", "README.rst"} <= names

@@ -33,11 +33,7 @@ from harness.support import (
 NODE_ID = re.compile(r"^[0-9a-f]{16}$")
 
 
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[GatewayProcess]:
-    """One gateway for the module; each test leaves it empty again."""
-    with running_gateway() as process:
-        yield process
+pytestmark = pytest.mark.gateway(shared=True)  # one gateway for the module
 
 
 

@@ -54,11 +54,7 @@ SCALARS = [
 ]
 
 
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[GatewayProcess]:
-    """One gateway for the module; each test leaves it empty again."""
-    with running_gateway() as process:
-        yield process
+pytestmark = pytest.mark.gateway(shared=True)  # one gateway for the module
 
 
 

@@ -8,13 +8,13 @@ import asyncio
 import itertools
 import json
 import resource
-from typing import Any, Iterator
+from typing import Any
 
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
-from harness.support import GatewayProcess, get_url, start_gateway, wait_totals
+from harness.support import GatewayProcess, get_url, wait_totals
 
 NODES = 1000
 ROOM_SIZE = 10
@@ -91,19 +91,17 @@ class ScaleNode:
             await asyncio.wait_for(self._reader, STEP_TIMEOUT)
 
 
-@pytest.fixture
-def gateway() -> Iterator[GatewayProcess]:
-    """One gateway sized for the scenario; file limits raised first so it inherits them."""
+@pytest.fixture(scope="module", autouse=True)
+def enough_files() -> None:
+    """File limits raised before the gateway starts, so it inherits them."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     needed = NODES + 200
     if soft < needed:
         assert hard == resource.RLIM_INFINITY or hard >= needed, f"RLIMIT_NOFILE hard limit {hard} < {needed}"
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    process = start_gateway("--max-nodes", "1100", "--rate-limit", "0")
-    try:
-        yield process
-    finally:
-        process.stop()
+
+
+pytestmark = pytest.mark.gateway("--max-nodes", "1100", "--rate-limit", "0")
 
 
 async def gather_all(label: str, steps: list[Any]) -> list[Any]:

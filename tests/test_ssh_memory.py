@@ -33,7 +33,7 @@ def mallory(keys_dir: Path) -> UserKey:
     return UserKey(keys_dir, "mallory")
 
 
-def gateway(keys_dir: Path, *lines: str, **kwargs: Any) -> MemorySSH:
+def ssh_gateway(keys_dir: Path, *lines: str, **kwargs: Any) -> MemorySSH:
     return MemorySSH(write_authorized_keys(keys_dir / "authorized_keys", *lines), **kwargs)
 
 
@@ -60,7 +60,7 @@ def register(chan: ClientChannel, pump: Any, name: str, room: str | None = None)
 
 
 def test_key_login_and_node_exchange_with_another_member(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line('wingman-user="alice"'))
+    gw = ssh_gateway(keys_dir, alice.line('wingman-user="alice"'))
     client, pump = logged_in(gw, "alice", alice)
     chan, outcome = gw.subsystem(client, pump)
     assert outcome and not hasattr(outcome[0], "value"), outcome
@@ -80,7 +80,7 @@ def test_key_login_and_node_exchange_with_another_member(keys_dir: Path, alice: 
 
 def test_wrong_key_and_unknown_user_are_refused(keys_dir: Path, alice: UserKey,
                                                mallory: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line('wingman-user="alice"'))
+    gw = ssh_gateway(keys_dir, alice.line('wingman-user="alice"'))
     for user, key in (("alice", mallory), ("bob", alice)):
         client, _server, pump = gw.login(user, key)
         assert client.conn is None
@@ -90,7 +90,7 @@ def test_wrong_key_and_unknown_user_are_refused(keys_dir: Path, alice: UserKey,
 
 
 def test_login_must_finish_within_the_timeout(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line())
+    gw = ssh_gateway(keys_dir, alice.line())
     server = gw.factory.buildProtocol(IPv4Address("TCP", "127.0.0.1", 2222))
     from twisted.test import iosim
 
@@ -104,7 +104,7 @@ def test_login_must_finish_within_the_timeout(keys_dir: Path, alice: UserKey) ->
 
 
 def test_key_without_user_option_accepts_any_login(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line())
+    gw = ssh_gateway(keys_dir, alice.line())
     client, _pump = logged_in(gw, "whoever", alice)
 
 
@@ -112,7 +112,7 @@ def test_key_without_user_option_accepts_any_login(keys_dir: Path, alice: UserKe
 
 
 def test_shell_and_exec_are_refused_with_a_message(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line())
+    gw = ssh_gateway(keys_dir, alice.line())
     client, pump = logged_in(gw, "alice", alice)
     for request, data, word in ((b"shell", b"", "shell refused"),
                                 (b"exec", common.NS(b"cat /etc/passwd"), "command refused")):
@@ -130,7 +130,7 @@ def test_shell_and_exec_are_refused_with_a_message(keys_dir: Path, alice: UserKe
 
 
 def test_remote_forwarding_is_refused(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line())
+    gw = ssh_gateway(keys_dir, alice.line())
     client, pump = logged_in(gw, "alice", alice)
     outcome: list[Any] = []
     client.conn.sendGlobalRequest(
@@ -147,7 +147,7 @@ def forward(gw: MemorySSH, client: Any, pump: Any, host: str, port: int) -> Forw
 
 def test_forwarding_only_to_the_gateways_listeners(keys_dir: Path, alice: UserKey) -> None:
     listening = [IPv4Address("TCP", "127.0.0.1", 3000), IPv4Address("TCP", "0.0.0.0", 3443)]
-    gw = gateway(keys_dir, alice.line(), listening=listening)
+    gw = ssh_gateway(keys_dir, alice.line(), listening=listening)
     client, pump = logged_in(gw, "alice", alice)
     for host, port in (("127.0.0.1", 22), ("10.0.0.1", 3000), ("example.com", 3000),
                        ("127.0.0.2", 3000), ("localhost", 3001)):
@@ -164,7 +164,7 @@ def test_forwarding_only_to_the_gateways_listeners(keys_dir: Path, alice: UserKe
 
 def test_forwarding_follows_the_keys_options(keys_dir: Path, alice: UserKey, mallory: UserKey) -> None:
     listening = [IPv4Address("TCP", "127.0.0.1", 3000)]
-    gw = gateway(keys_dir, alice.line("no-port-forwarding"), mallory.line('wingman-rooms="ops"'),
+    gw = ssh_gateway(keys_dir, alice.line("no-port-forwarding"), mallory.line('wingman-rooms="ops"'),
                  listening=listening)
     for user, key in (("alice", alice), ("mallory", mallory)):
         client, pump = logged_in(gw, user, key)
@@ -173,7 +173,7 @@ def test_forwarding_follows_the_keys_options(keys_dir: Path, alice: UserKey, mal
 
 
 def test_other_channel_types_and_too_many_channels(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line())
+    gw = ssh_gateway(keys_dir, alice.line())
     client, pump = logged_in(gw, "alice", alice)
 
     class X11(ClientChannel):
@@ -188,7 +188,7 @@ def test_other_channel_types_and_too_many_channels(keys_dir: Path, alice: UserKe
 
 
 def test_data_before_a_subsystem_is_bounded(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line())
+    gw = ssh_gateway(keys_dir, alice.line())
     client, pump = logged_in(gw, "alice", alice)
     chan = gw.open(client, pump, ClientChannel())
     chan.write(b"x" * (64 * 1024 + 1))
@@ -203,7 +203,7 @@ def test_data_before_a_subsystem_is_bounded(keys_dir: Path, alice: UserKey) -> N
 
 
 def test_bad_lines_get_errors_and_the_node_stays_usable(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line(), limits=Limits(max_payload=1024))
+    gw = ssh_gateway(keys_dir, alice.line(), limits=Limits(max_payload=1024))
     client, pump = logged_in(gw, "alice", alice)
     chan, _ = gw.subsystem(client, pump)
     register(chan, pump, "liner", "ops")
@@ -220,7 +220,7 @@ def test_bad_lines_get_errors_and_the_node_stays_usable(keys_dir: Path, alice: U
 
 
 def test_room_scope_of_the_key_applies(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line('wingman-rooms="ops,dev"'))
+    gw = ssh_gateway(keys_dir, alice.line('wingman-rooms="ops,dev"'))
     client, pump = logged_in(gw, "alice", alice)
     chan, _ = gw.subsystem(client, pump)
     register(chan, pump, "scoped", "ops")
@@ -232,7 +232,7 @@ def test_room_scope_of_the_key_applies(keys_dir: Path, alice: UserKey) -> None:
 
 
 def test_end_of_input_ends_the_node(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line())
+    gw = ssh_gateway(keys_dir, alice.line())
     client, pump = logged_in(gw, "alice", alice)
     chan, _ = gw.subsystem(client, pump)
     register(chan, pump, "short-lived", "ops")
@@ -249,7 +249,7 @@ def test_end_of_input_ends_the_node(keys_dir: Path, alice: UserKey) -> None:
 
 
 def test_heartbeat_close_sends_a_last_line_and_closes(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line())
+    gw = ssh_gateway(keys_dir, alice.line())
     client, pump = logged_in(gw, "alice", alice)
     chan, _ = gw.subsystem(client, pump)
     register(chan, pump, "silent")
@@ -266,7 +266,7 @@ def test_heartbeat_close_sends_a_last_line_and_closes(keys_dir: Path, alice: Use
 
 
 def test_a_stalled_client_is_cut_off_and_its_queue_dropped(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line(), limits=Limits(max_buffer=64 * 1024, rate_limit=0))
+    gw = ssh_gateway(keys_dir, alice.line(), limits=Limits(max_buffer=64 * 1024, message_rate=0))
     client, pump = logged_in(gw, "alice", alice)
     chan, _ = gw.subsystem(client, pump, stall=True, window=16 * 1024)
     register(chan, pump, "stalled", "ops")
@@ -286,7 +286,7 @@ def test_a_stalled_client_is_cut_off_and_its_queue_dropped(keys_dir: Path, alice
 
 
 def test_a_slow_client_gets_everything_in_order_once_it_reads(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line(), limits=Limits(rate_limit=0))
+    gw = ssh_gateway(keys_dir, alice.line(), limits=Limits(message_rate=0))
     client, pump = logged_in(gw, "alice", alice)
     chan, _ = gw.subsystem(client, pump, stall=True, window=8 * 1024)
     register(chan, pump, "slow", "ops")
@@ -303,7 +303,7 @@ def test_a_slow_client_gets_everything_in_order_once_it_reads(keys_dir: Path, al
 
 
 def test_shutdown_close_says_going_away(keys_dir: Path, alice: UserKey) -> None:
-    gw = gateway(keys_dir, alice.line())
+    gw = ssh_gateway(keys_dir, alice.line())
     client, pump = logged_in(gw, "alice", alice)
     chan, _ = gw.subsystem(client, pump)
     register(chan, pump, "leaving")

@@ -83,7 +83,7 @@ class AdmissionLimits:
         return self.max_connections or descriptor_budget()
 
 
-def source_of(host: str | None) -> str | None:
+def counted_source(host: str | None) -> str | None:
     """The source a peer address counts under: the IPv4 address, an IPv6 /64; None if not IP."""
     if not host:
         return None
@@ -168,8 +168,9 @@ class Admission:
 
     # -- nodes --------------------------------------------------------------
 
-    def check_register(self, source: str | None) -> None:
-        """Raise ``MAX_NODES_REACHED`` if ``source`` already holds its share of nodes."""
+    def check_register(self, address: str | None) -> None:
+        """Raise ``MAX_NODES_REACHED`` if ``address``'s source already holds its share of nodes."""
+        source = counted_source(address)
         if self.exempt(source):
             return
         assert source is not None
@@ -182,11 +183,13 @@ class Admission:
                 fatal=True,
             )
 
-    def node_registered(self, source: str | None) -> None:
+    def node_registered(self, address: str | None) -> None:
+        source = counted_source(address)
         if not self.exempt(source):
             self._nodes[source] += 1  # type: ignore[index]
 
-    def node_left(self, source: str | None) -> None:
+    def node_left(self, address: str | None) -> None:
+        source = counted_source(address)
         if self.exempt(source):
             return
         left = self._nodes[source] - 1  # type: ignore[index]

@@ -20,9 +20,11 @@ from wingman_gateway import checks
 from wingman_gateway.checks import ConfigError
 from wingman_gateway.limits import Limits
 from wingman_gateway.admission import LOOPBACK, AdmissionLimits, check_networks
+from wingman_gateway.onion import settings as onion_settings
 
 DEFAULT_PORT = 3000
-DEFAULT_HOST = "0.0.0.0"
+# "::" with IPV6_V6ONLY off (Linux's default): IPv4 and IPv6 clients alike.
+DEFAULT_HOST = "::"
 
 
 def _discovery(key: str, value: Any) -> DiscoverySettings:
@@ -48,6 +50,10 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("host", "host", checks.text, None, f"interface for --port [{DEFAULT_HOST}]"),
     Setting("name", "name", checks.text, None, "gateway name reported by /health [host name]"),
     Setting("token", "authToken", checks.text, None, "shared auth token accepted at register"),
+    Setting(
+        "token-file", "authTokenFile", checks.text, None,
+        "file holding the shared auth token (read at start and on SIGHUP; not shown in ps)",
+    ),
     Setting("keyring", "keyring", checks.text, None, "key ring file (JSON) for signed tokens"),
     Setting("max-nodes", "maxNodes", checks.integer(1), 1000, "most nodes at once"),
     Setting("max-payload", "maxPayload", checks.integer(256), 1024 * 1024, "largest message, bytes"),
@@ -59,8 +65,20 @@ SETTINGS: tuple[Setting, ...] = (
         "longest room description",
     ),
     Setting("max-depth", "maxDepth", checks.integer(2), 64, "deepest JSON nesting in a message"),
-    Setting("rate-limit", "rateLimit", checks.integer(0), 100, "messages per window per node, 0 = off"),
-    Setting("rate-window", "rateWindow", checks.integer(1), 60000, "rate limit window, ms"),
+    Setting(
+        "message-rate", "messageRate", checks.integer(0), 250,
+        "messages a second per connection, sustained (token bucket), 0 = off",
+    ),
+    Setting("message-burst", "messageBurst", checks.integer(1), 500, "messages per connection at once, above the rate"),
+    Setting(
+        "rate-limit", "rateLimit", checks.integer(0), None,
+        "older form: N messages per --rate-window, i.e. rate N/window, burst N; 0 = off",
+    ),
+    Setting("rate-window", "rateWindow", checks.integer(1), None, "window of --rate-limit, ms [60000]"),
+    Setting(
+        "max-metadata", "maxMetadata", checks.integer(2), 4096,
+        "largest register metadata kept per node, bytes of JSON",
+    ),
     Setting(
         "max-buffer", "maxBuffer", checks.integer(1024), 4 * 1024 * 1024,
         "unsent bytes per client before it is cut off",
@@ -71,6 +89,10 @@ SETTINGS: tuple[Setting, ...] = (
         "drop a node silent this long, ms",
     ),
     Setting("log-level", "logLevel", checks.log_level, "info", "debug, info, warn, error"),
+    Setting(
+        "ports-file", "portsFile", checks.text, None,
+        "write the bound listeners (endpoint, kind, host, port or path) and SSH port to this JSON file",
+    ),
     Setting("discovery", "discovery", _discovery, None, "announce the gateway: mdns, tailscale or mdns,tailscale"),
     Setting("mdns-interface", "mdnsInterface", checks.text, None, "announce over mDNS on this interface only [all]"),
     Setting(
@@ -120,6 +142,19 @@ SETTINGS: tuple[Setting, ...] = (
         "register-timeout", "registerTimeout", checks.integer(100), 30000,
         "time from connecting to registering, ms",
     ),
+    Setting(
+        "tor-control", "torControl", checks.text, None,
+        "with --onion: tor's control endpoint, e.g. unix:/run/tor/control [launch tor]",
+    ),
+    Setting(
+        "onion-key", "onionKey", checks.text, None,
+        "onion service key file (ED25519-V3:...) [WINGMAN_HOME/onion_ed25519_key]",
+    ),
+    Setting(
+        "onion-client-auth", "onionClientAuth", checks.text, None,
+        "file of client public keys allowed to reach the onion service",
+    ),
+    Setting("tor-config", "torConfig", checks.text, None, "torrc file for the tor the gateway launches"),
 )
 
 # Settings that are switches on the command line or lists, not plain values.
@@ -129,6 +164,7 @@ EXTRA_KEYS = {
     "bridge": checks.boolean,
     "corsOrigins": bridge_options.check_origins,
     "exemptSources": check_networks,
+    "onion": checks.boolean,
 }
 
 
@@ -152,6 +188,10 @@ class GatewayConfig:
     admission: AdmissionLimits = attrs.Factory(AdmissionLimits)
     # The HTTP bridge (/bridge/*); None when turned off.
     bridge: bridge_options.BridgeOptions | None = attrs.Factory(bridge_options.BridgeOptions)
+    auth_token_file: str | None = None
+    ports_file: str | None = None
+    # --onion: the first TCP listener as a Tor onion service; None when off.
+    onion: onion_settings.OnionSettings | None = None
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -169,7 +209,7 @@ def load_file(path: str) -> dict[str, Any]:
     values = {}
     for key, value in data.items():
         if key not in known:
-            raise ConfigError(f"{key}: unknown config key (known: {', '.join(sorted(known))})")
+            raise ConfigError(f"{key}: unknown config key in {path} (known: {', '.join(sorted(known))})")
         values[key] = known[key](key, value)
     return values
 
@@ -204,7 +244,9 @@ def build(
         endpoints.append(tcp_endpoint(DEFAULT_PORT, DEFAULT_HOST))
 
     auth = require_auth or file_values.get("requireAuth", False)
-    if auth and values["authToken"] is None and values["keyring"] is None:
+    if values["authToken"] is not None and values["authTokenFile"] is not None:
+        raise ConfigError("authTokenFile: give the shared token or a token file, not both")
+    if auth and values["authToken"] is None and values["authTokenFile"] is None and values["keyring"] is None:
         raise ConfigError("requireAuth: auth is on but neither a token nor a keyring is given")
     if values["ssh"] is not None and values["sshAuthorizedKeys"] is None:
         raise ConfigError("sshAuthorizedKeys: the SSH server needs --ssh-authorized-keys FILE")
@@ -213,6 +255,7 @@ def build(
     if values["maxConnections"] and values["connectionReserve"] >= values["maxConnections"]:
         raise ConfigError("connectionReserve: must be less than maxConnections")
 
+    rate, burst = _message_rate(values)
     limits = Limits(
         max_payload=values["maxPayload"],
         max_name_length=values["maxNameLength"],
@@ -221,8 +264,9 @@ def build(
         max_nodes=values["maxNodes"],
         max_rooms=values["maxRooms"],
         max_rooms_per_node=values["maxRoomsPerNode"],
-        rate_limit=values["rateLimit"],
-        rate_window=values["rateWindow"] / 1000,
+        message_rate=rate,
+        message_burst=burst,
+        max_metadata=values["maxMetadata"],
         max_buffer=values["maxBuffer"],
         ping_interval=values["pingInterval"] / 1000,
         ping_timeout=values["pingTimeout"] / 1000,
@@ -243,6 +287,9 @@ def build(
         ssh_authorized_keys=values["sshAuthorizedKeys"],
         admission=_admission(values, flags, file_values),
         bridge=bridge_options.from_settings(values, flags, file_values),
+        auth_token_file=values["authTokenFile"],
+        ports_file=values["portsFile"],
+        onion=onion_settings.from_settings(values, flags, file_values),
     )
 
 
@@ -262,6 +309,24 @@ def _admission(values: dict[str, Any], flags: dict[str, Any], file_values: dict[
     )
 
 
+def _message_rate(values: dict[str, Any]) -> tuple[float, int]:
+    """The token bucket's rate and burst, from the new settings or the older pair.
+
+    ``rateLimit N`` with ``rateWindow W`` (ms) means N messages per window:
+    a bucket of N tokens refilled at N/W a second.
+    """
+    limit, window = values["rateLimit"], values["rateWindow"]
+    if limit is None:
+        if window is not None:
+            raise ConfigError("rateWindow: needs rateLimit")
+        return float(values["messageRate"]), values["messageBurst"]
+    if window is None:
+        window = 60000
+    if limit == 0:
+        return 0.0, 1
+    return limit * 1000 / window, limit
+
+
 def _merge_discovery(value: Any, flags: dict[str, Any], file_values: dict[str, Any]) -> DiscoverySettings:
     """``--discovery`` picks the methods; the file's name and tags still apply."""
     in_file = file_values.get("discovery")
@@ -269,8 +334,10 @@ def _merge_discovery(value: Any, flags: dict[str, Any], file_values: dict[str, A
         return DiscoverySettings()
     if flags.get("discovery") is not None and isinstance(in_file, DiscoverySettings):
         return attrs.evolve(in_file, methods=value.methods)
-    return value  # type: ignore[no-any-return]
+    return value
 
 
 def tcp_endpoint(port: int, host: str) -> str:
-    return f"tcp:{port}:interface={quoteStringArgument(host)}"
+    """``tcp:`` for an IPv4 address or name, ``tcp6:`` for an IPv6 address (``::`` is dual-stack)."""
+    kind = "tcp6" if ":" in host else "tcp"
+    return f"{kind}:{port}:interface={quoteStringArgument(host)}"

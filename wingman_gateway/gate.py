@@ -15,7 +15,7 @@ from typing import Any
 from twisted.internet.interfaces import IAddress
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 
-from wingman_gateway.admission import REFUSE, RESERVED, Admission, source_of
+from wingman_gateway.admission import REFUSE, RESERVED, Admission, counted_source
 
 
 class GatedConnection(ProtocolWrapper):
@@ -40,7 +40,7 @@ class GatedFactory(WrappingFactory):
         self.admission = admission
 
     def buildProtocol(self, addr: IAddress | None) -> GatedConnection | None:  # type: ignore[override]
-        source = source_of(getattr(addr, "host", None))
+        source = counted_source(getattr(addr, "host", None))
         verdict = self.admission.connection_opened(source)
         if verdict == REFUSE:
             return None

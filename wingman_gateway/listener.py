@@ -36,13 +36,15 @@ class Listener(Service):
 
     announce = "wingman-gateway listening on {endpoint} ({address})"
 
-    def __init__(self, description: str, factory: Factory, reactor: Any) -> None:
+    def __init__(self, description: str, factory: Factory | Any, reactor: Any) -> None:
         self.description = description
         self.factory = factory
         try:
             self.endpoint = serverFromString(reactor, description)
         except (ValueError, KeyError, TypeError) as error:
             raise ConfigError(f"listen: bad endpoint {description!r}: {error}")
+        except OSError as error:  # an ssl: endpoint's key or certificate file
+            raise ConfigError(f"listen: {description!r}: cannot read {error.filename}: {error.strerror}")
         self.port: IListeningPort | None = None
         self.listening: defer.Deferred[IListeningPort] = defer.Deferred()
         self.setName(f"listener {description}")
@@ -81,5 +83,6 @@ class Listener(Service):
         super().stopService()
         if self.port is not None:
             port, self.port = self.port, None
-            return defer.maybeDeferred(port.stopListening)
+            stopped = port.stopListening()
+            return stopped if isinstance(stopped, defer.Deferred) else defer.succeed(None)
         return None

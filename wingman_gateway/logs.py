@@ -67,12 +67,26 @@ def _log_stream() -> IO[str]:
     path = os.environ.get(LOG_FILE_ENV)
     if not path:
         return sys.stdout
-    return LogFile.fromFullPath(path, rotateLength=ROTATE_BYTES, maxRotatedFiles=ROTATED_KEPT)  # type: ignore[return-value]
+    return LogFile.fromFullPath(path, rotateLength=ROTATE_BYTES, maxRotatedFiles=ROTATED_KEPT)
 
 
 def text_observer() -> ILogObserver:
     """Human-readable lines (``--log-format text``)."""
     return escaping(textFileLogObserver(_log_stream()))
+
+
+# Fields twisted.python.log's bridge adds to every event; they repeat what
+# time/level/namespace/message already say.
+_LEGACY_KEYS = frozenset({"format", "isError", "system", "why", "failure", "printed"})
+
+
+def _namespace(event: dict[str, Any]) -> str:
+    """The event's namespace; for old-style ``log.msg`` events, its system or ``twisted``."""
+    namespace = event.get("log_namespace", "-")
+    if namespace == "log_legacy":
+        system = event.get("system")
+        return system if isinstance(system, str) and system != "-" else "twisted"
+    return namespace
 
 
 def json_observer() -> ILogObserver:
@@ -84,11 +98,11 @@ def json_observer() -> ILogObserver:
         record: dict[str, Any] = {
             "time": datetime.fromtimestamp(event.get("log_time", 0), timezone.utc).isoformat(),
             "level": getattr(event.get("log_level"), "name", "info"),
-            "namespace": event.get("log_namespace", "-"),
+            "namespace": _namespace(event),
             "message": formatEvent(event),
         }
         for key, value in event.items():
-            if not key.startswith("log_") and key not in record and not key.startswith("_"):
+            if not key.startswith(("log_", "_")) and key not in record and key not in _LEGACY_KEYS:
                 record[key] = value
         failure = event.get("log_failure")
         if failure is not None:

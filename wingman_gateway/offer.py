@@ -46,8 +46,14 @@ class Offer:
     auth_required: bool
     listeners: tuple[Bound, ...]
     bridge: bool
-    ssh_port: int | None = None
+    ssh: Bound | None = None  # the built-in SSH server (--ssh)
+    ssh_fingerprint: str | None = None  # its host key's SHA256 fingerprint
     tags: tuple[str, ...] = ()  # tailnet tags clients look for
+    onion: str | None = None  # the onion service's URL (--onion)
+
+    @property
+    def ssh_port(self) -> int | None:
+        return self.ssh.port if self.ssh is not None else None
 
     @property
     def network(self) -> tuple[Bound, ...]:

@@ -16,9 +16,8 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
-from twisted.web.resource import Resource
 
-from wingman_gateway import __version__
+from wingman_gateway import __version__, portsfile
 from wingman_gateway.admission import Admission, drop_unregistered
 from wingman_gateway.auth import Authenticator, KeyRing, KeyRingWatcher
 from wingman_gateway.checks import ConfigError
@@ -29,10 +28,12 @@ from wingman_gateway.gate import GatedFactory
 from wingman_gateway.listener import Listener
 from wingman_gateway.logs import get_logger
 from wingman_gateway.offer import Bound, Offer
+from wingman_gateway.onion import listener_target, onion_service
 from wingman_gateway.rooms import LocalRooms
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
 from wingman_gateway.transports.bridge.cors import CorsPolicy
+from wingman_gateway.tokenfile import read_token_file
 from wingman_gateway.transports.bridge.resources import bridge_resource
 from wingman_gateway.transports.bridge.session import Bridge
 from wingman_gateway.transports.websocket import GatewayWebSocketFactory, websocket_resource
@@ -57,10 +58,15 @@ class GatewayService(MultiService):
         if config.keyring is not None:
             try:
                 self.keyring = KeyRing.open(config.keyring, reactor, create=True)
-            except (OSError, ValueError) as error:
+            except OSError as error:
+                raise ConfigError(f"keyring: cannot use {config.keyring}: {error.strerror or error}")
+            except ValueError as error:
                 raise ConfigError(f"keyring: {error}")
+        shared_token = config.auth_token
+        if config.auth_token_file is not None:
+            shared_token = read_token_file(config.auth_token_file)
         authenticator = Authenticator(
-            required=config.require_auth, shared_token=config.auth_token, keyring=self.keyring
+            required=config.require_auth, shared_token=shared_token, keyring=self.keyring
         )
         # Caps per source and in all, counted at every listener's door.
         self.admission = Admission(config.admission)
@@ -73,13 +79,20 @@ class GatewayService(MultiService):
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)
         self.bridge: Bridge | None = None
         origins = CorsPolicy(frozenset(config.bridge.cors_origins if config.bridge else ()))
-        children: dict[bytes, Resource] = {
+        children: dict[bytes, Any] = {
             b"ws": websocket_resource(websocket_factory, origins.allows)
         }
         if config.bridge is not None:
             self.bridge = Bridge(self.router, config.bridge, reactor)
             self.bridge.setServiceParent(self)
             children[b"bridge"] = bridge_resource(self.bridge)
+        # --onion: the first TCP listener as a Tor onion service, once it is bound.
+        self.onion = onion_service(config.onion, reactor)
+        sections: dict[str, Any] = {}
+        if self.onion is not None:
+            onion = self.onion
+            onion.setServiceParent(self)
+            sections["onion"] = onion.report
         # --discovery: mDNS announcer, tailnet reporter.
         self.discovery = announcers(
             config.discovery, config.name, config.mdns_interface, config.tailscale_socket,
@@ -87,7 +100,6 @@ class GatewayService(MultiService):
         )
         for announcer in self.discovery.values():
             announcer.setServiceParent(self)
-        sections = {}
         if self.discovery:
             found = self.discovery
             sections["discovery"] = lambda: {
@@ -121,6 +133,9 @@ class GatewayService(MultiService):
             self.ssh_listener = ssh_listener(config, self.router, self._bound_addresses, reactor)
             self.ssh_listener.factory = GatedFactory(self.ssh_listener.factory, self.admission)
             self.ssh_listener.setServiceParent(self)
+        if self.onion is not None:
+            onion = self.onion
+            self.whenOffered().addCallback(lambda offer: onion.serve(listener_target(offer)))
         limits = config.limits
         pinger = TimerService(limits.ping_interval, self.router.ping_all)
         # Check for silent nodes often enough to drop them close to the timeout.
@@ -138,7 +153,9 @@ class GatewayService(MultiService):
         self.keyring_watcher: KeyRingWatcher | None = None
         if self.keyring is not None:
             # SIGHUP belongs to the whole service (see reload), not to the watcher.
-            self.keyring_watcher = KeyRingWatcher(self.keyring, reactor, install_sighup=False)
+            self.keyring_watcher = KeyRingWatcher(
+                self.keyring, reactor, install_sighup=False, on_change=self.router.keys_changed
+            )
             self.keyring_watcher.setServiceParent(self)
         self._sighup_installed = False
         self._previous_sighup: Any = None
@@ -165,7 +182,6 @@ class GatewayService(MultiService):
         """What the gateway offers now (its bound listeners among it)."""
         config = self.config
         ssh = self.ssh_listener
-        ssh_port = getattr(ssh.port.getHost(), "port", None) if ssh and ssh.port else None
         return Offer(
             name=config.name,
             version=__version__,
@@ -176,14 +192,18 @@ class GatewayService(MultiService):
                 if listener.port is not None
             ),
             bridge=self.bridge is not None,
-            ssh_port=ssh_port,
+            ssh=Bound.of(ssh.description, ssh.port.getHost()) if ssh and ssh.port else None,
+            ssh_fingerprint=getattr(ssh, "fingerprint", None),
             tags=config.discovery.tags,
+            onion=self.onion.url if self.onion is not None else None,
         )
 
     # -- lifecycle --------------------------------------------------------
 
     def startService(self) -> None:
         super().startService()
+        if self.config.ports_file is not None:
+            self.whenOffered().addCallback(self._write_ports_file)
         try:
             self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
             self._sighup_installed = True
@@ -193,14 +213,36 @@ class GatewayService(MultiService):
     def _on_sighup(self, signum: int, frame: Any) -> None:
         self.reactor.callFromThread(self.reload)  # out of signal context
 
+    def _write_ports_file(self, offer: Offer) -> None:
+        """--ports-file: every listener is bound; say where."""
+        assert self.config.ports_file is not None
+        try:
+            portsfile.write(self.config.ports_file, portsfile.report(offer))
+        except OSError as error:
+            log.error("cannot write the ports file {path}: {reason}", path=self.config.ports_file,
+                      reason=error.strerror)
+
+    def _reload_token_file(self) -> None:
+        path = self.config.auth_token_file
+        if path is None:
+            return
+        try:
+            token = read_token_file(path)
+        except ConfigError as error:
+            log.error("SIGHUP: {error}; the shared token loaded before stays in force", error=str(error))
+            return
+        self.router.authenticator.replace_shared_token(token)
+        log.info("SIGHUP: reloaded the shared token from {path}", path=path)
+
     def reload(self) -> None:
         """SIGHUP (systemctl reload): re-read what may change at runtime."""
         if self.notifier is not None:
             self.notifier.reloading()
+        self._reload_token_file()
         if self.keyring_watcher is not None:
             self.keyring_watcher.reload()
-        else:
-            log.info("SIGHUP: nothing to reload (no --keyring)")
+        elif self.config.auth_token_file is None:
+            log.info("SIGHUP: nothing to reload (no --keyring, no --token-file)")
         if self.notifier is not None:
             self.notifier.reloaded()
 

@@ -12,12 +12,11 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import attrs
-import pytest
 from harness.background import stop_process
-from harness.support import GatewayProcess, NodePool, expect_error, start_gateway
+from harness.support import GatewayProcess, expect_error
 
 SESSION = "X-Wingman-Session"
 PROXY = str(Path(__file__).with_name("blocking_proxy.py"))
@@ -253,33 +252,6 @@ class ProxyProcess:
 
 
 # --- fixtures and helpers shared by the bridge test modules ---------------------
-
-
-@pytest.fixture
-def launch() -> Iterator[Callable[..., GatewayProcess]]:
-    """Starts gateways with the given options; stops them all at the end."""
-    started: list[GatewayProcess] = []
-
-    def start(*args: str) -> GatewayProcess:
-        gateway = start_gateway(*args)
-        started.append(gateway)
-        return gateway
-
-    yield start
-    for gateway in started:
-        gateway.stop()
-
-
-@pytest.fixture
-def gateway(launch: Callable[..., GatewayProcess]) -> GatewayProcess:
-    return launch()
-
-
-@pytest.fixture
-def pool(gateway: GatewayProcess) -> Iterator[NodePool]:
-    nodes = NodePool(gateway)
-    yield nodes
-    nodes.close_all()
 
 
 def error_of(reply: Reply, status: int, code: str, message: str | None = None) -> dict[str, Any]:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.background import stop_process
+from harness.support import Node
 
 WINGMAN = str(Path(sys.executable).with_name("wingman"))
 
@@ -24,9 +25,11 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def wingman(home: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+def wingman(home: Path, *args: str, timeout: float = 60,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """Run ``wingman ARGS`` to its end with this WINGMAN_HOME (and ``env`` added)."""
     return subprocess.run(
-        [WINGMAN, *args], env={**os.environ, "WINGMAN_HOME": str(home)},
+        [WINGMAN, *args], env={**os.environ, "WINGMAN_HOME": str(home), **(env or {})},
         capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
     )
 
@@ -34,9 +37,9 @@ def wingman(home: Path, *args: str, timeout: float = 60) -> subprocess.Completed
 class LineProcess:
     """A ``wingman`` process fed and read line by line, every wait bounded."""
 
-    def __init__(self, home: Path, *args: str) -> None:
+    def __init__(self, home: Path, *args: str, env: dict[str, str] | None = None) -> None:
         self.proc = subprocess.Popen(
-            [WINGMAN, *args], env={**os.environ, "WINGMAN_HOME": str(home)},
+            [WINGMAN, *args], env={**os.environ, "WINGMAN_HOME": str(home), **(env or {})},
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
         self.lines: queue.Queue[str] = queue.Queue()
@@ -73,3 +76,14 @@ class LineProcess:
 
     def stop(self) -> int:
         return stop_process(self.proc)
+
+
+def converse(cli: LineProcess, ws: Node) -> None:
+    """The terminal node and the WebSocket node hear each other."""
+    cli.send({"type": "agent-stream", "delta": "from the terminal"})
+    got = ws.recv_type("broadcast")
+    assert got["payload"] == {"type": "agent-stream", "delta": "from the terminal"}
+    assert got["fromName"] == "term"
+    ws.request("broadcast", {"groupId": "ops", "message": {"reply": "from ws"}})
+    heard = cli.read_until(lambda r: r.get("type") == "broadcast")
+    assert heard["payload"] == {"reply": "from ws"} and heard["fromName"] == "ws"

@@ -51,13 +51,14 @@ class Harness:
         self.clock.advance(1_700_000_000)
         self.router = Router(self.clock, limits or Limits(), authenticator, "test-gateway")
 
-    def connect(self) -> tuple[Session, MemoryConnection]:
+    def connect(self) -> tuple[Node, MemoryConnection]:
         conn = MemoryConnection(f"memory:{len(self.router.connections) + 1}")
         return self.router.connect(conn), conn
 
     def send(self, session: Node, envelope: dict[str, Any] | str | bytes) -> None:
         data = envelope if isinstance(envelope, (str, bytes)) else json.dumps(envelope)
         self.router.receive(session, data)
+        self.clock.advance(0)  # the end of the reactor turn: presence goes out
 
     def request(
         self, session: Node, conn: MemoryConnection, kind: str, payload: Any = None, **extra: Any
@@ -72,7 +73,7 @@ class Harness:
         assert len(replies) == 1, replies
         return replies[0]
 
-    def node(self, name: str, *rooms: str) -> tuple[Session, MemoryConnection]:
+    def node(self, name: str, *rooms: str) -> tuple[Node, MemoryConnection]:
         """A registered node that has joined ``rooms`` (created as needed)."""
         session, conn = self.connect()
         reply = self.request(session, conn, "register", {"name": name})

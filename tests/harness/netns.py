@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.background import Background, stop_all
+from harness.cli_support import WINGMAN
 
 
 def _ip(*args: str) -> None:
@@ -118,3 +119,17 @@ def start_avahi(netns: Netns, directory: Path) -> dict[str, str]:
     avahi = netns.spawn("unshare", "--mount", "--propagation", "private", "sh", "-c", script, env=env)
     avahi.wait_for(r"Server startup complete")
     return env
+
+
+def run_gateway(netns: Netns, home: Path, name: str, *extra: str) -> tuple[Background, int]:
+    """``wingman gateway run --discovery mdns`` in the namespace; (process, port) once announced."""
+    gateway = netns.spawn(WINGMAN, "gateway", "run", "--listen", "tcp:0:interface=127.0.0.1", "--name", name,
+                          "--discovery", "mdns", "--mdns-interface", "lo", *extra,
+                          env={"WINGMAN_HOME": str(home)})
+    port = int(gateway.wait_for(r"listening on \S+ \(127\.0\.0\.1:(\d+)\)").group(1))
+    gateway.wait_for(r"mdns: announced '.*' \(_wingman-gateway\._tcp\.local\.\) on port " + str(port))
+    return gateway, port
+
+
+def discover(netns: Netns, *args: str) -> Any:
+    return netns.run(WINGMAN, "gateway", "discover", *args)

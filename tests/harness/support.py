@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import json
 import os
-import re
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -15,11 +16,11 @@ from websockets.sync.client import ClientConnection, connect
 from harness.background import Background
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
-_LISTENING = re.compile(r"listening on (\S+) \((.*):(\d+)\)")
 
 
 class GatewayProcess(Background):
-    """A gateway started with ``twistd -n``; its log is collected as it runs."""
+    """A gateway started with ``twistd -n``; its log is collected as it runs, and
+    what it bound is read from the ``--ports-file`` it is always given."""
 
     def __init__(
         self,
@@ -29,32 +30,59 @@ class GatewayProcess(Background):
         command: list[str] | None = None,
         exact_env: bool = False,
     ) -> None:
-        """``command`` replaces the default ``twistd … wingman-gateway ARGS`` line."""
+        """``command`` replaces the default ``twistd … wingman-gateway ARGS`` line
+        (it must end with the gateway's options: ``--ports-file`` is added to it)."""
         self.args = args
-        self.ports: list[int] = []
-        super().__init__(
-            command or [TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway", *args],
-            env=env, cwd=cwd, exact_env=exact_env,
-        )
+        self._ports_dir = tempfile.mkdtemp(prefix="wingman-ports-")
+        self.ports_file = os.path.join(self._ports_dir, "ports.json")
+        command = command or [TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway", *args]
+        super().__init__([*command, "--ports-file", self.ports_file], env=env, cwd=cwd, exact_env=exact_env)
 
-    def line_received(self, line: str) -> None:
-        match = _LISTENING.search(line)
-        if match:
-            self.ports.append(int(match.group(3)))
+    @property
+    def bound(self) -> dict[str, Any] | None:
+        """The ports file's content once every listener is bound, else None."""
+        try:
+            with open(self.ports_file, encoding="utf-8") as handle:
+                return json.load(handle)  # type: ignore[no-any-return]
+        except FileNotFoundError:
+            return None
+
+    @property
+    def listeners(self) -> list[dict[str, Any]]:
+        """Every bound listener (endpoint, kind, host and port, or path)."""
+        return list((self.bound or {}).get("listeners", []))
+
+    @property
+    def ports(self) -> list[int]:
+        """The TCP/TLS ports, in --listen order (empty until every listener is bound)."""
+        return [entry["port"] for entry in self.listeners if "port" in entry]
 
     @property
     def log(self) -> str:
         return self.output
 
     def wait_listening(self, count: int = 1, timeout: float = 15.0) -> list[int]:
+        """The bound TCP/TLS ports, once the gateway wrote its ports file (bounded wait)."""
         deadline = time.monotonic() + timeout
-        with self._seen:
-            while len(self.ports) < count:
-                left = deadline - time.monotonic()
-                if left <= 0 or self.proc.poll() is not None:
-                    raise AssertionError(f"gateway did not start; log:\n{self.log}")
-                self._seen.wait(min(left, 0.2))
-            return list(self.ports)
+        while self.bound is None:
+            if time.monotonic() > deadline or self.proc.poll() is not None:
+                raise AssertionError(f"gateway did not start; log:\n{self.log}")
+            time.sleep(0.02)
+        ports = self.ports
+        assert len(ports) >= count, (ports, self.bound)
+        return ports
+
+    def stop(self, timeout: float = 10.0) -> int:
+        try:
+            return super().stop(timeout)
+        finally:
+            shutil.rmtree(self._ports_dir, ignore_errors=True)
+
+    def wait_exit(self, timeout: float = 30.0) -> int:
+        try:
+            return super().wait_exit(timeout)
+        finally:
+            shutil.rmtree(self._ports_dir, ignore_errors=True)
 
     @property
     def port(self) -> int:
@@ -64,13 +92,15 @@ class GatewayProcess(Background):
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-def start_gateway(*args: str, env: dict[str, str] | None = None) -> GatewayProcess:
-    """Start a gateway on a free loopback port (unless args give listeners)."""
+def start_gateway(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> GatewayProcess:
+    """Start a gateway on a free loopback port (unless args give listeners or a
+    config file); wait until it listens unless told not to."""
     argv = list(args)
-    if not any(a.startswith("--listen") or a.startswith("--port") for a in argv):
+    if not any(a.startswith(("--listen", "--port", "--config")) for a in argv):
         argv = ["--listen", "tcp:0:interface=127.0.0.1", *argv]
     gateway = GatewayProcess(argv, env=env)
-    gateway.wait_listening()
+    if wait:
+        gateway.wait_listening()
     return gateway
 
 
@@ -504,3 +534,10 @@ def send_text_frame(sock: socket.socket, message: dict[str, Any]) -> None:
     length = struct.pack("!B", 0x80 | len(data)) if len(data) < 126 else struct.pack("!BH", 0x80 | 126, len(data))
     masked = bytes(b ^ mask[i % 4] for i, b in enumerate(data))
     sock.sendall(b"\x81" + length + mask + masked)
+
+
+def assert_refused_at_startup(gateway: GatewayProcess, message: str) -> None:
+    """The gateway exits non-zero before listening, and says ``message``."""
+    assert gateway.wait_exit() != 0, gateway.log
+    assert message in gateway.log
+    assert "listening on" not in gateway.log

@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from wingman_gateway import __version__
-from wingman_gateway.cli import daemon, discover, health, join, token, tunnel
+from wingman_gateway.cli import daemon, discover, health, join, onion, token, tunnel
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -22,6 +22,7 @@ def build_parser() -> argparse.ArgumentParser:
     health.add_parser(actions)
     discover.add_parser(actions)
     tunnel.add_parser(actions)
+    onion.add_parser(actions)
     return parser
 
 

@@ -36,6 +36,26 @@ class Home:
     def state_file(self) -> Path:
         return self.root / "gateway.json"
 
+    @property
+    def ports_file(self) -> Path:
+        """Written by the gateway (``--ports-file``) once every listener is bound."""
+        return self.root / "ports.json"
+
+    @property
+    def token_file(self) -> Path:
+        """The shared token of ``start --token``, handed over as ``--token-file`` (mode 0600)."""
+        return self.root / "token"
+
+    def write_private(self, path: Path, text: str) -> None:
+        """Write ``text`` to ``path`` atomically, readable by this user only (0600)."""
+        self.prepare()
+        temporary = path.with_name(f".{path.name}.tmp")
+        temporary.unlink(missing_ok=True)
+        descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(descriptor, "w", encoding="utf-8") as handle:
+            handle.write(text)
+        os.replace(temporary, path)
+
     def prepare(self) -> None:
         """Create the folders, private to the user."""
         for folder in (self.root, self.logfile.parent):
@@ -55,26 +75,32 @@ class Home:
         return data if isinstance(data, dict) else {}
 
     def save_state(self, state: dict[str, Any]) -> None:
-        self.prepare()
-        temporary = self.state_file.with_suffix(".tmp")
-        temporary.write_text(json.dumps(state, indent=2))
-        os.replace(temporary, self.state_file)
+        """The last start's options and listeners; 0600, since options may name secrets."""
+        self.write_private(self.state_file, json.dumps(state, indent=2))
 
 
-def gateway_alive(pid: int) -> bool:
-    """True if ``pid`` is a live (not zombie) gateway process."""
+GATEWAY, OTHER, GONE = "gateway", "another program", "gone"
+
+
+def pid_owner(pid: int) -> str:
+    """Whether ``pid`` is a live gateway, a live process of another program, or gone (or a zombie)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
-        return False
+        return GONE
     except PermissionError:
-        return True
+        return GATEWAY
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
         cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
-        return True  # no /proc: trust kill(0)
+        return GATEWAY  # no /proc: trust kill(0)
     if stat.rsplit(")", 1)[-1].split()[0] == "Z":
-        return False
+        return GONE
     # A pid reused by another program is not our gateway.
-    return b"wingman-gateway" in cmdline
+    return GATEWAY if b"wingman-gateway" in cmdline else OTHER
+
+
+def gateway_alive(pid: int) -> bool:
+    """True if ``pid`` is a live (not zombie) gateway process."""
+    return pid_owner(pid) == GATEWAY

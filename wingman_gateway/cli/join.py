@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import socket
 import sys
 from typing import Any, Callable
@@ -17,14 +18,23 @@ from twisted.internet import stdio
 from twisted.internet.defer import Deferred, ensureDeferred, succeed
 from twisted.protocols.basic import LineReceiver
 
-from wingman_gateway.cli.render import Renderer
-from wingman_gateway.cli.runner import run_async
+from wingman_gateway.cli.helptext import HelpFormatter
+from wingman_gateway.cli.home import Home
+from wingman_gateway.cli.local import running_state, websocket_place
+from wingman_gateway.cli.render import Renderer, terminal_width
+from wingman_gateway.cli.runner import pause, run_async
+from wingman_gateway.cli.untrusted import json_line, one_line
 from wingman_gateway.client import ClientError, GatewayClient, Message
+from wingman_gateway.client.endpoints import DEFAULT_TOR_SOCKS, TOR_SOCKS_VARIABLE
 
 HELP = (
-    "commands: /join ROOM, /leave ROOM, /who, /direct NODE TEXT, /quit; "
+    "commands: /join ROOM, /leave ROOM, /who, /direct NAME|NODE TEXT, /quit; "
     "other lines are sent to the current room"
 )
+TOKEN_ENV = "WINGMAN_TOKEN"
+FULL = "MAX_NODES_REACHED"
+# A full gateway is tried this many times more, these seconds apart, before join gives up.
+FULL_RETRY_DELAYS = (1.0, 2.0, 4.0)
 
 
 def websocket_url(target: str) -> str:
@@ -34,7 +44,7 @@ def websocket_url(target: str) -> str:
     scheme, rest = target.split("://", 1)
     scheme = {"http": "ws", "https": "wss"}.get(scheme, scheme)
     host, _, path = rest.partition("/")
-    if ":" not in host.rsplit("]", 1)[-1]:
+    if ":" not in host.rsplit("]", 1)[-1] and not host.endswith(".onion"):  # onion: the URL's own port
         host += ":3000"
     return f"{scheme}://{host}/{path or 'ws'}"
 
@@ -66,14 +76,24 @@ class JoinSession:
         self.json_mode = json_mode
         self.room: str | None = None
         self.done: Deferred[int] = Deferred()
-        self.renderer = Renderer(self._write)
+        self.output_closed = False
+        self.refusal: ClientError | None = None
+        self.renderer = Renderer(self._write, terminal_width)
 
     def _write(self, text: str) -> None:
-        sys.stdout.write(text)
-        sys.stdout.flush()
+        if self.output_closed:
+            return
+        try:
+            sys.stdout.write(text)
+            sys.stdout.flush()
+        except BrokenPipeError:
+            # The reader went away (`join --json | head`): end the node quietly.
+            self.output_closed = True
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            ensureDeferred(self.quit())
 
     def emit(self, record: dict[str, Any]) -> None:
-        self._write(json.dumps(record, ensure_ascii=False) + "\n")
+        self._write(json_line(record) + "\n")
 
     def note(self, text: str) -> None:
         if self.json_mode:
@@ -89,7 +109,27 @@ class JoinSession:
         else:
             self.renderer.message(message)
 
+    def refused(self, url: str, error: ClientError) -> int:
+        """A final refusal: on stdout as an error record with --json, on stderr always; exit 1."""
+        self.refusal = error  # the last word: closing afterwards is not reported
+        if self.json_mode:
+            self.emit({"type": "error", "payload": {"code": error.code, "message": error.message},
+                       "final": True})
+        print(f"wingman: cannot join {url}: {one_line(f'{error.code}: {error.message}')}", file=sys.stderr)
+        return 1
+
     def state(self, event: str, info: dict[str, Any]) -> None:
+        if event == "connected" or self.refusal is not None:
+            return  # join reports its own, once the room is joined too; nothing after a refusal
+        if event == "disconnected" and info.get("final"):
+            refusal = ClientError(info.get("error") or "CONNECTION_LOST", str(info.get("reason")))
+            self.finish(self.refused(self.client.url, refusal))
+            return
+        if event == "reconnecting" and info.get("lastError") == FULL and info.get("attempt", 0) > len(
+                FULL_RETRY_DELAYS) + 1:
+            refusal = ClientError(FULL, f"the gateway stayed full for {info['attempt'] - 1} attempts")
+            ensureDeferred(self.quit(self.refused(self.client.url, refusal)))
+            return
         if self.json_mode:
             self.emit({"type": "local", "event": event, **info})
         elif event == "disconnected":
@@ -139,7 +179,7 @@ class JoinSession:
         if command == "join" and rest:
             ack = await self.client.join(rest)
             self.room = rest
-            names = ", ".join(m.get("name", "?") for m in ack.get("members", []))
+            names = ", ".join(one_line(str(m.get("name", "?"))) for m in ack.get("members", []))
             self.note(f"in room {rest} with {names}")
         elif command == "leave" and rest:
             await self.client.leave(rest)
@@ -151,23 +191,66 @@ class JoinSession:
                 self.note("not in a room")
                 return
             members = await self.client.who(self.room)
-            self.note(f"{self.room}: " + ", ".join(f"{m.get('name')} ({m.get('nodeId')})" for m in members))
+            self.note(f"{self.room}: " + ", ".join(one_line(f"{m.get('name')} ({m.get('nodeId')})") for m in members))
         elif command == "direct" and len(rest.split(" ", 1)) == 2:
             target, message = rest.split(" ", 1)
-            await self.client.direct(target, message)
+            await self.client.direct(await self.node_named(target), message)
         elif command in ("quit", "exit"):
             await self.quit()
         else:
             self.note(HELP)
 
-    async def quit(self) -> None:
+    async def node_named(self, target: str) -> str:
+        """The node id for ``target``: a member's id, or a name unambiguous in this node's rooms."""
+        named: dict[str, dict[str, Any]] = {}
+        for room in list(self.client.rooms):
+            for member in await self.client.who(room):
+                if member.get("nodeId") == target:
+                    return target
+                if member.get("name") == target and member.get("nodeId") != self.client.node_id:
+                    named[member["nodeId"]] = member
+        if len(named) > 1:
+            ids = ", ".join(sorted(named))
+            raise ClientError("AMBIGUOUS_NAME", f"{len(named)} members are named {target!r} ({ids}); use a node id")
+        return next(iter(named), target)  # not a member's name: the gateway judges the id
+
+    def finish(self, status: int) -> None:
+        if not self.done.called:
+            self.done.callback(status)
+
+    async def quit(self, status: int = 0) -> None:
         if not self.done.called:
             await self.client.close()
-            if not self.done.called:
-                self.done.callback(0)
+            self.finish(status)
+
+
+def _target(args: argparse.Namespace) -> tuple[str, str | None]:
+    """The WebSocket URL and CA file: the URL given, else the gateway this WINGMAN_HOME
+    started (while it runs), else the default."""
+    if args.url:
+        return websocket_url(args.url), args.ca_file
+    state = running_state(Home.from_environment())
+    where = websocket_place(state)
+    if where is None or where.websocket is None:
+        return websocket_url("127.0.0.1:3000"), args.ca_file
+    return where.websocket, args.ca_file or (state or {}).get("caFile") or where.certificate
+
+
+async def _connect(reactor: Any, client: GatewayClient) -> str:
+    """Register; a full gateway is tried again a few times before the refusal stands."""
+    for delay in (*FULL_RETRY_DELAYS, None):
+        try:
+            return await client.connect()
+        except ClientError as error:
+            if error.code != FULL or delay is None:
+                raise
+            print(f"wingman: the gateway is full; trying again in {delay:g} s", file=sys.stderr)
+            await pause(reactor, delay)
+    raise AssertionError("not reached")
 
 
 async def join_command(reactor: Any, args: argparse.Namespace) -> int:
+    ca_file = args.ca_file
     if args.auto_discover:
         from wingman_gateway.cli.discover import auto_discover_url
 
@@ -176,40 +259,47 @@ async def join_command(reactor: Any, args: argparse.Namespace) -> int:
             return 1
         url = found
     else:
-        url = websocket_url(args.url)
+        url, ca_file = _target(args)
+    if getattr(args, "tor_socks", None):
+        os.environ[TOR_SOCKS_VARIABLE] = args.tor_socks  # read by the client's .onion endpoints
     client = GatewayClient(
-        url, args.name, token=args.token, capabilities=("terminal",), ca_file=args.ca_file,
-        reactor=reactor, transport="auto" if args.auto_transport else args.transport,
+        url, args.name, token=args.token or os.environ.get(TOKEN_ENV) or None, capabilities=("terminal",),
+        ca_file=ca_file, reactor=reactor, transport="auto" if args.auto_transport else args.transport,
     )
     session = JoinSession(reactor, client, args.json)
     client.add_listener(session.delivered)
     client.on_state(session.state)
     try:
-        node_id = await client.connect()
+        node_id = await _connect(reactor, client)
         if args.group:
             await client.join(args.group)
             session.room = args.group
     except ClientError as error:
-        print(f"wingman: cannot join {url}: {error.code}: {error.message}", file=sys.stderr)
-        return 1
+        status = session.refused(url, error)
+        await client.close()
+        return status
     if args.json:
         session.emit({"type": "local", "event": "connected", "nodeId": node_id, "room": session.room})
     else:
         where = f" in room {session.room}" if session.room else ""
         session.note(f"connected to {url} as {args.name} ({node_id}){where}; {HELP}")
-    stdio.StandardIO(LineInput(session.line, lambda: ensureDeferred(session.quit())), reactor=reactor)
+    def input_ended() -> None:
+        ensureDeferred(session.quit())
+
+    stdio.StandardIO(LineInput(session.line, input_ended), reactor=reactor)
     return await session.done
 
 
 def add_parser(actions: Any) -> None:
     parser = actions.add_parser(
         "join", help="join a gateway as a node from this terminal",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
-    parser.add_argument("url", nargs="?", default="ws://127.0.0.1:3000/ws",
-                        help="gateway URL (ws://, wss://, http://) or host:port")
+    parser.add_argument("url", nargs="?",
+                        help="gateway URL (ws://, wss://, http://) or host:port (default: the gateway "
+                             "`wingman gateway start` runs, else ws://127.0.0.1:3000/ws)")
     parser.add_argument("--name", default=f"{socket.gethostname()}-terminal", help="node name")
-    parser.add_argument("--token", help="auth token")
+    parser.add_argument("--token", help=f"auth token (default: ${TOKEN_ENV}; the variable keeps it out of ps)")
     parser.add_argument("--group", help="room to join (created if missing)")
     parser.add_argument("--json", action="store_true",
                         help="newline-delimited JSON on stdin (messages) and stdout (envelopes)")
@@ -221,4 +311,6 @@ def add_parser(actions: Any) -> None:
                         help="same as --transport auto (for proxies that block WebSocket)")
     parser.add_argument("--auto-discover", action="store_true",
                         help="join the first gateway announced on the LAN (mDNS, within 5 s)")
+    parser.add_argument("--tor-socks", metavar="ENDPOINT",
+                        help=f"Tor's SOCKS port for .onion gateways [${TOR_SOCKS_VARIABLE} or {DEFAULT_TOR_SOCKS}]")
     parser.set_defaults(run=lambda args: run_async(join_command, args))

@@ -12,6 +12,7 @@ from typing import Any
 from twisted.internet.task import Clock
 
 from wingman_gateway.auth import KeyRing
+from wingman_gateway.cli.helptext import HelpFormatter
 from wingman_gateway.cli.home import Home
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhdw]?)$")
@@ -83,7 +84,7 @@ def token_command(args: argparse.Namespace) -> int:
 def add_parser(actions: Any) -> None:
     token = actions.add_parser(
         "token", help="sign tokens and manage the signing key ring",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
     )
     what = token.add_argument_group("actions (at least one)")
     what.add_argument("--generate", action="store_true", help="print a signed token")

@@ -19,6 +19,7 @@ from twisted.internet import defer
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.protocol import Protocol
 
+from wingman_gateway.cli.helptext import HelpFormatter
 from wingman_gateway.cli.join import join_command
 from wingman_gateway.cli.runner import run_async
 from wingman_gateway.cli.sshchild import SSHChild
@@ -229,7 +230,7 @@ def tunnel(args: argparse.Namespace) -> int:
 def add_parser(actions: Any) -> None:
     parser = actions.add_parser(
         "tunnel", help="reach a gateway through SSH (or publish one with `reverse`)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=HelpFormatter,
         description="`tunnel user@host`: forward a local port to the gateway on HOST and join it "
         "as a node. `tunnel reverse user@host`: publish the local gateway on HOST until stopped.",
     )
@@ -243,7 +244,7 @@ def add_parser(actions: Any) -> None:
     parser.add_argument("--ssh-port", type=port, default=22, help="SSH port of HOST")
     parser.add_argument("--name", default=f"{socket.gethostname()}-tunnel", help="node name")
     parser.add_argument("--group", help="room to join")
-    parser.add_argument("--token", help="auth token for the gateway")
+    parser.add_argument("--token", help="auth token for the gateway (default: $WINGMAN_TOKEN)")
     parser.add_argument("--json", action="store_true",
                         help="newline-delimited JSON on stdin/stdout, as `join --json`")
     parser.add_argument("-i", "--identity", help="private key file for ssh")

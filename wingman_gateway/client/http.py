@@ -17,7 +17,6 @@ import json
 import warnings
 from collections import deque
 from typing import Any
-from urllib.parse import urlsplit, urlunsplit
 
 from twisted.internet import defer
 from twisted.internet.defer import CancelledError, Deferred
@@ -33,35 +32,28 @@ from twisted.web.client import (
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
-from wingman_gateway import __version__
+from wingman_gateway.client.endpoints import AgentEndpoints
 from wingman_gateway.client.errors import CONNECTION_FAILED, NOT_CONNECTED, TLS_ERROR, ClientError
 from wingman_gateway.client.sse import Event, EventStreamProtocol
 from wingman_gateway.client.tls import VerifyingPolicy, failure_text
+from wingman_gateway.protocol.bridge import (
+    CONFIRM_DELAY,
+    POLL_TIMEOUT,
+    READER_RETRIES,
+    closed_reason,
+    is_pong,
+    probe_refusal,
+)
+from wingman_gateway.protocol.bridge import PING as _PING
+from wingman_gateway.protocol.bridge import SESSION_ENDED as _SESSION_ENDED
+from wingman_gateway.protocol.bridge import USER_AGENT as BRIDGE_USER_AGENT
+from wingman_gateway.protocol.urls import bridge_base
 from wingman_gateway.client.transport import CLOSE_NORMAL, IClientTransport, ITransportReceiver
 from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.client.http")
 
-# Asked of the gateway per poll: under its 30 s cap, and under the idle
-# timeout of most proxies.
-POLL_TIMEOUT = 25
-# Delays before re-opening a broken reader; one more failure ends the connection.
-READER_RETRIES = (0.1, 0.5, 1.0)
-# Confirmations of streamed messages are batched this long.
-CONFIRM_DELAY = 0.05
-USER_AGENT = f"wingman-gateway-client/{__version__}".encode("ascii")
-_PING = b'{"type":"ping"}'
-_SESSION_ENDED = ("AUTH_FAILED", "NOT_REGISTERED")
-
-
-def bridge_base(url: str) -> str:
-    """``http(s)://host:port[/prefix]/bridge`` for a gateway URL (``/ws`` or ``/bridge`` ending dropped)."""
-    parts = urlsplit(url)
-    path = parts.path.rstrip("/")
-    for suffix in ("/ws", "/bridge"):
-        if path.endswith(suffix):
-            path = path[: -len(suffix)]
-    return urlunsplit((parts.scheme, parts.netloc, path + "/bridge", "", ""))
+USER_AGENT = BRIDGE_USER_AGENT.encode("ascii")
 
 
 def read_body(response: IResponse) -> Deferred[bytes]:
@@ -95,9 +87,8 @@ class HttpTransport:
         self._base = bridge_base(url).encode("utf-8")
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 4
-        self._agent = Agent(
-            reactor, contextFactory=VerifyingPolicy(ca_file), connectTimeout=timeout, pool=self._pool
-        )
+        endpoints = AgentEndpoints(reactor, VerifyingPolicy(ca_file), timeout)  # .onion: through Tor
+        self._agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self._pool)
         self._secret: bytes | None = None
         self._after = 0  # the last message received
         self._confirmed = 0  # the last message the gateway knows we have
@@ -188,13 +179,13 @@ class HttpTransport:
 
     def _probed(self, answer: tuple[IResponse, bytes]) -> None:
         response, data = answer
-        if response.code == 200 and data.startswith(b'{"type":"pong"'):
+        if is_pong(response.code, data):
             self._is_open = True
             log.debug("bridge reachable at {url}", url=self.url)
             if self._opening is not None and not self._opening.called:
                 self._opening.callback(None)
             return
-        what = "no HTTP bridge" if response.code == 404 else "not a Wingman Gateway bridge"
+        what = probe_refusal(response.code)
         self._fail_open(
             ClientError(CONNECTION_FAILED, f"{what} at {self.url} (HTTP {response.code})")
         )
@@ -248,7 +239,8 @@ class HttpTransport:
         self._pump()
 
     def _reply(self, status: int, envelope: dict[str, Any], text: str) -> None:
-        payload = envelope.get("payload") if isinstance(envelope.get("payload"), dict) else {}
+        given = envelope.get("payload")
+        payload: dict[str, Any] = given if isinstance(given, dict) else {}
         session = envelope.get("session")
         if envelope.get("type") == "ack" and isinstance(session, str) and self._secret is None:
             self._secret = session.encode("ascii", "replace")
@@ -385,7 +377,7 @@ class HttpTransport:
             self._lose(None, "the bridge session ended (HTTP 401)")
             return
         try:
-            body = json.loads(data) if response.code == 200 else None
+            body: dict[str, Any] = json.loads(data) if response.code == 200 else {}
             messages = body["messages"]
         except (ValueError, TypeError, KeyError):
             self._reader_retry(f"{self.url} answered a poll with HTTP {response.code}")
@@ -422,11 +414,7 @@ class HttpTransport:
         self._later(delay, self._start_reader)
 
     def _closed_by_gateway(self, data: str) -> None:
-        try:
-            closed = json.loads(data)
-            code, reason = int(closed.get("code")), str(closed.get("reason", ""))
-        except (ValueError, TypeError, AttributeError):
-            code, reason = None, "closed by the gateway"
+        code, reason = closed_reason(data)
         self._ended = True
         self._lose(code, reason)
 

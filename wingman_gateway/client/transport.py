@@ -1,7 +1,7 @@
 """The seam between the client's protocol logic and the wire.
 
 A transport only moves text frames: requests, replies, reconnecting and
-rejoining live once, in ``GatewayClient``. ``transport_for`` picks the
+rejoining live once, in ``GatewayClient``. ``choose.transport_for`` picks the
 transport: ``websocket``, ``http`` (the HTTP bridge: SSE, falling back to
 long polling) or ``auto`` (WebSocket, falling back to HTTP), by name or by
 the URL's scheme (ws/wss: WebSocket, http/https: HTTP).
@@ -10,15 +10,13 @@ the URL's scheme (ws/wss: WebSocket, http/https: HTTP).
 from __future__ import annotations
 
 from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
 
 from zope.interface import Attribute, Interface
 
-from wingman_gateway.client.errors import ClientError
 
-CLOSE_NORMAL = 1000
-TRANSPORTS = ("websocket", "http", "auto")
-_SCHEMES = {"ws": "websocket", "wss": "websocket", "http": "http", "https": "http"}
+from wingman_gateway.protocol.runtime import CLOSE_NORMAL  # noqa: F401
+from wingman_gateway.protocol.urls import TRANSPORTS, as_http_url, as_websocket_url, transport_kind  # noqa: F401 (re-exported)
+
 
 
 class ITransportReceiver(Interface):
@@ -64,63 +62,3 @@ class TransportFactory(Protocol):
         timeout: float,
         kind: str | None = None,
     ) -> IClientTransport: ...
-
-
-def _swap_scheme(url: str, plain: str, secure: str, path: str) -> str:
-    """``url`` as is if its scheme is ``plain`` or ``secure``, else converted."""
-    parts = urlsplit(url)
-    scheme = parts.scheme.lower()
-    if scheme not in _SCHEMES:
-        raise ClientError("CONNECTION_FAILED", f"unsupported URL scheme {scheme!r} in {url!r}")
-    if scheme in (plain, secure):
-        return url
-    tls = scheme in ("wss", "https")
-    base = parts.path.rstrip("/")
-    for suffix in ("/ws", "/bridge"):
-        if base.endswith(suffix):
-            base = base[: -len(suffix)]
-    return urlunsplit((secure if tls else plain, parts.netloc, base + path, parts.query, ""))
-
-
-def as_websocket_url(url: str) -> str:
-    """A WebSocket URL as given; an HTTP one becomes the gateway's ``/ws``."""
-    return _swap_scheme(url, "ws", "wss", "/ws")
-
-
-def as_http_url(url: str) -> str:
-    """An HTTP URL as given; a WebSocket one becomes the gateway's root (``/ws`` dropped)."""
-    return _swap_scheme(url, "http", "https", "")
-
-
-def transport_for(
-    url: str,
-    receiver: ITransportReceiver,
-    *,
-    reactor: Any,
-    ca_file: str | None,
-    timeout: float,
-    kind: str | None = None,
-) -> IClientTransport:
-    """The transport ``kind`` names, or the one that speaks ``url``'s scheme."""
-    scheme = urlsplit(url).scheme.lower()
-    if kind is None:
-        if scheme not in _SCHEMES:
-            raise ClientError("CONNECTION_FAILED", f"unsupported URL scheme {scheme!r} in {url!r}")
-        kind = _SCHEMES[scheme]
-    options: dict[str, Any] = {"reactor": reactor, "ca_file": ca_file, "timeout": timeout}
-    if kind == "websocket":
-        from wingman_gateway.client.websocket import WebSocketTransport
-
-        return WebSocketTransport(as_websocket_url(url), receiver, **options)
-    if kind == "http":
-        from wingman_gateway.client.http import HttpTransport
-
-        return HttpTransport(as_http_url(url), receiver, **options)
-    if kind == "auto":
-        from wingman_gateway.client.auto import AutoTransport
-
-        as_http_url(url)  # refuses a scheme neither transport speaks
-        return AutoTransport(url, receiver, **options)
-    raise ClientError(
-        "CONNECTION_FAILED", f"unknown transport {kind!r} (expected one of {', '.join(TRANSPORTS)})"
-    )

@@ -7,10 +7,11 @@ from typing import Any
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol
 from autobahn.websocket.util import parse_url
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint, wrapClientTLS
+from twisted.internet.endpoints import wrapClientTLS
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
+from wingman_gateway.client.endpoints import endpoint_for
 from wingman_gateway.client.errors import CONNECTION_FAILED, TLS_ERROR, ClientError
 from wingman_gateway.client.tls import client_options, tls_failure
 from wingman_gateway.client.transport import CLOSE_NORMAL, IClientTransport, ITransportReceiver
@@ -47,7 +48,7 @@ class _ClientProtocol(WebSocketClientProtocol):
 
 
 class _ClientFactory(WebSocketClientFactory):
-    protocol = _ClientProtocol
+    protocol = _ClientProtocol  # type: ignore[assignment]  # Autobahn's factories build from the class
     noisy = False  # one factory per connection: no start/stop lines in the log
     owner: "WebSocketTransport"
 
@@ -85,7 +86,7 @@ class WebSocketTransport:
         self._opening = Deferred(self._cancel_open)
         try:
             secure, host, port, _, _, _ = parse_url(self.url)
-            endpoint: Any = HostnameEndpoint(self._reactor, host, port, timeout=self._timeout)
+            endpoint: Any = endpoint_for(self._reactor, host, port, self._timeout)
             if secure:
                 endpoint = wrapClientTLS(client_options(host, self._ca_file), endpoint)
             factory = _ClientFactory(self.url, reactor=self._reactor)

@@ -95,7 +95,8 @@ def websocket_listener(offer: Offer) -> Bound | None:
     """The listener to announce: the first TCP/TLS one, preferring one not bound to loopback."""
     network = list(offer.network)
     outside = [bound for bound in network if not _loopback_only(bound)]
-    return (outside or network or [None])[0]
+    chosen = outside or network
+    return chosen[0] if chosen else None
 
 
 async def _free_name(wanted: str, zeroconf: Zeroconf) -> str:
@@ -182,6 +183,7 @@ class MdnsAnnouncer(Service):
         properties = txt_record(
             version=offer.version, auth_required=offer.auth_required, secure=bound.tls,
             bridge=offer.bridge, ssh_port=offer.ssh_port,
+            onion=offer.onion,
         )
         host = socket.gethostname().split(".")[0] or "wingman-gateway"
         self.info = ServiceInfo(

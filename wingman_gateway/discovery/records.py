@@ -25,7 +25,8 @@ def instance_name(name: str, suffix: str = "") -> str:
 
 
 def txt_record(
-    *, version: str, auth_required: bool, secure: bool, bridge: bool, ssh_port: int | None
+    *, version: str, auth_required: bool, secure: bool, bridge: bool, ssh_port: int | None,
+    onion: str | None = None,
 ) -> dict[str, str]:
     """The DNS-SD TXT key=value entries a gateway announces (``txtvers`` first)."""
     record = {
@@ -38,6 +39,8 @@ def txt_record(
     }
     if ssh_port is not None:
         record["ssh"] = str(ssh_port)
+    if onion is not None:
+        record["onion"] = onion  # the gateway's ws://....onion/ws URL (--onion)
     return record
 
 

@@ -17,16 +17,15 @@ from urllib.parse import quote, urlsplit
 
 import attrs
 from twisted.internet.defer import Deferred, DeferredSemaphore, ensureDeferred, gatherResults
-from twisted.internet.endpoints import UNIXClientEndpoint
 from twisted.internet.protocol import Protocol
 from twisted.web.client import Agent, BrowserLikePolicyForHTTPS, ResponseDone
 from twisted.web.http import PotentialDataLoss
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import IAgentEndpointFactory, IResponse
-from zope.interface import implementer
+from twisted.web.iweb import IResponse
 
 from wingman_gateway.discovery.records import FoundGateway, gateway_urls, host_for_url, sort_addresses
 from wingman_gateway.discovery.settings import normalize_tag
+from wingman_gateway.unixhttp import UnixSocket
 
 STATUS_URL = b"http://local-tailscaled.sock/localapi/v0/status"  # Host: what tailscaled requires
 DEFAULT_API_URL = "https://api.tailscale.com"
@@ -72,7 +71,7 @@ class _LimitedBody(Protocol):
             return
         self.parts.append(data)
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         if self.finished.called:
             return
         if reason.check(ResponseDone, PotentialDataLoss):
@@ -116,23 +115,12 @@ async def _get_json(
         raise TailscaleError(f"{what}: the answer is not JSON") from None
 
 
-@implementer(IAgentEndpointFactory)
-class _UnixSocket:
-    """Every request goes to one Unix socket, whatever the URL's host."""
-
-    def __init__(self, reactor: Any, path: str, timeout: float) -> None:
-        self.reactor, self.path, self.timeout = reactor, path, timeout
-
-    def endpointForURI(self, uri: Any) -> UNIXClientEndpoint:
-        return UNIXClientEndpoint(self.reactor, self.path, timeout=self.timeout)
-
-
 # -- the LocalAPI and the HTTP API ----------------------------------------------
 
 
 async def local_status(reactor: Any, socket_path: str, timeout: float = 3.0) -> dict[str, Any]:
     """tailscaled's ``/localapi/v0/status``; TailscaleError when it cannot be had."""
-    agent = Agent.usingEndpointFactory(reactor, _UnixSocket(reactor, socket_path, timeout))
+    agent = Agent.usingEndpointFactory(reactor, UnixSocket(reactor, socket_path, timeout))
     what = f"tailscaled at {socket_path}"
     code, status = await _get_json(reactor, agent, STATUS_URL, {}, timeout, what)
     if code == 403:
@@ -247,7 +235,7 @@ def candidates(devices: Iterable[Device], tags: Iterable[str] = ()) -> list[Devi
 
 async def probe(reactor: Any, device: Device, port: int, timeout: float) -> FoundGateway | None:
     """The gateway at ``device``'s Tailscale IP, or None if no gateway answers there."""
-    from wingman_gateway.cli.health import HealthError, fetch_health  # the one /health probe
+    from wingman_gateway.client.probe import HealthError, fetch_health  # the one /health probe
 
     url = f"http://{host_for_url(device.ips[0])}:{port}/health"
     try:

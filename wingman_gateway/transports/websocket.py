@@ -22,7 +22,6 @@ from wingman_gateway.connection import (
     cut_off,
     set_no_delay,
 )
-from wingman_gateway.admission import source_of
 from wingman_gateway.envelope import encode
 from wingman_gateway.gate import GatedConnection
 from wingman_gateway import errors
@@ -97,8 +96,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
         self._open = True
         for name in _HANDSHAKE_LEFTOVERS:
             setattr(self, name, None)
-        peer = self.transport.getPeer()
-        self.session = factory.router.connect(self, source=source_of(getattr(peer, "host", None)))
+        self.session = factory.router.connect(self)
 
     def onClose(self, wasClean: bool, code: int | None, reason: str | None) -> None:
         self._open = False

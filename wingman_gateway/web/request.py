@@ -17,7 +17,7 @@ from wingman_gateway import errors
 from wingman_gateway.envelope import encode
 from wingman_gateway.gate import gate_of
 from wingman_gateway.web.bounded import BoundedRequest
-from wingman_gateway.web.headers import BadHeader
+from wingman_gateway.web.headers import BadHeader, header
 
 # What a reserved connection may still ask for.
 RESERVE_PATHS = (b"/health",)
@@ -30,7 +30,23 @@ RESERVE_REASON = (
 class GatewayRequest(BoundedRequest):
     """A request of a ``GatewaySite``."""
 
+    _bad: BadHeader | None = None
+
+    def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
+        # twisted.web parses a POST's Content-Type itself and raises on a bad
+        # one, past any handler: check it first, answer 400 in process().
+        try:
+            header(self, "content-type")
+        except BadHeader as bad:
+            self._bad = bad
+            self.requestHeaders.removeHeader(b"content-type")
+        super().requestReceived(command, path, version)
+
     def process(self) -> None:
+        if self._bad is not None:
+            self.site = self.channel.site
+            self._error(400, errors.INVALID_REQUEST, str(self._bad))
+            return
         gate = gate_of(self.channel.transport)
         if gate is not None and gate.reserved and not self._reserve_may_serve():
             self.site = self.channel.site

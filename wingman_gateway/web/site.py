@@ -12,8 +12,10 @@ from wingman_gateway.redact import redact_uri
 from wingman_gateway.router import Router
 from wingman_gateway.web.bearer import token_check
 from wingman_gateway.web.channel import GatewayChannel
+from wingman_gateway.web.clientscript import client_resource
 from wingman_gateway.web.folder import Folder
 from wingman_gateway.web.health import HealthResource, HealthSources, StatsResource
+from wingman_gateway.web.index import IndexResource
 from wingman_gateway.web.request import GatewayRequest
 
 # Default deadline for a complete request head, seconds (--header-timeout).
@@ -75,8 +77,10 @@ def build_site(
     ``cors`` is the policy a refused body's answer follows (or None).
     """
     root = Folder()
+    root.putChild(b"", IndexResource(root))
     root.putChild(b"health", HealthResource(health))
     root.putChild(b"stats", StatsResource(router, token_check(router.authenticator)))
+    root.putChild(b"client", client_resource())  # /client/wingman.js
     for name, child in children.items():
         root.putChild(name, child)
     site = GatewaySite(root, router, cors, header_timeout)

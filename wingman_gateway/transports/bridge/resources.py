@@ -20,7 +20,6 @@ from wingman_gateway.transports.bridge.cors import CorsPolicy
 from wingman_gateway.transports.bridge.readers import PollReader, StreamReader
 from wingman_gateway.transports.bridge.session import Bridge, BridgeSession
 from wingman_gateway.addresses import address_text
-from wingman_gateway.admission import source_of
 from wingman_gateway.connection import Reply
 from wingman_gateway.envelope import encode
 from wingman_gateway.errors import GatewayError
@@ -189,8 +188,7 @@ class SendResource(_Endpoint):
                 return session
             return self._reply(request, session.receive(body))
         # No session yet: a connection of its own, kept only if it registers.
-        address = request.getClientAddress()
-        session = self.bridge.open(_peer(request), source_of(getattr(address, "host", None)))
+        session = self.bridge.open(_peer(request))
         replies = session.receive(body)
         if session.node.node_id is None or session.ended is not None:
             self.bridge.discard(session)

@@ -58,7 +58,7 @@ class BridgeSession:
 
     transport_name = "http"
 
-    def __init__(self, bridge: "Bridge", peer: str, source: str | None = None) -> None:
+    def __init__(self, bridge: "Bridge", peer: str) -> None:
         self.bridge = bridge
         self.peer = peer
         options = bridge.options
@@ -68,7 +68,7 @@ class BridgeSession:
         self.key: bytes | None = None  # digest of the secret, once admitted
         self._replies: list[Reply] | None = None
         self._expiry: IDelayedCall | None = None
-        self.node = bridge.router.connect(self, source=source)
+        self.node = bridge.router.connect(self)
 
     def __repr__(self) -> str:
         return f"<BridgeSession node={self.node.node_id} peer={self.peer}>"
@@ -110,7 +110,8 @@ class BridgeSession:
 
     def receive(self, data: bytes) -> list[Reply]:
         """Route one posted envelope; the replies the Router gave it directly."""
-        self._replies = replies = []
+        replies: list[Reply] = []
+        self._replies = replies
         try:
             self.bridge.router.receive(self.node, data)
         finally:
@@ -193,9 +194,9 @@ class Bridge(Service):
     def __len__(self) -> int:
         return len(self._sessions)
 
-    def open(self, peer: str, source: str | None = None) -> BridgeSession:
-        """A new connection for a request posted without a session (``source``: see admission)."""
-        return BridgeSession(self, peer, source)
+    def open(self, peer: str) -> BridgeSession:
+        """A new connection for a request posted without a session."""
+        return BridgeSession(self, peer)
 
     def admit(self, session: BridgeSession) -> str:
         """``session`` registered: its secret (never the public node id)."""

@@ -24,6 +24,7 @@ class SSHListener(Listener):
     """The SSH endpoint; announced apart from the WebSocket listeners."""
 
     announce = "wingman-gateway SSH server on {endpoint} ({address})"
+    fingerprint: str | None = None  # the host key's SHA256 fingerprint (for --ports-file)
 
     def __init__(self, description: str, factory: Any, reactor: Any) -> None:
         super().__init__(description, factory, reactor)
@@ -44,4 +45,6 @@ def ssh_listener(config: GatewayConfig, router: Router, listening: Callable[[], 
              fingerprint=fingerprint(host_key), count=len(keyfile.entries))
 
     factory = GatewaySSHFactory(router, host_key, keyfile, listening, reactor)
-    return SSHListener(config.ssh, factory, reactor)
+    listener = SSHListener(config.ssh, factory, reactor)
+    listener.fingerprint = fingerprint(host_key)
+    return listener

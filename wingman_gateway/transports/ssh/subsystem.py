@@ -28,7 +28,6 @@ from wingman_gateway.connection import (
     socket_transport,
     unsent_bytes,
 )
-from wingman_gateway.admission import source_of
 from wingman_gateway.envelope import encode
 from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
@@ -133,10 +132,7 @@ class LineConnection(Protocol):
         self.channel.line_connection = self
         self._socket = socket_transport(self.channel.conn.transport)
         self._open = True
-        peer = self._socket.getPeer() if self._socket is not None else None
-        self.session = self.router.connect(
-            self, grant=self.avatar.identity.entry.grant(), source=source_of(getattr(peer, "host", None))
-        )
+        self.session = self.router.connect(self, grant=self.avatar.identity.entry.grant())
         log.debug("SSH node channel opened by {peer}", peer=self.peer)
 
     def connectionLost(self, reason: Failure | None = None) -> None:
