@@ -334,8 +334,7 @@ def percentile(values: list[float], fraction: float) -> float:
 def run(args: argparse.Namespace) -> dict[str, dict[str, float]]:
     server = Server("soak", [TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway",
                              "--listen", "tcp:0:interface=127.0.0.1", "--exempt-source", "127.0.0.1/32",
-                             # Honest senders send 20 messages/s: above the default rate limit.
-                             "--rate-limit", "5000", *args.gateway_args])
+                             *args.gateway_args])
     stop_all = threading.Event()
     pairs: list[Pair] = []
     rss: list[tuple[float, str, int]] = []

@@ -129,7 +129,9 @@ BODIES = st.one_of(
 
 
 @pytest.mark.filterwarnings("ignore::DeprecationWarning")
-@settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+# Cheap examples (a few ms): eight times the profile's count.
+@settings(max_examples=settings.default.max_examples * 8,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(method=METHODS, path=PATHS, query=QUERY_PARTS,
        headers=st.lists(st.tuples(HEADER_NAMES, HEADER_VALUES), max_size=6), body=BODIES,
        version=st.sampled_from([b"HTTP/1.1", b"HTTP/1.0"]))

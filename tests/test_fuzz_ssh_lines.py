@@ -89,7 +89,7 @@ LINES = st.one_of(
 )
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=settings.default.max_examples * 3)  # cheap examples: three times the profile's
 @given(lines=st.lists(LINES, max_size=12), cuts=st.lists(st.integers(0, 10_000), max_size=20),
        tail=st.booleans())
 def test_random_chunking_gives_the_same_envelopes_and_errors(lines: list[bytes], cuts: list[int],
@@ -102,7 +102,7 @@ def test_random_chunking_gives_the_same_envelopes_and_errors(lines: list[bytes],
     assert run([stream]) == whole
 
 
-@settings(max_examples=150, deadline=None)
+@settings(max_examples=settings.default.max_examples * 3)  # cheap examples: three times the profile's
 @given(stream=st.binary(max_size=3 * MAX_PAYLOAD), cuts=st.lists(st.integers(0, 2000), max_size=20))
 def test_line_splitter_is_chunking_invariant(stream: bytes, cuts: list[int]) -> None:
     def split(chunks: list[bytes]) -> list[Any]:

@@ -12,8 +12,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from twisted.internet.interfaces import IAddress
+from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
+from zope.interface import alsoProvides
 
 from wingman_gateway.admission import REFUSE, RESERVED, Admission, counted_source
 
@@ -38,6 +39,12 @@ class GatedFactory(WrappingFactory):
     def __init__(self, factory: Any, admission: Admission) -> None:
         super().__init__(factory)
         self.admission = admission
+        if IProtocolNegotiationFactory.providedBy(factory):
+            # TLS asks the factory it wraps which protocols to offer (ALPN).
+            alsoProvides(self, IProtocolNegotiationFactory)
+
+    def acceptableProtocols(self) -> list[bytes]:
+        return self.wrappedFactory.acceptableProtocols()  # type: ignore[no-any-return]
 
     def buildProtocol(self, addr: IAddress | None) -> GatedConnection | None:  # type: ignore[override]
         source = counted_source(getattr(addr, "host", None))
