@@ -163,9 +163,6 @@ class Admission:
             )
         return REFUSE
 
-    def connections_from(self, source: str) -> int:
-        return self._connections[source]
-
     # -- nodes --------------------------------------------------------------
 
     def check_register(self, address: str | None) -> None:
@@ -197,9 +194,6 @@ class Admission:
             self._nodes[source] = left  # type: ignore[index]
         else:
             self._nodes.pop(source, None)  # type: ignore[arg-type]
-
-    def nodes_from(self, source: str) -> int:
-        return self._nodes[source]
 
 
 def drop_unregistered(connections: Iterable[Any], now: float, timeout: float,

@@ -13,6 +13,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IAddress, IProtocolNegotiationFactory
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from zope.interface import alsoProvides
 
@@ -25,12 +27,14 @@ class GatedConnection(ProtocolWrapper):
     source: str | None = None
     reserved = False
 
-    def connectionLost(self, reason: Any) -> None:
-        self.factory.admission.connection_closed(self.source)  # type: ignore[attr-defined]
+    factory: "GatedFactory"
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        self.factory.admission.connection_closed(self.source)
         super().connectionLost(reason)
 
 
-class GatedFactory(WrappingFactory):
+class GatedFactory(WrappingFactory[GatedConnection]):
     """Wraps ``factory``; asks ``admission`` about every connection it accepts."""
 
     protocol = GatedConnection
@@ -44,7 +48,7 @@ class GatedFactory(WrappingFactory):
             alsoProvides(self, IProtocolNegotiationFactory)
 
     def acceptableProtocols(self) -> list[bytes]:
-        return self.wrappedFactory.acceptableProtocols()  # type: ignore[no-any-return]
+        return self.wrappedFactory.acceptableProtocols()
 
     def buildProtocol(self, addr: IAddress | None) -> GatedConnection | None:  # type: ignore[override]
         source = counted_source(getattr(addr, "host", None))

@@ -19,6 +19,8 @@ from __future__ import annotations
 from typing import Any
 
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
 from wingman_gateway.addresses import address_text
@@ -40,6 +42,7 @@ class GatewayChannel(HTTPChannel):
     """An ``HTTPChannel`` of a ``GatewaySite`` (which gives ``clock``, ``header_timeout``, ``max_unsent``)."""
 
     site: Any
+    transport: Any
     _head_deadline: IDelayedCall | None = None
     _cut = False
     _handled = 0  # requests finished in this turn
@@ -83,7 +86,7 @@ class GatewayChannel(HTTPChannel):
                 self._networkProducer.resumeProducing()
             self.dataReceived(b"")  # handle what waited
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._next_turn is not None and self._next_turn.active():
             self._next_turn.cancel()
         self._cancel_head_deadline()

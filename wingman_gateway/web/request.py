@@ -30,6 +30,8 @@ RESERVE_REASON = (
 class GatewayRequest(BoundedRequest):
     """A request of a ``GatewaySite``."""
 
+    channel: Any  # a GatewayChannel, whose ``site`` is a GatewaySite
+
     _bad: BadHeader | None = None
 
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:

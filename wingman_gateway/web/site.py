@@ -42,14 +42,18 @@ class _Redacted:
 
 def _access_line(timestamp: str, request: Request) -> str:
     """The access log line (combined format), with secrets blotted out."""
-    return combinedLogFormatter(timestamp, _Redacted(request))  # type: ignore[no-any-return]
+    return combinedLogFormatter(timestamp, _Redacted(request))
 
 
 class GatewaySite(Site):
     """A listener's Site: bounded bodies and heads, readable headers, the reserve."""
 
     requestFactory = GatewayRequest
-    protocol = GatewayChannel
+    protocol = GatewayChannel  # type: ignore[assignment]  # HTTP/1.1 only
+
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN: HTTP/1.1 only, the one protocol ``GatewayChannel`` speaks (even if h2 is installed)."""
+        return [b"http/1.1"]
 
     def __init__(self, root: Resource, router: Router, cors: Any,
                  header_timeout: float = HEADER_TIMEOUT) -> None:
