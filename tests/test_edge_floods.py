@@ -116,8 +116,9 @@ def test_pings_within_the_budget_get_the_latest_pong() -> None:
 
 
 def test_pipelined_requests_never_read_are_cut_off(gateway: GatewayProcess, nodes: NodePool) -> None:
-    """13 MB of pipelined GET /health without reading: the connection is closed once
-    its unread answers pass --max-buffer; memory stays bounded; others are served."""
+    """13 MB of pipelined GET /health without reading: the gateway stops reading from
+    the connection and closes it (unread answers past --max-buffer, or the head
+    deadline); memory stays bounded; others are served."""
     alice = nodes("alice", "room")
     bob = nodes("bob", "room")
     baseline = rss_kib(gateway.pid)
@@ -128,8 +129,12 @@ def test_pipelined_requests_never_read_are_cut_off(gateway: GatewayProcess, node
     sock.connect(("127.0.0.1", gateway.port))
     written = flood(sock, batch, seconds=20, most=13 * 1024 * 1024)
     peak = rss_kib(gateway.pid)
-    closed = gateway.wait_for(r"cutting off HTTP client \S+: (\d+) bytes of answers unread \(limit 262144\)")
-    assert int(closed.group(1)) > LIMIT
+    # Either its unread answers passed the bound in one turn and it was cut off, or
+    # the gateway stopped reading from it (its answers were not read) and the
+    # request it had half sent missed the head deadline.
+    closed = gateway.wait_for(r"cutting off HTTP client \S+: (\d+) bytes of answers unread \(limit 262144\)"
+                              r"|request head from \S+ not complete within 10 s", timeout=30)
+    assert closed.group(1) is None or int(closed.group(1)) > LIMIT
     rawhttp.read_until_closed(sock, timeout=10, limit=64 * 1024 * 1024)
     sock.close()
     # It could send only part of the 13 MB before being cut off.

@@ -29,6 +29,7 @@ from wingman_gateway.listener import Listener
 from wingman_gateway.logs import get_logger
 from wingman_gateway.offer import Bound, Offer
 from wingman_gateway.onion import listener_target, onion_service
+from wingman_gateway.history import MemoryHistory
 from wingman_gateway.rooms import LocalRooms
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
@@ -71,8 +72,8 @@ class GatewayService(MultiService):
         # Caps per source and in all, counted at every listener's door.
         self.admission = Admission(config.admission)
         self.router = Router(
-            reactor, config.limits, authenticator, config.name, LocalRooms(reactor),
-            self.admission,
+            reactor, config.limits, authenticator, config.name,
+            LocalRooms(reactor, MemoryHistory(reactor, config.history)), self.admission,
         )
         # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
         # Both follow one origin policy (--cors-origin) for web pages.
