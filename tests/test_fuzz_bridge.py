@@ -49,7 +49,7 @@ class MemoryGateway:
         self.clock.advance(1_700_000_000)
         self.admission = Admission(AdmissionLimits(max_connections=1000))
         self.router = Router(self.clock, Limits(max_payload=4096), None, "fuzz", LocalRooms(self.clock),
-                             self.admission)
+                             admission=self.admission)
         self.bridge = Bridge(self.router, BridgeOptions(cors_origins=("http://app.example",)), self.clock)
         children = {
             b"ws": websocket_resource(GatewayWebSocketFactory(self.router, self.clock), self.bridge.cors.allows),
