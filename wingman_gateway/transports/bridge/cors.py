@@ -10,6 +10,8 @@ from __future__ import annotations
 import attrs
 from twisted.web.server import Request
 
+from wingman_gateway.web.headers import header
+
 ALLOW_METHODS = b"GET, POST, OPTIONS"
 # Everything a bridge client sends beyond the CORS-safelisted headers.
 ALLOW_HEADERS = b"Authorization, Content-Type, Last-Event-ID, X-Wingman-Session"
@@ -33,7 +35,7 @@ class CorsPolicy:
         A request without ``Origin`` (not from a cross-origin page) passes.
         """
         request.setHeader(b"vary", b"Origin")
-        origin = request.getHeader("origin")
+        origin = header(request, "origin")
         if origin is None:
             return True
         if not self.allows(origin):
