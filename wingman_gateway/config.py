@@ -125,6 +125,7 @@ EXTRA_KEYS = {
     "requireAuth": checks.boolean,
     "listen": checks.endpoints,
     "bridge": checks.boolean,
+    "console": checks.boolean,
     "corsOrigins": bridge_options.check_origins,
     "onion": checks.boolean,
 }
@@ -153,6 +154,8 @@ class GatewayConfig:
     ports_file: str | None = None
     # --onion: the first TCP listener as a Tor onion service; None when off.
     onion: onion_settings.OnionSettings | None = None
+    # The web console at /console/ (--no-console turns it off).
+    console: bool = True
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -246,6 +249,7 @@ def build(
         auth_token_file=values["authTokenFile"],
         ports_file=values["portsFile"],
         onion=onion_settings.from_settings(values, flags, file_values),
+        console=not flags.get("no-console") and file_values.get("console", True) is not False,
     )
 
 

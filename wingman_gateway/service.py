@@ -34,6 +34,7 @@ from wingman_gateway.tokenfile import read_token_file
 from wingman_gateway.transports.bridge.resources import bridge_resource
 from wingman_gateway.transports.bridge.session import Bridge
 from wingman_gateway.transports.websocket import GatewayWebSocketFactory, websocket_resource
+from wingman_gateway.web.console import console_resource
 from wingman_gateway.web.health import HealthSources
 from wingman_gateway.web.site import build_site
 
@@ -76,6 +77,8 @@ class GatewayService(MultiService):
             self.bridge = Bridge(self.router, config.bridge, reactor)
             self.bridge.setServiceParent(self)
             children[b"bridge"] = bridge_resource(self.bridge)
+        if config.console:
+            children[b"console"] = console_resource()
         # --onion: the first TCP listener as a Tor onion service, once it is bound.
         self.onion = onion_service(config.onion, reactor)
         sections: dict[str, Any] = {}

@@ -18,6 +18,12 @@ EXPOSE_HEADERS = b"Retry-After"
 MAX_AGE = b"600"
 
 
+def own_origin(request: Request) -> str:
+    """The origin the request was sent to: its scheme and ``Host``."""
+    scheme = "https" if request.isSecure() else "http"
+    return f"{scheme}://{request.getHeader('host') or ''}"
+
+
 @attrs.frozen
 class CorsPolicy:
     """The origins (``scheme://host[:port]``, or ``*``) allowed to use the bridge."""
@@ -30,11 +36,12 @@ class CorsPolicy:
     def admit(self, request: Request) -> bool:
         """Add CORS headers for an allowed Origin; False if its Origin is refused.
 
-        A request without ``Origin`` (not from a cross-origin page) passes.
+        A request without ``Origin`` (not from a cross-origin page) passes,
+        and so does one from the gateway's own origin (its console's page).
         """
         request.setHeader(b"vary", b"Origin")
         origin = request.getHeader("origin")
-        if origin is None:
+        if origin is None or origin == own_origin(request):
             return True
         if not self.allows(origin):
             return False
