@@ -9,12 +9,6 @@ export class RateChart {
     this.samples = []; // messages per second, oldest first
   }
 
-  add(rate) {
-    this.samples.push(Math.max(0, rate));
-    if (this.samples.length > POINTS) this.samples.shift();
-    this.draw();
-  }
-
   draw() {
     const canvas = this.canvas;
     const ratio = window.devicePixelRatio || 1;
@@ -47,7 +41,11 @@ export class RateChart {
     context.fillStyle = text;
     context.font = "11px system-ui, sans-serif";
     context.fillText(`${formatRate(peak)}/s`, 4, 11);
-    if (this.samples.length < 2) return;
+    canvas.dataset.samples = String(this.samples.length);
+    if (this.samples.length < 2) {
+      context.fillText("measuring…", 4, bottom - 6);
+      return;
+    }
     const offset = POINTS - this.samples.length;
     context.beginPath();
     this.samples.forEach((value, i) => (i ? context.lineTo(x(offset + i), y(value)) : context.moveTo(x(offset + i), y(value))));

@@ -56,7 +56,10 @@ export function room(session, name, leave) {
       fill(state, session.state === "connected" ? `not in ${name}` : "not connected");
       return;
     }
-    if (streamHolder.firstChild !== room.stream.node) fill(streamHolder, room.stream.node);
+    if (streamHolder.firstChild !== room.stream.node) {
+      fill(streamHolder, room.stream.node);
+      room.stream.toEnd(); // a detached element forgets where it was scrolled
+    }
     fill(state, room.closed ? "This room was closed by the gateway." : session.state !== "connected" ? `connection: ${session.state}` : "");
     const list = [...room.members.values()];
     fill(count, `${list.length} member${list.length === 1 ? "" : "s"}`);
@@ -80,5 +83,6 @@ export function room(session, name, leave) {
     if (list.some((member) => member.nodeId === picked)) target.value = picked;
     text.disabled = send.disabled = room.closed || session.state !== "connected";
   };
-  return { node, update, focus: () => text.focus() };
+  const resize = () => session.rooms.get(name)?.stream.toEnd();
+  return { node, update, resize, focus: () => text.focus() };
 }

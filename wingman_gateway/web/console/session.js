@@ -79,22 +79,25 @@ export class Session extends EventTarget {
   startPolling() {
     if (this.timer) return;
     const tick = async () => {
-      await this.poll();
+      await this.poll(true);
       this.timer = setTimeout(tick, POLL_MS);
     };
     return tick();
   }
 
-  async poll() {
+  /** Ask /health and /stats now; `sample` (the regular tick) also measures the message rate. */
+  async poll(sample = false) {
     try {
       const health = await gateway.health();
       const count = health.stats?.messagesProcessed ?? 0;
       const at = health.timestamp ?? Date.now();
-      if (this.last && at > this.last.at) {
-        this.rates.push(Math.max(0, (count - this.last.count) * 1000 / (at - this.last.at)));
-        if (this.rates.length > RATE_SAMPLES) this.rates.shift();
+      if (sample) {
+        if (this.last && at - this.last.at >= 500 && count >= this.last.count) {
+          this.rates.push((count - this.last.count) * 1000 / (at - this.last.at));
+          if (this.rates.length > RATE_SAMPLES) this.rates.shift();
+        }
+        this.last = { count, at };
       }
-      this.last = { count, at };
       this.health = health;
     } catch (error) {
       this.health = null;

@@ -27,7 +27,7 @@ function sender(message) {
 
 class Answer {
   constructor(message, start) {
-    this.status = el("span", { class: "badge streaming" }, "streaming");
+    this.status = el("span", { class: "badge state streaming" }, "streaming");
     this.steps = el("div", { class: "steps" });
     this.text = el("div", { class: "text" });
     this.pending = [];
@@ -69,7 +69,7 @@ class Answer {
   }
 
   finish(payload) {
-    this.status.className = "badge done";
+    this.status.className = "badge state done";
     this.status.textContent = "complete";
     if (!this.text.textContent && payload.result !== undefined && payload.result !== null) {
       const result = payload.result;
@@ -80,7 +80,7 @@ class Answer {
   }
 
   fail(payload) {
-    this.status.className = "badge error";
+    this.status.className = "badge state error";
     this.status.textContent = "error";
     this.node.classList.add("failed");
     this.node.append(el("p", { class: "error-text" }, String(payload.error ?? "the agent failed")));
@@ -141,7 +141,7 @@ export class RoomStream {
 
   /** A line about the room itself: presence, closing. */
   notice(text) {
-    this.append(el("p", { class: "entry notice" }, el("time", {}, clock()), text));
+    this.append(el("p", { class: "entry notice" }, el("time", {}, clock()), el("span", { class: "what" }, text)));
   }
 
   head(message) {
@@ -156,6 +156,10 @@ export class RoomStream {
     this.node.append(entry);
     while (this.node.childElementCount > KEEP) this.node.firstElementChild.remove();
     if (atEnd) this.node.scrollTop = this.node.scrollHeight;
+  }
+
+  toEnd() {
+    this.node.scrollTop = this.node.scrollHeight;
   }
 
   atEnd() {

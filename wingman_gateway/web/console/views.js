@@ -31,7 +31,6 @@ export function overview(session) {
       el("h3", {}, "Messages per second ", rate),
       canvas),
     el("section", { class: "panel" }, el("h3", {}, "Transports in use"), transports, note));
-  let drawn = -1;
   const update = () => {
     const health = session.health;
     const stats = health?.stats ?? {};
@@ -45,10 +44,7 @@ export function overview(session) {
         el("p", { class: "muted" }, "processed since start")));
     const rates = session.rates;
     fill(rate, rates.length ? `${formatRate(rates[rates.length - 1])}/s` : "");
-    if (drawn !== rates.length || rates.length >= 90) {
-      chart.samples = rates.slice();
-      drawn = rates.length;
-    }
+    chart.samples = rates.slice();
     chart.draw();
     const counts = transportsOf(session);
     fill(transports, [...counts].map(([name, count]) => el("li", { class: "chip", "data-transport": name }, `${name} ${count}`)));
