@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from harness.bridgekit import call
 from harness.support import GatewayProcess, http_get, running_gateway, start_gateway
 from wingman_gateway.web.console import CONSOLE_DIR
 
@@ -126,3 +127,17 @@ def test_the_files_need_nothing_inline_or_from_elsewhere() -> None:
             assert forbidden not in text, (name, forbidden)
         for module in re.findall(r'from "([^"]+)"', text):
             assert module.startswith("./") or module == "../client/wingman.js", (name, module)
+
+
+@pytest.mark.gateway(shared=True)
+def test_the_bridge_admits_the_gateways_own_pages(gateway: GatewayProcess) -> None:
+    """The console's page posts with its Origin: the gateway's own host and port
+    pass without ``--cors-origin``; any other origin is still refused."""
+    ping = '{"type":"ping","messageId":"p1"}'
+    own = call(gateway.port, "POST", "/bridge/send", ping,
+               {"Origin": f"http://127.0.0.1:{gateway.port}", "Content-Type": "application/json"})
+    assert own.status == 200 and own.body["type"] == "pong"
+    assert "access-control-allow-origin" not in own.headers  # same origin: no CORS needed
+    for other in (f"http://127.0.0.1:{gateway.port + 1}", f"http://localhost:{gateway.port}", "null"):
+        refused = call(gateway.port, "POST", "/bridge/send", ping, {"Origin": other, "Content-Type": "application/json"})
+        assert refused.status == 403 and refused.body["payload"]["code"] == "FORBIDDEN", other

@@ -7,6 +7,8 @@ the bridge's answers nor make the gateway act for it.
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 import attrs
 from twisted.web.server import Request
 
@@ -18,10 +20,11 @@ EXPOSE_HEADERS = b"Retry-After"
 MAX_AGE = b"600"
 
 
-def own_origin(request: Request) -> str:
-    """The origin the request was sent to: its scheme and ``Host``."""
-    scheme = "https" if request.isSecure() else "http"
-    return f"{scheme}://{request.getHeader('host') or ''}"
+def same_origin(request: Request, origin: str) -> bool:
+    """Whether ``origin`` names the host and port the request was sent to
+    (one port serves one scheme, so the scheme need not be compared)."""
+    host = request.getHeader("host")
+    return host is not None and urlsplit(origin).netloc.lower() == host.lower()
 
 
 @attrs.frozen
@@ -41,7 +44,7 @@ class CorsPolicy:
         """
         request.setHeader(b"vary", b"Origin")
         origin = request.getHeader("origin")
-        if origin is None or origin == own_origin(request):
+        if origin is None or same_origin(request, origin):
             return True
         if not self.allows(origin):
             return False
