@@ -64,4 +64,4 @@ def endpoints(key: str, value: Any) -> tuple[str, ...]:
 def log_level(key: str, value: Any) -> str:
     if value not in LOG_LEVELS:
         raise ConfigError(f"{key}: expected one of {', '.join(LOG_LEVELS)}, got {value!r}")
-    return value  # type: ignore[no-any-return]
+    return str(value)

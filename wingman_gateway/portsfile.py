@@ -20,7 +20,7 @@ import os
 import tempfile
 from typing import Any
 
-from twisted.internet.endpoints import _parse as parse_endpoint  # type: ignore[attr-defined]  # Twisted's own tokenizer
+from twisted.internet.endpoints import _parse as parse_endpoint  # Twisted's own tokenizer
 
 from wingman_gateway.offer import Bound, Offer
 

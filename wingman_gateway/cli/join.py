@@ -283,7 +283,10 @@ async def join_command(reactor: Any, args: argparse.Namespace) -> int:
     else:
         where = f" in room {session.room}" if session.room else ""
         session.note(f"connected to {url} as {args.name} ({node_id}){where}; {HELP}")
-    stdio.StandardIO(LineInput(session.line, lambda: ensureDeferred(session.quit())), reactor=reactor)
+    def input_ended() -> None:
+        ensureDeferred(session.quit())
+
+    stdio.StandardIO(LineInput(session.line, input_ended), reactor=reactor)
     return await session.done
 
 

@@ -32,7 +32,8 @@ def _critical_to_stderr() -> None:
 
     observer = FilteringLogObserver(
         FileLogObserver(sys.stderr, text),
-        [not_tls_verification, LogLevelFilterPredicate(defaultLogLevel=LogLevel.critical)],
+        # A plain function serves as a predicate: Twisted calls it with the event.
+        [not_tls_verification, LogLevelFilterPredicate(defaultLogLevel=LogLevel.critical)],  # type: ignore[list-item]
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 

@@ -103,7 +103,7 @@ class SSHChild(ProcessProtocol):
         if reason.check(ProcessDone):
             self.status = 0
         elif getattr(value, "signal", None) is not None:
-            self.status = -value.signal
+            self.status = -int(getattr(value, "signal"))
         else:
             self.status = getattr(value, "exitCode", None) or 1
         waiting, self._waiting = self._waiting, []

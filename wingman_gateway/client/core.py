@@ -66,7 +66,8 @@ class GatewayClient(NodeCore):
         self._reactor = reactor
 
     def new_transport(self, link: Link) -> IClientTransport:
+        # Link has the receiver's methods; the protocol core declares no zope interface.
         return transport_for(
-            self.url, link, reactor=self._reactor, ca_file=self.ca_file,
-            timeout=self.request_timeout, kind=self.transport,
+            self.url, link,  # type: ignore[arg-type]
+            reactor=self._reactor, ca_file=self.ca_file, timeout=self.request_timeout, kind=self.transport,
         )

@@ -239,7 +239,8 @@ class HttpTransport:
         self._pump()
 
     def _reply(self, status: int, envelope: dict[str, Any], text: str) -> None:
-        payload = envelope.get("payload") if isinstance(envelope.get("payload"), dict) else {}
+        given = envelope.get("payload")
+        payload: dict[str, Any] = given if isinstance(given, dict) else {}
         session = envelope.get("session")
         if envelope.get("type") == "ack" and isinstance(session, str) and self._secret is None:
             self._secret = session.encode("ascii", "replace")
@@ -376,7 +377,7 @@ class HttpTransport:
             self._lose(None, "the bridge session ended (HTTP 401)")
             return
         try:
-            body = json.loads(data) if response.code == 200 else None
+            body: dict[str, Any] = json.loads(data) if response.code == 200 else {}
             messages = body["messages"]
         except (ValueError, TypeError, KeyError):
             self._reader_retry(f"{self.url} answered a poll with HTTP {response.code}")

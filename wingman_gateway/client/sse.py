@@ -31,7 +31,7 @@ class EventStreamProtocol(Protocol):
         if not self._stopped:
             self._stopped = True
             if self.transport is not None:
-                self.transport.stopProducing()
+                self.transport.stopProducing()  # type: ignore[attr-defined]  # a response body's transport is its producer
 
     def dataReceived(self, data: bytes) -> None:
         if self._stopped:

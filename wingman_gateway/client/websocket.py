@@ -48,7 +48,7 @@ class _ClientProtocol(WebSocketClientProtocol):
 
 
 class _ClientFactory(WebSocketClientFactory):
-    protocol = _ClientProtocol
+    protocol = _ClientProtocol  # type: ignore[assignment]  # Autobahn's factories build from the class
     noisy = False  # one factory per connection: no start/stop lines in the log
     owner: "WebSocketTransport"
 
