@@ -87,7 +87,7 @@ def test_an_agent_answer_streams_into_one_bubble(gateway: GatewayProcess, browse
     expect(step.locator("summary .badge")).to_have_text("done")
     assert step.evaluate("(node) => node.open") is False  # collapsed until asked
     step.locator("summary").click()
-    expect(step.locator("pre").first).to_have_text(json.dumps({"command": "cat src/auth.ts"}, indent=2))
+    expect(step.locator("pre").first).to_have_text(json.dumps({"command": "cat src/auth.ts"}, separators=(",", ":")))
     expect(step.locator("pre").last).to_have_text("export function login() {}")
 
     say(agent, "review", event("agent-start", agent="coder", prompt="And the tests?"))
@@ -126,9 +126,11 @@ def test_a_person_talks_with_websocket_and_bridge_nodes(gateway: GatewayProcess,
     line = console.page.locator(".chat:not(.mine)").last
     expect(line.locator(".body")).to_have_text(hostile)
     expect(line.locator(".who")).to_have_text("ws-agent")
-    report = {"kind": "report", "items": [1, 2.5, None], "ok": True}
+    report = {"kind": "report", "items": [1, 2.5, None], "ok": True, "note": "long enough to be laid out on lines"}
     say(ws, "lobby", report)
-    expect(console.page.locator(".entry.json pre")).to_have_text(json.dumps(report, indent=2))
+    expect(console.page.locator(".entry.json pre").last).to_have_text(json.dumps(report, indent=2))
+    say(ws, "lobby", {"progress": 3})  # short: one line
+    expect(console.page.locator(".entry.json pre").last).to_have_text('{"progress":3}')
     assert console.page.evaluate("() => window.__pwned") is None
     assert console.page.locator(".stream script, .stream img, .stream b").count() == 0
 
@@ -238,8 +240,9 @@ def test_screenshots_at_laptop_and_phone_sizes(gateway: GatewayProcess, browser:
     say(helper, "review", {"kind": "report", "coverage": 0.91, "files": ["src/auth.ts", "src/token.ts"]})
     expect(page.locator(".answer .state")).to_have_text("complete")
     console.send("Thanks, merging it.")
-    for number in range(24):  # some traffic for the chart, over a few of its samples
-        say(helper, "review", {"progress": number})
+    assert helper.join("build")["type"] == "ack"
+    for number in range(24):  # some traffic for the chart, over a few of its samples (elsewhere)
+        say(helper, "build", {"progress": number})
         time.sleep(0.25)
     for size_name, size in (("laptop", LAPTOP), ("phone", PHONE)):
         page.set_viewport_size(size)
@@ -255,6 +258,11 @@ def test_screenshots_at_laptop_and_phone_sizes(gateway: GatewayProcess, browser:
         page.wait_for_function("() => Number(document.querySelector('.chart').dataset.samples) >= 3", timeout=15000)
         assert overflows(page) == 0, size_name
         page.screenshot(path=str(shots / f"overview-{size_name}-{scheme}.png"))
+        for view, ready in (("rooms", ".room-list li[data-room=review]"), ("admin", "form[data-action=publish]")):
+            page.evaluate(f"() => {{ location.hash = '#/{view}'; }}")
+            expect(page.locator(ready)).to_be_visible()
+            assert overflows(page) == 0, (view, size_name)
+            page.screenshot(path=str(shots / f"{view}-{size_name}-{scheme}.png"))
     print(f"screenshots in {shots}")
     agent.close()
     helper.close()

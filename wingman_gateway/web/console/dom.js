@@ -45,8 +45,11 @@ export function duration(ms) {
   return `${seconds}s`;
 }
 
-/** JSON for people: indented, or the string itself. */
+/** JSON for people: the string itself, short values on one line, longer ones indented. */
 export function readable(value) {
   if (typeof value === "string") return value;
-  try { return JSON.stringify(value, null, 2) ?? String(value); } catch { return String(value); }
+  try {
+    const line = JSON.stringify(value) ?? String(value);
+    return line.length <= 60 ? line : JSON.stringify(value, null, 2);
+  } catch { return String(value); }
 }

@@ -39,6 +39,7 @@ async function call(method, path, { credential, body } = {}) {
   if (!response.ok) {
     const error = answer?.error;
     if (error && typeof error === "object") throw new HttpError(response.status, String(error.code ?? ""), String(error.message ?? ""));
+    if (response.status === 404 && path.startsWith("/api/")) throw new HttpError(404, "", "this gateway offers no server API (/api/)");
     throw new HttpError(response.status, "", `${method} ${path} answered HTTP ${response.status}`);
   }
   return answer;

@@ -17,6 +17,16 @@ function transportsOf(session) {
   return counts;
 }
 
+/** The cluster's gateways, when /health has a cluster section. */
+function clusterOf(health) {
+  const gateways = health?.cluster?.gateways;
+  if (!Array.isArray(gateways) || !gateways.length) return null;
+  return el("ul", { class: "gateways" }, gateways.map((gateway) => el("li", {},
+    String(gateway.name ?? gateway.id ?? "?"),
+    Number.isInteger(gateway.nodes) ? el("span", { class: "muted" }, ` ${gateway.nodes} nodes`) : null,
+    gateway.self ? el("span", { class: "badge" }, "this one") : null)));
+}
+
 export function overview(session) {
   const figures = el("div", { class: "cards" });
   const canvas = el("canvas", { class: "chart", role: "img", "aria-label": "messages per second" });
@@ -36,7 +46,8 @@ export function overview(session) {
     const stats = health?.stats ?? {};
     fill(figures,
       card("Gateway", el("p", { class: "big", "data-figure": "gateway" }, health?.name ?? "—"),
-        el("p", { class: "muted" }, health ? `version ${health.version} · auth ${health.auth}` : "not answering")),
+        el("p", { class: "muted" }, health ? `version ${health.version} · auth ${health.auth}` : "not answering"),
+        clusterOf(health)),
       card("Uptime", el("p", { class: "big" }, health ? duration(stats.uptime ?? 0) : "—")),
       card("Nodes", el("p", { class: "big", "data-figure": "nodes" }, String(stats.totalNodes ?? "—"))),
       card("Rooms", el("p", { class: "big", "data-figure": "rooms" }, String(stats.totalGroups ?? "—"))),
@@ -111,12 +122,8 @@ function knownTargets(session) {
 export function admin(session) {
   const result = el("p", { class: "result", role: "status", "aria-live": "polite" });
   const act = async (what, call) => {
+    // Without a credential the call still goes out: the gateway's refusal says what is missing.
     result.className = "result";
-    if (!session.admin) {
-      result.classList.add("bad");
-      fill(result, `${what}: no admin credential given (see Connection)`);
-      return;
-    }
     fill(result, `${what}…`);
     try {
       const answer = await call(session.admin);
@@ -125,7 +132,8 @@ export function admin(session) {
       session.poll();
     } catch (error) {
       result.classList.add("bad");
-      fill(result, `${what} failed: ${error.status ? `HTTP ${error.status} ` : ""}${error.message}`);
+      const hint = error.status === 401 && !session.admin ? " (give the admin credential under Connection)" : "";
+      fill(result, `${what} failed: ${error.status ? `HTTP ${error.status} ` : ""}${error.message}${hint}`);
     }
   };
   const nodeSelect = el("select", { id: "admin-node", required: true });
