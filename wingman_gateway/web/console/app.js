@@ -121,7 +121,7 @@ window.addEventListener("resize", () => shown?.view.resize?.());
 session.addEventListener("change", (event) => {
   if (event.detail === "state" || event.detail === "figures") showState();
   if (event.detail === "state") show();
-  else shown?.view.update();
+  else if (event.detail !== "message") shown?.view.update(); // a message draws itself in its stream
 });
 
 // -- start ------------------------------------------------------------------------

@@ -92,6 +92,7 @@ export class RoomStream {
   constructor() {
     this.node = el("div", { class: "stream", role: "log", "aria-live": "polite", "aria-label": "messages" });
     this.answers = new Map(); // sender node id -> the answer it is streaming
+    this.following = undefined; // whether to scroll to the end after this frame
   }
 
   /** A delivered broadcast or direct (`message.direct` set for directs). */
@@ -107,7 +108,7 @@ export class RoomStream {
   }
 
   agent(message, kind, payload) {
-    const atEnd = this.atEnd();
+    this.follow();
     const key = message.fromNodeId ?? "gateway";
     let answer = this.answers.get(key);
     if (kind === "agent-start" || !answer) {
@@ -123,7 +124,6 @@ export class RoomStream {
       if (kind === "agent-complete") answer.finish(payload); else answer.fail(payload);
       this.answers.delete(key);
     }
-    if (atEnd) this.node.scrollTop = this.node.scrollHeight;
   }
 
   chat(message, text, mine = false) {
@@ -152,10 +152,21 @@ export class RoomStream {
   }
 
   append(entry) {
-    const atEnd = this.atEnd();
+    this.follow();
     this.node.append(entry);
     while (this.node.childElementCount > KEEP) this.node.firstElementChild.remove();
-    if (atEnd) this.node.scrollTop = this.node.scrollHeight;
+  }
+
+  /** Keep the newest entry in view if the reader was at the end: measured
+   * once per frame, before this frame's changes, and scrolled after them
+   * (not once per token, which would lay the page out for each). */
+  follow() {
+    if (this.following !== undefined) return;
+    this.following = this.atEnd();
+    requestAnimationFrame(() => {
+      if (this.following) this.toEnd();
+      this.following = undefined;
+    });
   }
 
   toEnd() {
