@@ -35,6 +35,15 @@ def _module_gateways() -> Iterator[dict[tuple[str, ...], GatewayProcess]]:
     for process in shared.values():
         process.stop()
 from harness.podmankit import gateway_image, podman  # noqa: E402,F401  (session fixtures)
+from hypothesis import HealthCheck, settings  # noqa: E402
+
+# Property suites: bounded example counts so CI stays fast; HYPOTHESIS_PROFILE=thorough for more.
+settings.register_profile(
+    "ci", max_examples=60, stateful_step_count=40, deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile("thorough", max_examples=2000, stateful_step_count=100, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 
 @pytest.fixture

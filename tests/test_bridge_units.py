@@ -187,12 +187,15 @@ def body_of(request: DummyRequest) -> dict[str, Any]:
 def test_poll_holds_until_a_message_then_answers_with_sequence_numbers() -> None:
     rig = Rig()
     alice = rig.bridge_node("alice", "room")
+    bob, _ = rig.node("bob")
     start = alice.queue.last_seq
     request = DummyRequest([b""])
     PollReader(alice, request, start, 30.0).start()
     assert not request.finished
-    bob, _ = rig.node("bob", "room")  # presence...
-    rig.send(bob, {"type": "broadcast", "payload": {"groupId": "room", "message": [1]}})  # ...and a broadcast
+    # Within one reactor turn: bob's join (presence) and a broadcast.
+    join = {"type": "join_group", "payload": {"groupName": "room"}}
+    rig.router.receive(bob, json.dumps(join))
+    rig.router.receive(bob, json.dumps({"type": "broadcast", "payload": {"groupId": "room", "message": [1]}}))
     assert not request.finished  # answered at the end of the reactor turn, as one batch
     rig.clock.advance(0)
     messages = body_of(request)["messages"]

@@ -370,9 +370,14 @@ def test_key_rotation_without_restart(mixed: tuple[GatewayProcess, Path], watch:
         assert [k.id for k in ring.keys()] == [new_key]
         reload_keys(gateway)
         refused(gateway, watch, old_token, "unknown signing key")
+        # Nodes whose token the retired key signed are closed at the reload.
+        reason = "the key that signed this token was retired"
+        expect_error(anchor.recv_type("error"), "AUTH_FAILED", reason)
+        assert expect_closed(anchor) == (1008, reason)
+        keeper = accepted(pool, SHARED, "keeper", room="keys")
         late = accepted(pool, new_token, "new-key-again", room="keys")
-        anchor.recv_type("presence")
-        assert_delivers(late, anchor, "keys")
+        keeper.recv_type("presence")
+        assert_delivers(late, keeper, "keys")
         assert gateway.proc.poll() is None
     finally:
         pool.close_all()

@@ -361,9 +361,13 @@ def test_max_nodes_reached_closes_with_try_again() -> None:
 # --- RATE_LIMITED -------------------------------------------------------------------------
 
 
-def test_rate_limit_counts_messages_but_not_pings() -> None:
-    """Every metered message counts (register and join too); ping and pong never do."""
-    with running_gateway("--rate-limit", "5", "--rate-window", "60000") as gateway:
+def test_rate_limit_meters_every_message() -> None:
+    """Requests, and invalid messages, share a bucket; ping and pong have their own.
+
+    The older pair maps to a bucket: 5 per hour is a burst of 5 and one
+    more every 720 s.
+    """
+    with running_gateway("--rate-limit", "5", "--rate-window", "3600000") as gateway:
         pool = NodePool(gateway)
         try:
             watcher = pool("watcher", room="busy")  # 2 of its 5
@@ -374,16 +378,23 @@ def test_rate_limit_counts_messages_but_not_pings() -> None:
                 assert ack["type"] == "ack"
                 assert watcher.recv_type("broadcast")["payload"] == n
             reply = sender.request("broadcast", {"groupId": "busy", "message": "one too many"})
-            payload = expect_error(reply, "RATE_LIMITED", "rate limit of 5 messages per 60 s exceeded")
+            payload = expect_error(
+                reply, "RATE_LIMITED",
+                "rate limit of 0.00138889 messages per second (bursts of 5) exceeded",
+            )
             retry = payload["retryAfterMs"]
-            assert type(retry) is int and 0 < retry <= 60000
-            assert payload["details"] == {"retryAfterMs": retry}
-            # Still limited, whatever the message type.
+            assert type(retry) is int and 715_000 < retry <= 720_000
+            assert payload["details"] == {"retryAfterMs": retry, "rate": 5 / 3600, "burst": 5}
+            # Still limited, whatever the message, valid or not.
             expect_error(sender.request("join_group", {"groupName": "busy"}), "RATE_LIMITED")
-            for n in range(20):
+            sender.ws.send("not json")
+            expect_error(sender.recv(), "RATE_LIMITED")
+            for n in range(5):
                 sender.send({"type": "ping", "messageId": n})
                 assert reply_to(sender, n)["type"] == "pong"
-                sender.send({"type": "pong"})
+            sender.send({"type": "ping", "messageId": "p"})
+            expect_error(reply_to(sender, "p"), "RATE_LIMITED")
+            sender.send({"type": "pong"})
             expect_silence(sender, 0.1)
             # The refused broadcast reached no one; others in the room are unaffected.
             other = pool("other", room="busy")

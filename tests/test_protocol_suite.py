@@ -21,7 +21,7 @@ from wingman_gateway.limits import Limits
 
 @pytest.fixture
 def rig(tmp_path: Path) -> Iterator[Rig]:
-    yield Rig(tmp_path, limits=Limits(rate_limit=0))
+    yield Rig(tmp_path, limits=Limits(message_rate=0))
 
 
 @pytest.fixture(params=TRANSPORTS)
@@ -158,7 +158,7 @@ def test_unregister_acks_closes_and_members_see_it(rig: Rig, transport: str) -> 
 def test_an_oversized_message_is_refused_and_the_connection_stays_usable(
     tmp_path: Path, transport: str
 ) -> None:
-    rig = Rig(tmp_path, limits=Limits(rate_limit=0, max_payload=1024))
+    rig = Rig(tmp_path, limits=Limits(message_rate=0, max_payload=1024))
     client = registered(rig, transport, "alice", "room")
     client.send('{"type":"broadcast","payload":{"groupName":"room","message":"%s"}}' % ("x" * 2000))
     replies = [e for e in client.take() if e["type"] == "error"]

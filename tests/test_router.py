@@ -203,6 +203,7 @@ def test_disconnect_leaves_every_room_at_once() -> None:
     b, b_conn = h.node("b", "r1", "r2", "r3")
     a_conn.take()
     h.router.disconnect(b, "connection lost")
+    h.clock.advance(0)  # end of the turn: presence goes out
     notices = a_conn.take()
     assert sorted(n["payload"]["groupName"] for n in notices) == ["r1", "r2"]
     assert all(n["payload"]["event"] == "left" for n in notices)
@@ -295,48 +296,6 @@ def test_deep_nesting_is_refused() -> None:
     assert a_conn.take()[0]["type"] == "pong"
 
 
-def test_rate_limit_is_a_true_sliding_window() -> None:
-    h = Harness(Limits(rate_limit=100, rate_window=60))
-    a, a_conn = h.node("a", "room")
-    h.node("b", "room")
-    h.clock.advance(60)  # let register and join slide out of the window
-    # A steady sender at 99 a minute is never refused, for ten minutes.
-    for _ in range(990):
-        h.clock.advance(60 / 99)
-        h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": 1}})
-    assert [m for m in a_conn.take() if m["type"] == "error"] == []
-    # A burst of 101 within one second: the 101st is refused.
-    h.clock.advance(120)
-    for _ in range(100):
-        h.clock.advance(0.005)
-        h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": 1}})
-    assert a_conn.take() == []
-    h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": 1}, "messageId": "r"})
-    [reply] = a_conn.take()
-    assert error_code(reply) == errors.RATE_LIMITED
-    assert 59_000 < reply["payload"]["retryAfterMs"] <= 60_000
-    assert reply["payload"]["details"]["retryAfterMs"] == reply["payload"]["retryAfterMs"]
-    # Ping and pong are not counted; the connection stays open.
-    for _ in range(50):
-        h.send(a, {"type": "ping"})
-    assert {m["type"] for m in a_conn.take()} == {"pong"}
-    assert a_conn.closed is None
-    # Once the window has slid past the burst, sending works again.
-    h.clock.advance(60)
-    h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": 1}})
-    assert a_conn.take() == []
-
-
-def test_rate_limit_off() -> None:
-    h = Harness(Limits(rate_limit=0))
-    a, a_conn = h.node("a", "room")
-    h.node("b", "room")
-    a_conn.take()
-    for _ in range(1000):
-        h.send(a, {"type": "broadcast", "payload": {"groupId": "room", "message": 1}})
-    assert a_conn.take() == []
-
-
 def test_max_nodes_refuses_and_closes() -> None:
     h = Harness(Limits(max_nodes=2))
     h.node("a")
@@ -390,6 +349,7 @@ def test_heartbeat_pings_and_drops_silent_connections() -> None:
     assert talker_conn.closed is None
     assert set(h.router.connections) == {talker}
     assert any(m["type"] == "ping" for m in talker_conn.sent)
+    h.clock.advance(0)
     notices = [m for m in talker_conn.sent if m["type"] == "presence"]
     assert notices[-1]["payload"]["reason"] == "heartbeat timeout"
 

@@ -266,7 +266,7 @@ def test_heartbeat_close_sends_a_last_line_and_closes(keys_dir: Path, alice: Use
 
 
 def test_a_stalled_client_is_cut_off_and_its_queue_dropped(keys_dir: Path, alice: UserKey) -> None:
-    gw = ssh_gateway(keys_dir, alice.line(), limits=Limits(max_buffer=64 * 1024, rate_limit=0))
+    gw = ssh_gateway(keys_dir, alice.line(), limits=Limits(max_buffer=64 * 1024, message_rate=0))
     client, pump = logged_in(gw, "alice", alice)
     chan, _ = gw.subsystem(client, pump, stall=True, window=16 * 1024)
     register(chan, pump, "stalled", "ops")
@@ -286,7 +286,7 @@ def test_a_stalled_client_is_cut_off_and_its_queue_dropped(keys_dir: Path, alice
 
 
 def test_a_slow_client_gets_everything_in_order_once_it_reads(keys_dir: Path, alice: UserKey) -> None:
-    gw = ssh_gateway(keys_dir, alice.line(), limits=Limits(rate_limit=0))
+    gw = ssh_gateway(keys_dir, alice.line(), limits=Limits(message_rate=0))
     client, pump = logged_in(gw, "alice", alice)
     chan, _ = gw.subsystem(client, pump, stall=True, window=8 * 1024)
     register(chan, pump, "slow", "ops")

@@ -17,7 +17,7 @@ import secrets
 import signal
 import tempfile
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 import attrs
 import jwt
@@ -32,6 +32,7 @@ ISSUER = "wingman-gateway"
 FILE_VERSION = 1
 MIN_SECRET_BYTES = 32
 MAX_TOKEN_LENGTH = 65536  # far beyond any token we issue; refuse before parsing
+CLOCK_SKEW = 30.0  # seconds a token's nbf or iat may lie ahead of our clock
 _KEY_ID = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 
 _Stamp = tuple[int, int, int]  # (inode, mtime_ns, size)
@@ -110,6 +111,7 @@ def _parse(data: bytes, where: str) -> tuple[dict[str, _Key], str]:
             raise bad(f"key {kid!r} secret is not base64url") from None
         if len(secret) < MIN_SECRET_BYTES:
             raise bad(f"key {kid!r} secret is shorter than {MIN_SECRET_BYTES} bytes")
+        assert isinstance(kid, str)  # _safe_kid checked it
         keys[kid] = _Key(id=kid, created=float(created), secret=secret)
     active = doc.get("active")
     if not isinstance(active, str) or active not in keys:
@@ -293,8 +295,15 @@ class KeyRing:
             raise refuse("token malformed", "sub")
         if exp is not None and not _is_number(exp):
             raise refuse("token malformed", "exp")
-        if exp is not None and self._clock.seconds() >= exp:
+        now = self._clock.seconds()
+        if exp is not None and now >= exp:
             raise refuse("token expired")
+        for claim, problem in (("nbf", "token not valid yet"), ("iat", "token issued in the future")):
+            value = claims.get(claim)
+            if value is not None and not _is_number(value):
+                raise refuse("token malformed", claim)
+            if value is not None and value > now + CLOCK_SKEW:
+                raise refuse(problem)
         if rooms is not None and (not isinstance(rooms, list) or not all(isinstance(r, str) for r in rooms)):
             raise refuse("token malformed", "rooms")
         return Grant(subject=subject, rooms=None if rooms is None else frozenset(rooms), key_id=kid,
@@ -351,8 +360,11 @@ class KeyRingWatcher(Service):
     """Reloads the key ring on SIGHUP and when the file changes, so keys rotate without a restart."""
 
     def __init__(self, keyring: KeyRing, reactor: Any, interval: float = 2.0,
-                 install_sighup: bool = True) -> None:
+                 install_sighup: bool = True,
+                 on_change: Callable[[frozenset[str]], None] | None = None) -> None:
+        """``on_change`` gets the key ids in force after each reload that changed them."""
         self._keyring = keyring
+        self._on_change = on_change
         self._reactor = reactor
         self._interval = interval
         self._install_sighup = install_sighup
@@ -393,8 +405,15 @@ class KeyRingWatcher(Service):
             return
         if changed:
             log.info("key ring reloaded", keys=len(self._keyring.keys()), changed=True)
+            self._changed()
 
     def reload(self) -> None:
         """Reload now (SIGHUP); logs even when nothing changed, as operator feedback."""
         changed = self._keyring.reload()
         log.info("key ring reloaded", keys=len(self._keyring.keys()), changed=changed)
+        if changed:
+            self._changed()
+
+    def _changed(self) -> None:
+        if self._on_change is not None:
+            self._on_change(frozenset(key.id for key in self._keyring.keys()))

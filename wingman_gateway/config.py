@@ -64,8 +64,20 @@ SETTINGS: tuple[Setting, ...] = (
         "longest room description",
     ),
     Setting("max-depth", "maxDepth", checks.integer(2), 64, "deepest JSON nesting in a message"),
-    Setting("rate-limit", "rateLimit", checks.integer(0), 100, "messages per window per node, 0 = off"),
-    Setting("rate-window", "rateWindow", checks.integer(1), 60000, "rate limit window, ms"),
+    Setting(
+        "message-rate", "messageRate", checks.integer(0), 250,
+        "messages a second per connection, sustained (token bucket), 0 = off",
+    ),
+    Setting("message-burst", "messageBurst", checks.integer(1), 500, "messages per connection at once, above the rate"),
+    Setting(
+        "rate-limit", "rateLimit", checks.integer(0), None,
+        "older form: N messages per --rate-window, i.e. rate N/window, burst N; 0 = off",
+    ),
+    Setting("rate-window", "rateWindow", checks.integer(1), None, "window of --rate-limit, ms [60000]"),
+    Setting(
+        "max-metadata", "maxMetadata", checks.integer(2), 4096,
+        "largest register metadata kept per node, bytes of JSON",
+    ),
     Setting(
         "max-buffer", "maxBuffer", checks.integer(1024), 4 * 1024 * 1024,
         "unsent bytes per client before it is cut off",
@@ -217,6 +229,7 @@ def build(
     if values["pingTimeout"] <= values["pingInterval"]:
         raise ConfigError("pingTimeout: must be longer than pingInterval")
 
+    rate, burst = _message_rate(values)
     limits = Limits(
         max_payload=values["maxPayload"],
         max_name_length=values["maxNameLength"],
@@ -225,8 +238,9 @@ def build(
         max_nodes=values["maxNodes"],
         max_rooms=values["maxRooms"],
         max_rooms_per_node=values["maxRoomsPerNode"],
-        rate_limit=values["rateLimit"],
-        rate_window=values["rateWindow"] / 1000,
+        message_rate=rate,
+        message_burst=burst,
+        max_metadata=values["maxMetadata"],
         max_buffer=values["maxBuffer"],
         ping_interval=values["pingInterval"] / 1000,
         ping_timeout=values["pingTimeout"] / 1000,
@@ -251,6 +265,24 @@ def build(
         onion=onion_settings.from_settings(values, flags, file_values),
         console=not flags.get("no-console") and file_values.get("console", True) is not False,
     )
+
+
+def _message_rate(values: dict[str, Any]) -> tuple[float, int]:
+    """The token bucket's rate and burst, from the new settings or the older pair.
+
+    ``rateLimit N`` with ``rateWindow W`` (ms) means N messages per window:
+    a bucket of N tokens refilled at N/W a second.
+    """
+    limit, window = values["rateLimit"], values["rateWindow"]
+    if limit is None:
+        if window is not None:
+            raise ConfigError("rateWindow: needs rateLimit")
+        return float(values["messageRate"]), values["messageBurst"]
+    if window is None:
+        window = 60000
+    if limit == 0:
+        return 0.0, 1
+    return limit * 1000 / window, limit
 
 
 def _merge_discovery(value: Any, flags: dict[str, Any], file_values: dict[str, Any]) -> DiscoverySettings:

@@ -60,7 +60,7 @@ class Reply(Outbound):
         """The error code of an ``error`` reply; None for an ``ack`` or ``pong``."""
         if self.envelope.get("type") != "error":
             return None
-        return self.envelope["payload"]["code"]  # type: ignore[no-any-return]
+        return self.envelope["payload"]["code"]
 
     @property
     def details(self) -> dict[str, Any]:
@@ -154,7 +154,7 @@ def unsent_bytes(sock: Any) -> int:
     """Bytes written to a socket-level transport but not yet handed to the kernel."""
     if sock is None:
         return 0
-    return len(sock.dataBuffer) - sock.offset + sock._tempDataLen  # type: ignore[no-any-return]
+    return len(sock.dataBuffer) - sock.offset + sock._tempDataLen
 
 
 def cut_off(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import json
 import re
+import sys
 from itertools import accumulate
-from json.decoder import scanstring
-from typing import Any
+from json.decoder import scanstring  # type: ignore[attr-defined]  # json's own C scanner; typeshed omits it
+from typing import Any, Callable
 
 import attrs
 
@@ -20,16 +21,43 @@ from wingman_gateway import errors
 from wingman_gateway.errors import GatewayError
 
 
-
 def _reject_constant(name: str) -> Any:
     raise ValueError(f"{name} is not JSON")
 
 
+@attrs.frozen
+class LargeInteger:
+    """A JSON integer longer than Python converts (``sys.get_int_max_str_digits``).
+
+    It is valid JSON, so it is accepted and, inside payloads, forwarded as
+    sent; where the gateway itself needs a number it is refused by type.
+    """
+
+    text: str
+
+
+def _parse_int(text: str) -> int | LargeInteger:
+    if len(text.lstrip("-")) > _INT_DIGITS:
+        return LargeInteger(text)
+    return int(text)
+
+
+_INT_DIGITS = sys.get_int_max_str_digits() or sys.maxsize
+_RawDecode = Callable[[str, int], tuple[Any, int]]
 # NaN and Infinity are not JSON; a payload carrying them would break receivers.
-_decoder = json.JSONDecoder(parse_constant=_reject_constant)
-_raw_decode = _decoder.raw_decode
-_skip_ws = re.compile(r"[ \t\n\r]*").match
-_string = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL).sub
+_raw_decode: _RawDecode = json.JSONDecoder(parse_constant=_reject_constant).raw_decode
+# The same with a Python hook per integer: slower, used only for a text
+# that holds an integer too long for ``int``.
+_raw_decode_large: _RawDecode = json.JSONDecoder(
+    parse_constant=_reject_constant, parse_int=_parse_int
+).raw_decode
+# The pattern matches the empty string too, so the match is never None.
+_skip_ws: Callable[[str, int], re.Match[str]] = re.compile(r"[ \t\n\r]*").match  # type: ignore[assignment]
+# A string literal, or an unterminated one up to the end of the text. The
+# possessive loops and the end-of-text alternative make every character
+# consumed once: a string that never ends cannot be rescanned from each of
+# its quotes (which made this quadratic).
+_string = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL).sub
 _not_bracket = re.compile(r"[^\[\]{}]+").sub
 _STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
@@ -73,8 +101,8 @@ def splice(head: dict[str, Any], key: str, raw_value: str) -> bytes:
 def nesting_depth(text: str) -> int:
     """Deepest bracket nesting in JSON text (brackets in strings ignored).
 
-    Runs in C (regex, map, accumulate): no Python loop per token, so a
-    hostile megabyte of brackets costs tens of milliseconds, not seconds.
+    Linear in the text and run in C (regex, map, accumulate): no Python
+    loop per token, so a hostile megabyte costs tens of milliseconds.
     """
     brackets = _not_bracket("", _string("", text))
     if not brackets:
@@ -97,20 +125,18 @@ def decode(data: bytes | str, max_depth: int) -> Envelope:
             raise GatewayError(
                 errors.INVALID_MESSAGE, f"JSON nested deeper than {max_depth} levels"
             )
-    start = _skip_ws(text, 0).end()
-    if text[start : start + 1] != "{":
-        try:
-            _raw_decode(text, start)
-        except ValueError:
-            raise GatewayError(errors.INVALID_MESSAGE, "message is not valid JSON")
-        raise GatewayError(errors.INVALID_MESSAGE, "envelope must be a JSON object")
     try:
-        fields, raw, payload_raw, end = _scan_object(text, start, nest=True)
-    except (ValueError, RecursionError):
-        raise GatewayError(errors.INVALID_MESSAGE, "message is not valid JSON")
-    if _skip_ws(text, end).end() != len(text):
-        raise GatewayError(errors.INVALID_MESSAGE, "message is not valid JSON")
+        fields, raw, payload_raw = _parse(text, _raw_decode)
+    except ValueError as error:
+        if "integer string conversion" not in str(error):
+            raise _not_json() from None
+        fields, raw, payload_raw = _parse(text, _raw_decode_large)
     message_id = fields.get("messageId")
+    if isinstance(message_id, LargeInteger):
+        raise GatewayError(
+            errors.INVALID_MESSAGE,
+            f"envelope field 'messageId' is an integer of more than {_INT_DIGITS} digits",
+        )
     if message_id is not None and (
         isinstance(message_id, bool) or not isinstance(message_id, (str, int))
     ):
@@ -134,8 +160,70 @@ def decode(data: bytes | str, max_depth: int) -> Envelope:
     return Envelope(kind, fields, raw, payload_raw)
 
 
+def peek_message_id(data: bytes | str, limit: int = 512) -> str | int | None:
+    """The ``messageId`` if it is among the first members within ``limit`` characters.
+
+    For answering a message that is refused before it is decoded (rate
+    limits): the cost is bounded by ``limit`` whatever the message's size.
+    """
+    head = data[:limit]
+    text = head.decode("utf-8", "ignore") if isinstance(head, bytes) else head
+    try:
+        idx = _skip_ws(text, 0).end()
+        if text[idx : idx + 1] != "{":
+            return None
+        idx += 1
+        while True:
+            idx = _skip_ws(text, idx).end()
+            if text[idx : idx + 1] != '"':
+                return None
+            key, idx = scanstring(text, idx + 1)
+            idx = _skip_ws(text, idx).end()
+            if text[idx : idx + 1] != ":":
+                return None
+            value, idx = _raw_decode(text, _skip_ws(text, idx + 1).end())
+            if key == "messageId":
+                ok = isinstance(value, (str, int)) and not isinstance(value, bool)
+                return value if ok else None
+            idx = _skip_ws(text, idx).end()
+            if text[idx : idx + 1] != ",":
+                return None
+            idx += 1
+    except (ValueError, RecursionError):
+        return None
+
+
+def _not_json() -> GatewayError:
+    return GatewayError(errors.INVALID_MESSAGE, "message is not valid JSON")
+
+
+def _parse(
+    text: str, raw_decode: _RawDecode
+) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
+    """The top-level object's fields, their source, and the payload's source.
+
+    Raises ``ValueError`` only for an integer too long for ``int`` (the
+    caller retries with ``_raw_decode_large``), ``GatewayError`` otherwise.
+    """
+    start = _skip_ws(text, 0).end()
+    try:
+        if text[start : start + 1] != "{":
+            raw_decode(text, start)
+            raise GatewayError(errors.INVALID_MESSAGE, "envelope must be a JSON object")
+        fields, raw, payload_raw, end = _scan_object(text, start, True, raw_decode)
+    except RecursionError:
+        raise _not_json() from None
+    except ValueError as error:
+        if "integer string conversion" in str(error):
+            raise
+        raise _not_json() from None
+    if _skip_ws(text, end).end() != len(text):
+        raise _not_json()
+    return fields, raw, payload_raw
+
+
 def _scan_object(
-    text: str, idx: int, nest: bool
+    text: str, idx: int, nest: bool, raw_decode: _RawDecode
 ) -> tuple[dict[str, Any], dict[str, str], dict[str, str], int]:
     """Parse the object at ``text[idx] == '{'``, keeping each member's source.
 
@@ -158,9 +246,9 @@ def _scan_object(
         idx = _skip_ws(text, idx + 1).end()
         start = idx
         if nest and key == "payload" and text[idx : idx + 1] == "{":
-            value, inner, _, idx = _scan_object(text, idx, nest=False)
+            value, inner, _, idx = _scan_object(text, idx, False, raw_decode)
         else:
-            value, idx = _raw_decode(text, idx)
+            value, idx = raw_decode(text, idx)
             if key == "payload":
                 inner = {}
         values[key] = value

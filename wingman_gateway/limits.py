@@ -19,8 +19,12 @@ class Limits:
     max_nodes: int = 1000
     max_rooms: int = 10000
     max_rooms_per_node: int = 100
-    rate_limit: int = 100  # messages per window per node; 0 turns it off
-    rate_window: float = 60.0
+    # Token bucket per connection: sustained messages a second (0 turns it
+    # off) and the burst on top; see ratelimit.py.
+    message_rate: float = 250.0
+    message_burst: int = 500
+    # Largest register.metadata kept for a node, as encoded JSON text.
+    max_metadata: int = 4096
     max_buffer: int = 4 * MiB  # unsent bytes per client before it is cut off
     ping_interval: float = 30.0
     ping_timeout: float = 60.0

@@ -52,7 +52,7 @@ def _log_stream() -> IO[str]:
     path = os.environ.get(LOG_FILE_ENV)
     if not path:
         return sys.stdout
-    return LogFile.fromFullPath(path, rotateLength=ROTATE_BYTES, maxRotatedFiles=ROTATED_KEPT)  # type: ignore[return-value]
+    return LogFile.fromFullPath(path, rotateLength=ROTATE_BYTES, maxRotatedFiles=ROTATED_KEPT)
 
 
 def text_observer() -> ILogObserver:
@@ -71,7 +71,7 @@ def _namespace(event: dict[str, Any]) -> str:
     if namespace == "log_legacy":
         system = event.get("system")
         return system if isinstance(system, str) and system != "-" else "twisted"
-    return namespace  # type: ignore[no-any-return]
+    return namespace
 
 
 def json_observer() -> ILogObserver:

@@ -17,7 +17,7 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
 from wingman_gateway.connection import Outbound
-from wingman_gateway.envelope import encode
+from wingman_gateway.presence import Presence
 from wingman_gateway.state import Node, Room
 
 
@@ -82,6 +82,7 @@ class LocalRooms:
         self._nodes: dict[str, Node] = {}
         self._rooms: dict[str, Room] = {}
         self._by_name: dict[str, Room] = {}
+        self.presence = Presence(clock, self._now_ms)
 
     def _now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
@@ -99,9 +100,9 @@ class LocalRooms:
         self._nodes[node.node_id] = node
 
     def remove_node(self, node: Node, reason: str) -> None:
-        if node.node_id is None or self._nodes.get(node.node_id) is not node:
-            return
-        del self._nodes[node.node_id]
+        if node.node_id is not None and self._nodes.get(node.node_id) is node:
+            del self._nodes[node.node_id]
+        # Whatever the directory says, the node leaves every room it is in.
         for room in list(node.rooms.values()):
             self.leave(room, node, reason)
 
@@ -112,6 +113,7 @@ class LocalRooms:
         target = self._nodes.get(node_id)
         if target is None:
             return False
+        self.presence.flush_for(target)
         target.send(message)
         return True
 
@@ -152,19 +154,24 @@ class LocalRooms:
             return False
         room.add(node)
         node.rooms[room.id] = room
-        self._presence(room, node, "joined", None)
+        self.presence.event(room, node, "joined", None)
         return True
 
     def leave(self, room: Room, node: Node, reason: str) -> None:
+        if room.members.get(node.node_id) is not node:  # type: ignore[arg-type]
+            node.rooms.pop(room.id, None)
+            return
         room.remove(node)
         node.rooms.pop(room.id, None)
         if room.members:
-            self._presence(room, node, "left", reason)
+            self.presence.event(room, node, "left", reason)
         elif self._rooms.get(room.id) is room:
             del self._rooms[room.id]
-            del self._by_name[room.name]
+            if self._by_name.get(room.name) is room:
+                del self._by_name[room.name]
 
     def deliver(self, room: Room, message: Outbound, exclude: Node | None) -> int:
+        self.presence.flush(room.id)  # notices of this turn go first
         recipients = room.recipients
         for member in recipients:
             if member is not exclude:
@@ -179,26 +186,3 @@ class LocalRooms:
 
     def rooms(self) -> Iterable[Room]:
         return list(self._rooms.values())
-
-    # -- presence ---------------------------------------------------------
-
-    def _presence(self, room: Room, node: Node, event: str, reason: str | None) -> None:
-        """Tell the other members that ``node`` joined or left ``room``."""
-        payload = node.describe()
-        payload.update(
-            event=event, groupId=room.id, groupName=room.name, memberCount=len(room.members)
-        )
-        if reason is not None:
-            payload["reason"] = reason
-        notice = Outbound(
-            encode(
-                {
-                    "type": "presence",
-                    "nodeId": node.node_id,
-                    "groupId": room.id,
-                    "payload": payload,
-                    "timestamp": self._now_ms(),
-                }
-            )
-        )
-        self.deliver(room, notice, node)

@@ -24,17 +24,23 @@ from wingman_gateway.connection import (
     Outbound,
     Reply,
 )
-from wingman_gateway.envelope import Envelope, decode, encode, splice
+from wingman_gateway.envelope import Envelope, decode, encode, peek_message_id, splice
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.limits import Limits
-from wingman_gateway.ratelimit import SlidingWindow
+from wingman_gateway.ratelimit import Budgets, source_of
+from wingman_gateway.roomrequests import RoomRequests
 from wingman_gateway.rooms import IRooms, LocalRooms
-from wingman_gateway.state import Node, Room
+from wingman_gateway.state import Node
 
 log = get_logger("wingman_gateway.router")
 
-UNMETERED = frozenset({"ping", "pong"})
-STRATEGIES = ("parallel", "sequential")
+# Heartbeat messages have a bucket of their own, so a node streaming at its
+# limit still answers pings; a refused pong is dropped without an answer.
+HEARTBEAT = frozenset({"ping", "pong"})
+# Messages up to this size are decoded before the rate check, which then
+# knows a heartbeat from a request and can echo the messageId; larger ones
+# are metered before any decoding.
+PEEK_BYTES = 1024
 
 # How a fatal error closes the connection.
 _CLOSE_FOR = {
@@ -44,7 +50,7 @@ _CLOSE_FOR = {
 }
 
 
-class Router:
+class Router(RoomRequests):
     """Routes envelopes between connected nodes and rooms."""
 
     def __init__(
@@ -64,6 +70,9 @@ class Router:
         self.connections: set[Node] = set()
         self.started_at = clock.seconds()
         self.messages_processed = 0
+        rate, burst = self.limits.message_rate, self.limits.message_burst
+        self.budgets = Budgets(rate, burst)
+        self.heartbeat_budgets = Budgets(rate, burst)
         self._handlers: dict[str, Callable[[Node, Envelope], None]] = {
             "register": self._register,
             "unregister": self._unregister,
@@ -84,11 +93,17 @@ class Router:
         key); such a connection registers without a token.
         """
         now = self.clock.seconds()
-        limits = self.limits
-        window = (
-            SlidingWindow(limits.rate_limit, limits.rate_window) if limits.rate_limit > 0 else None
+        source = source_of(conn.peer)
+        metered = self.budgets.enabled
+        node = Node(
+            conn=conn,
+            send=conn.send,
+            connected_at=now,
+            last_seen=now,
+            source=source,
+            budget=self.budgets.open(source, now) if metered else None,
+            heartbeat_budget=self.heartbeat_budgets.open(source, now) if metered else None,
         )
-        node = Node(conn=conn, send=conn.send, connected_at=now, last_seen=now, window=window)
         node.grant = grant
         self.connections.add(node)
         return node
@@ -103,27 +118,48 @@ class Router:
         try:
             if len(data) > self.limits.max_payload:
                 raise self.too_large(len(data))
-            envelope = decode(data, self.limits.max_depth)
+            peeked: GatewayError | None = None
+            if len(data) <= PEEK_BYTES:
+                try:
+                    envelope = decode(data, self.limits.max_depth)
+                except GatewayError as error:
+                    peeked = error
+            kind = envelope.type if envelope is not None else None
+            bucket = node.heartbeat_budget if kind in HEARTBEAT else node.budget
+            if bucket is not None:
+                wait = bucket.take(now)
+                if wait:
+                    if kind == "pong":
+                        return
+                    raise self._rate_limited(wait, data)
+            if peeked is not None:
+                raise peeked
+            if envelope is None:
+                envelope = decode(data, self.limits.max_depth)
             handler = self._handlers.get(envelope.type)
             if handler is None:
                 raise GatewayError(
                     errors.UNKNOWN_MESSAGE_TYPE, f"unknown message type {envelope.type[:40]!r}"
                 )
-            if node.window is not None and envelope.type not in UNMETERED:
-                wait = node.window.hit(now)
-                if wait:
-                    retry_ms = int(wait * 1000) + 1
-                    raise GatewayError(
-                        errors.RATE_LIMITED,
-                        f"rate limit of {self.limits.rate_limit} messages per "
-                        f"{self.limits.rate_window:g} s exceeded",
-                        details={"retryAfterMs": retry_ms},
-                    )
             self.messages_processed += 1
             handler(node, envelope)
         except GatewayError as error:
             message_id = envelope.message_id if envelope is not None else error.message_id
             self.refuse(node, error, message_id)
+
+    def _rate_limited(self, wait: float, data: bytes | str) -> GatewayError:
+        limits = self.limits
+        return GatewayError(
+            errors.RATE_LIMITED,
+            f"rate limit of {limits.message_rate:g} messages per second"
+            f" (bursts of {limits.message_burst}) exceeded",
+            details={
+                "retryAfterMs": int(wait * 1000) + 1,
+                "rate": limits.message_rate,
+                "burst": limits.message_burst,
+            },
+            message_id=peek_message_id(data),
+        )
 
     def disconnect(self, node: Node, reason: str = "disconnected") -> None:
         """The connection is gone: the node leaves its rooms at once."""
@@ -131,6 +167,12 @@ class Router:
             return
         node.closed = True
         self.connections.discard(node)
+        if node.expiry is not None and node.expiry.active():
+            node.expiry.cancel()
+        now = self.clock.seconds()
+        if node.budget is not None and node.heartbeat_budget is not None:
+            self.budgets.close(node.source, node.budget, now)
+            self.heartbeat_budgets.close(node.source, node.heartbeat_budget, now)
         if node.node_id is not None:
             self.rooms.remove_node(node, reason)
             log.info(
@@ -232,7 +274,7 @@ class Router:
         )
         agent_name = fields.text(payload, "agentName", limit)
         session_id = fields.text(payload, "sessionId", 200)
-        metadata = fields.mapping(payload, "metadata")
+        metadata = self._metadata(envelope)
         grant = node.grant
         if grant is None:
             try:
@@ -255,6 +297,10 @@ class Router:
         node.metadata = metadata
         node.grant = grant
         self.rooms.add_node(node)
+        if grant.expires_at is not None:
+            node.expiry = self.clock.callLater(
+                max(grant.expires_at - self.clock.seconds(), 0), self._expired, node
+            )
         log.info(
             "node {nodeId} ({name}) registered over {transport} from {peer}",
             nodeId=node_id,
@@ -277,98 +323,48 @@ class Router:
                 },
                 "limits": {
                     "maxPayload": self.limits.max_payload,
-                    "rateLimit": self.limits.rate_limit,
-                    "rateWindowMs": int(self.limits.rate_window * 1000),
+                    "messageRate": self.limits.message_rate,
+                    "messageBurst": self.limits.message_burst,
+                    "maxMetadata": self.limits.max_metadata,
                 },
             },
         )
+
+    def _expired(self, node: Node) -> None:
+        node.expiry = None
+        self.refuse(node, GatewayError(errors.AUTH_FAILED, "token expired", fatal=True))
+
+    def keys_changed(self, key_ids: frozenset[str]) -> None:
+        """The key ring changed: nodes whose token's key was retired are closed."""
+        for node in list(self.rooms.nodes()):
+            key_id = node.grant.key_id if node.grant is not None else None
+            if key_id is not None and key_id not in key_ids:
+                log.info("closing node {nodeId}: its token's key {key_id} was retired",
+                         nodeId=node.node_id, key_id=key_id)
+                self.refuse(node, GatewayError(
+                    errors.AUTH_FAILED, "the key that signed this token was retired", fatal=True
+                ))
+
+    def _metadata(self, envelope: Envelope) -> str | None:
+        """``metadata`` as the JSON text it was sent as, at most ``max_metadata`` bytes."""
+        if fields.mapping(envelope.payload, "metadata") is None:
+            return None
+        text = envelope.payload_raw["metadata"]
+        size = len(text.encode("utf-8", "surrogatepass"))
+        limit = self.limits.max_metadata
+        if size > limit:
+            raise GatewayError(
+                errors.INVALID_REQUEST,
+                f"'metadata' is {size} bytes of JSON; the limit is {limit} bytes",
+                details={"limit": limit},
+            )
+        return text
 
     def _unregister(self, node: Node, envelope: Envelope) -> None:
         node_id = self._registered(node)
         self._ack(node, envelope, {"nodeId": node_id})
         node.conn.close(CLOSE_NORMAL, "unregistered")
         self.disconnect(node, "unregistered")
-
-    def _find_room(self, envelope: Envelope) -> Room:
-        """The room a request names by id or by name (payload before envelope)."""
-        sources = (envelope.payload, envelope.fields)
-        limit = self.limits.max_name_length
-        group_id = fields.first_text(sources, "groupId", limit)
-        group_name = fields.first_text(sources, "groupName", limit)
-        if group_id is None and group_name is None:
-            raise GatewayError(errors.INVALID_REQUEST, "'groupId' or 'groupName' is required")
-        room = None
-        if group_id is not None:
-            # Clients may give a room's name where its id is expected.
-            room = self.rooms.find(group_id)
-        elif group_name is not None:
-            room = self.rooms.find_by_name(group_name)
-        if room is None:
-            wanted = group_id if group_id is not None else group_name
-            raise GatewayError(errors.GROUP_NOT_FOUND, f"no room {wanted!r}")
-        return room
-
-    def _join_group(self, node: Node, envelope: Envelope) -> None:
-        node_id = self._registered(node)
-        payload = envelope.payload
-        limits = self.limits
-        create = fields.flag(payload, "createIfNotExists", False)
-        description = fields.text(payload, "description", limits.max_description_length)
-        strategy = fields.choice(payload, "strategy", STRATEGIES)
-        created = False
-        try:
-            room = self._find_room(envelope)
-        except GatewayError as missing:
-            name = fields.text(payload, "groupName", limits.max_name_length)
-            if missing.code != errors.GROUP_NOT_FOUND or not create or name is None:
-                raise
-            self._check_may_join(node, name)
-            self._check_room_quota(node)
-            if self.rooms.room_count() >= limits.max_rooms:
-                raise GatewayError(
-                    errors.FORBIDDEN,
-                    f"the gateway has reached its limit of {limits.max_rooms} rooms",
-                    details={"limit": limits.max_rooms},
-                )
-            room = self.rooms.create(name, description, strategy, node_id)
-            created = True
-        if node_id not in room.members:
-            self._check_may_join(node, room.name)
-            self._check_room_quota(node)
-            self.rooms.join(room, node)
-        self._ack(
-            node,
-            envelope,
-            {
-                "groupId": room.id,
-                "groupName": room.name,
-                "created": created,
-                "description": room.description,
-                "strategy": room.strategy,
-                "members": self.rooms.members(room),
-            },
-        )
-
-    def _check_may_join(self, node: Node, room_name: str) -> None:
-        if node.grant is not None and not node.grant.may_join(room_name):
-            raise GatewayError(errors.FORBIDDEN, f"your token does not allow room {room_name!r}")
-
-    def _check_room_quota(self, node: Node) -> None:
-        limit = self.limits.max_rooms_per_node
-        if len(node.rooms) >= limit:
-            raise GatewayError(
-                errors.FORBIDDEN,
-                f"a node may be in at most {limit} rooms",
-                details={"limit": limit},
-            )
-
-    def _leave_group(self, node: Node, envelope: Envelope) -> None:
-        self._registered(node)
-        room = self._find_room(envelope)
-        if room.id not in node.rooms:
-            raise GatewayError(errors.NOT_A_MEMBER, f"you are not a member of room {room.name!r}")
-        self.rooms.leave(room, node, "left")
-        self._ack(node, envelope, {"groupId": room.id, "groupName": room.name})
 
     def _message_text(self, envelope: Envelope) -> str:
         raw = envelope.payload_raw.get("message")
@@ -407,6 +403,11 @@ class Router:
         if target_id is None:
             raise GatewayError(errors.INVALID_REQUEST, "'targetNodeId' is required")
         message = self._message_text(envelope)
+        if node.grant is not None and node.grant.rooms is not None:
+            # A room-scoped node reaches only the members of its rooms.
+            target = self.rooms.node(target_id)
+            if target is None or not node.rooms.keys() & target.rooms.keys():
+                raise GatewayError(errors.NODE_NOT_FOUND, f"no node {target_id!r} in your rooms")
         head = {
             "type": "direct",
             "nodeId": node_id,

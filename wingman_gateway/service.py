@@ -132,7 +132,9 @@ class GatewayService(MultiService):
         self.keyring_watcher: KeyRingWatcher | None = None
         if self.keyring is not None:
             # SIGHUP belongs to the whole service (see reload), not to the watcher.
-            self.keyring_watcher = KeyRingWatcher(self.keyring, reactor, install_sighup=False)
+            self.keyring_watcher = KeyRingWatcher(
+                self.keyring, reactor, install_sighup=False, on_change=self.router.keys_changed
+            )
             self.keyring_watcher.setServiceParent(self)
         self._sighup_installed = False
         self._previous_sighup: Any = None

@@ -11,7 +11,7 @@ import attrs
 
 from wingman_gateway.auth import Grant
 from wingman_gateway.connection import IConnection, Outbound
-from wingman_gateway.ratelimit import SlidingWindow
+from wingman_gateway.ratelimit import TokenBucket
 
 
 @attrs.define(eq=False, slots=True, repr=False)
@@ -26,14 +26,22 @@ class Node:
     send: Callable[[Outbound], None]
     connected_at: float
     last_seen: float
-    window: SlidingWindow | None
+    # Where the connection comes from (an address) and its rate budgets:
+    # one for requests, one for ping/pong; None when rate limits are off.
+    source: str
+    budget: TokenBucket | None
+    heartbeat_budget: TokenBucket | None
     node_id: str | None = None
     name: str | None = None
     capabilities: list[str] = attrs.Factory(list)
     agent_name: str | None = None
     session_id: str | None = None
-    metadata: dict[str, Any] | None = None
+    # register.metadata as its JSON text: retained bounded as sent, never
+    # as decoded objects.
+    metadata: str | None = None
     grant: Grant | None = None
+    # Closes the node when its token expires (an IDelayedCall), if it does.
+    expiry: Any = None
     rooms: dict[str, "Room"] = attrs.Factory(dict)
     closed: bool = False
 

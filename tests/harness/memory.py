@@ -58,6 +58,7 @@ class Harness:
     def send(self, session: Node, envelope: dict[str, Any] | str | bytes) -> None:
         data = envelope if isinstance(envelope, (str, bytes)) else json.dumps(envelope)
         self.router.receive(session, data)
+        self.clock.advance(0)  # the end of the reactor turn: presence goes out
 
     def request(
         self, session: Node, conn: MemoryConnection, kind: str, payload: Any = None, **extra: Any

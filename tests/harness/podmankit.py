@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-REPOSITORY = Path(__file__).resolve().parent.parent
+REPOSITORY = Path(__file__).resolve().parents[2]
 SUITE = "bookworm"
 BASE_IMAGE = "localhost/wingman-test-base:bookworm"
 # Seconds a podman command may take; the image build and debootstrap get more.

@@ -109,10 +109,14 @@ class Renderer:
         who = one_line(message.from_name or message.from_node_id or "?")
         if message.type == "presence":
             payload = message.payload if isinstance(message.payload, dict) else {}
-            reason = payload.get("reason")
-            detail = f" ({short(reason)})" if reason and reason != "left" else ""
-            event = short(payload.get("event") or "changed")
-            self.line(f"* {who} {event} {room.strip()}{detail}")
+            for item in payload.get("events") or [payload]:  # a "batch" holds several
+                if not isinstance(item, dict):
+                    continue
+                reason = item.get("reason")
+                detail = f" ({short(reason)})" if reason and reason != "left" else ""
+                event = short(item.get("event") or "changed")
+                name = who if item is payload else short(item.get("name") or "?")
+                self.line(f"* {name} {event} {room.strip()}{detail}")
         elif message.type in ("broadcast", "direct"):
             if message.type == "direct":
                 room = "[direct] "

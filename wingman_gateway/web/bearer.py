@@ -19,21 +19,27 @@ def bearer_token(request: Request) -> str | None:
     return value.strip()
 
 
-def token_check(authenticator: Authenticator) -> Callable[[Request], str | None]:
-    """A check for endpoints guarded by node tokens when auth is on.
+Refusal = tuple[int, str, str]  # HTTP status, error code, message
+
+
+def token_check(authenticator: Authenticator) -> Callable[[Request], Refusal | None]:
+    """A check for endpoints guarded by unscoped node tokens when auth is on.
 
     It returns None when the request may go on, else why it may not (and
-    sets the ``WWW-Authenticate`` challenge).
+    sets the ``WWW-Authenticate`` challenge). A token limited to some rooms
+    is refused (403): such endpoints report on every room and node.
     """
 
-    def check(request: Request) -> str | None:
+    def check(request: Request) -> Refusal | None:
         if not authenticator.required:
             return None
         try:
-            authenticator.authenticate(bearer_token(request) or "")
+            grant = authenticator.authenticate(bearer_token(request) or "")
         except AuthError as refusal:
             request.setHeader(b"www-authenticate", CHALLENGE)
-            return f"authentication failed: {refusal}"
+            return 401, "AUTH_FAILED", f"authentication failed: {refusal}"
+        if grant.rooms is not None:
+            return 403, "FORBIDDEN", "this token is limited to some rooms; this report needs an unscoped token"
         return None
 
     return check

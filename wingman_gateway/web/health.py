@@ -65,7 +65,7 @@ class StatsResource(Resource):
 
     isLeaf = True
 
-    def __init__(self, router: Router, check: Callable[[Request], str | None]) -> None:
+    def __init__(self, router: Router, check: Callable[[Request], tuple[int, str, str] | None]) -> None:
         super().__init__()
         self.router = router
         self.check = check
@@ -74,9 +74,8 @@ class StatsResource(Resource):
         router = self.router
         refusal = self.check(request)
         if refusal is not None:
-            return json_response(
-                request, 401, {"error": {"code": "AUTH_FAILED", "message": refusal}}
-            )
+            status, code, message = refusal
+            return json_response(request, status, {"error": {"code": code, "message": message}})
         nodes = router.node_list()
         rooms = router.room_list()
         return json_response(

@@ -110,7 +110,8 @@ class BridgeSession:
 
     def receive(self, data: bytes) -> list[Reply]:
         """Route one posted envelope; the replies the Router gave it directly."""
-        self._replies = replies = []
+        replies: list[Reply] = []
+        self._replies = replies
         try:
             self.bridge.router.receive(self.node, data)
         finally:

@@ -1,0 +1,115 @@
+"""Presence notices, gathered per room for one reactor turn.
+
+Telling every member of a room about each join and departure costs n²/2
+notices when n nodes join. The notices of one turn are therefore sent
+together, at the end of the turn: a member gets one envelope per room per
+turn. A single event keeps the classic ``presence`` envelope; several make
+one ``presence`` whose payload is ``{"event": "batch", "events": [...]}``,
+in order. Each member gets exactly the events that happened while it was a
+member (not its own join); a message sent to the room, or to a member,
+first flushes what is pending, so nothing overtakes a notice.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+import attrs
+from twisted.internet.interfaces import IDelayedCall, IReactorTime
+
+from wingman_gateway.connection import Outbound
+from wingman_gateway.envelope import encode
+from wingman_gateway.state import Node, Room
+
+
+@attrs.define
+class _Batch:
+    room: Room
+    # Per event: its payload (classic form) and its record for a batch, as JSON text.
+    events: list[tuple[dict[str, Any], str]] = attrs.Factory(list)
+    # Members that joined during the turn: the index of their first event.
+    starts: dict[str, int] = attrs.Factory(dict)
+
+
+class Presence:
+    """Pending presence per room, flushed once a turn (or before other traffic)."""
+
+    def __init__(self, clock: IReactorTime, now_ms: Callable[[], int]) -> None:
+        self._clock = clock
+        self._now_ms = now_ms
+        self._pending: dict[str, _Batch] = {}
+        self._call: IDelayedCall | None = None
+        self.envelopes = 0  # presence envelopes handed to members (for /stats and benchmarks)
+
+    def event(self, room: Room, node: Node, event: str, reason: str | None) -> None:
+        """``node`` joined or left ``room`` (already reflected in its members)."""
+        payload = node.describe()
+        payload.update(
+            event=event, groupId=room.id, groupName=room.name, memberCount=len(room.members)
+        )
+        if reason is not None:
+            payload["reason"] = reason
+        record = {key: value for key, value in payload.items() if key not in ("groupId", "groupName")}
+        batch = self._pending.get(room.id)
+        if batch is None or batch.room is not room:
+            batch = self._pending[room.id] = _Batch(room)
+        batch.events.append((payload, encode(record).decode("ascii")))
+        if event == "joined":
+            batch.starts[node.node_id] = len(batch.events)  # type: ignore[index]
+        if self._call is None:
+            self._call = self._clock.callLater(0, self.flush_all)
+
+    def flush_all(self) -> None:
+        self._call = None
+        while self._pending:
+            self.flush(next(iter(self._pending)))
+
+    def flush(self, room_id: str) -> None:
+        """Send what is pending for one room now."""
+        batch = self._pending.pop(room_id, None)
+        if batch is None or not batch.room.members:
+            return
+        count = len(batch.events)
+        made: dict[int, Outbound] = {}
+        for member in batch.room.recipients:
+            start = batch.starts.get(member.node_id, 0)  # type: ignore[arg-type]
+            if start >= count:
+                continue
+            message = made.get(start)
+            if message is None:
+                message = made[start] = self._envelope(batch, start)
+            self.envelopes += 1
+            member.send(message)
+
+    def flush_for(self, node: Node) -> None:
+        """Before anything else reaches ``node``: what is pending for its rooms."""
+        if self._pending:
+            for room_id in list(node.rooms):
+                if room_id in self._pending:
+                    self.flush(room_id)
+
+    def _envelope(self, batch: _Batch, start: int) -> Outbound:
+        room = batch.room
+        events = batch.events[start:]
+        if len(events) == 1:
+            payload = events[0][0]
+            return Outbound(encode({
+                "type": "presence",
+                "nodeId": payload["nodeId"],
+                "groupId": room.id,
+                "payload": payload,
+                "timestamp": self._now_ms(),
+            }))
+        head = encode({
+            "type": "presence",
+            "groupId": room.id,
+            "timestamp": self._now_ms(),
+            "payload": {
+                "event": "batch",
+                "groupId": room.id,
+                "groupName": room.name,
+                "memberCount": len(room.members),
+            },
+        })
+        records = ",".join(record for _, record in events)
+        return Outbound(head[:-2] + b',"events":[' + records.encode("ascii") + b"]}}")
