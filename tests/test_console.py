@@ -16,8 +16,8 @@ from playwright.sync_api import BrowserContext, expect
 
 from harness.bridgekit import ProxyProcess, bridge_node
 from harness.browserkit import chromium
-from harness.consolekit import LAPTOP, PHONE, ConsolePage, overflows, screenshot_dir
-from harness.support import GatewayProcess, Node, free_tcp_port, running_gateway, wait_totals
+from harness.consolekit import LAPTOP, PHONE, ConsolePage, overflows, screenshot_dir, send_at_once
+from harness.support import GatewayProcess, Node, free_tcp_port, raw_websocket, running_gateway, wait_totals
 from wingman_gateway.agentstream import event
 
 
@@ -139,6 +139,31 @@ def test_a_person_talks_with_websocket_and_bridge_nodes(gateway: GatewayProcess,
     expect(console.page.locator(".notice .what").last).to_have_text("bridge-agent left (unregistered)")
     ws.close()
     expect(console.member("ws-agent")).to_have_count(0)
+    console.no_problems()
+
+
+def test_presence_in_a_batch(gateway: GatewayProcess, browser: BrowserContext) -> None:
+    """Joins and departures in one turn of the gateway arrive as one batch notice."""
+    console = ConsolePage(browser, origin(gateway), "#/rooms/lobby")
+    console.connected()
+    watcher = agent_node(gateway, "watcher", "lobby")
+    expect(console.member("watcher")).to_be_visible()
+    storm = raw_websocket(gateway.port, 65536)
+    send_at_once(storm, [
+        {"type": "register", "payload": {"name": "storm", "capabilities": ["chaos"]}},
+        {"type": "join_group", "payload": {"groupName": "lobby"}},
+        {"type": "leave_group", "payload": {"groupName": "lobby"}},
+        {"type": "join_group", "payload": {"groupName": "lobby"}},
+    ])
+    batch = watcher.recv(5)
+    assert batch["type"] == "presence" and batch["payload"]["event"] == "batch", batch
+    assert [one["event"] for one in batch["payload"]["events"]] == ["joined", "left", "joined"]
+    expect(console.member("storm")).to_contain_text("chaos")
+    expect(console.page.locator(".notice .what")).to_contain_text(
+        ["watcher joined", "storm joined", "storm left (left)", "storm joined"])
+    storm.close()
+    expect(console.member("storm")).to_have_count(0)
+    watcher.close()
     console.no_problems()
 
 

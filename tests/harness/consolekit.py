@@ -10,6 +10,8 @@ from typing import Any
 
 from playwright.sync_api import BrowserContext, Page
 
+from harness.support import send_text_frame
+
 LAPTOP = {"width": 1366, "height": 768}
 PHONE = {"width": 390, "height": 844}
 NETWORK_NOISE = ("Failed to load resource", "WebSocket connection to")
@@ -65,3 +67,22 @@ def screenshot_dir() -> Path:
 def overflows(page: Page) -> int:
     """How many CSS pixels the page is wider than the window (0 when it fits)."""
     return int(page.evaluate("() => Math.max(0, document.documentElement.scrollWidth - window.innerWidth)"))
+
+
+class _Frames:
+    """Collects what ``send_text_frame`` writes."""
+
+    def __init__(self) -> None:
+        self.data = b""
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+def send_at_once(sock: Any, messages: list[dict[str, Any]]) -> None:
+    """Client frames in one write, so the gateway reads them in one turn
+    (and batches the presence notices they cause)."""
+    frames = _Frames()
+    for message in messages:
+        send_text_frame(frames, message)  # type: ignore[arg-type]
+    sock.sendall(frames.data)

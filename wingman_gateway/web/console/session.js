@@ -237,6 +237,13 @@ export class Session extends EventTarget {
     const about = message.payload ?? {};
     const room = this.roomOf(message);
     if (!room) return;
+    // Joins and departures within one turn of the gateway come as one batch.
+    const events = about.event === "batch" && Array.isArray(about.events) ? about.events : [about];
+    for (const one of events) this.presenceEvent(room, one ?? {});
+    this.changed("members");
+  }
+
+  presenceEvent(room, about) {
     if (about.event === "joined") {
       room.members.set(about.nodeId, { nodeId: about.nodeId, name: about.name, capabilities: about.capabilities ?? [], agentName: about.agentName });
       room.stream.notice(`${about.name} joined`);
@@ -250,6 +257,5 @@ export class Session extends EventTarget {
       this.node?.rooms.delete(room.name);
       room.stream.notice(`the room was closed by the gateway${about.reason ? `: ${about.reason}` : ""}`);
     }
-    this.changed("members");
   }
 }
