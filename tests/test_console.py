@@ -191,6 +191,30 @@ def test_behind_a_proxy_that_refuses_websocket(browser: BrowserContext) -> None:
         proxy.stop()
 
 
+def test_the_console_reconnects_and_rejoins(browser: BrowserContext) -> None:
+    """The gateway restarts on the same port: the console says so, comes back
+    by itself, rejoins its room and its stream goes on."""
+    port = free_tcp_port()
+    listen = ("--listen", f"tcp:{port}:interface=127.0.0.1")
+    with running_gateway(*listen) as first:
+        console = ConsolePage(browser, origin(first), "#/rooms/lobby")
+        console.connected()
+        expect(console.page.locator(".members li")).to_have_count(1)
+        first.stop()
+        expect(console.page.locator("#connection-toggle")).to_have_attribute("data-state", "reconnecting")
+        expect(console.page.locator(".room .problem")).to_have_text("connection: reconnecting")
+    with running_gateway(*listen) as second:
+        console.connected(timeout=40000)
+        agent = agent_node(second, "after-restart", "lobby")
+        expect(console.member("after-restart")).to_be_visible()
+        say(agent, "lobby", "still here?")
+        expect(console.page.locator(".chat .body").last).to_have_text("still here?")
+        console.send("yes")
+        assert agent.recv_type("broadcast")["payload"] == "yes"
+        agent.close()
+    console.no_problems()
+
+
 def test_the_token_prompt_and_where_the_token_is_kept(browser: BrowserContext) -> None:
     with running_gateway("--auth", "--token", "S3cret") as gateway:
         console = ConsolePage(browser, origin(gateway), "#/rooms/lobby")
