@@ -7,6 +7,7 @@ keyboard, and screenshots at laptop and phone sizes."""
 from __future__ import annotations
 
 import json
+import re
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -189,6 +190,39 @@ def test_behind_a_proxy_that_refuses_websocket(browser: BrowserContext) -> None:
             console.no_problems()
     finally:
         proxy.stop()
+
+
+@pytest.mark.gateway("--max-name-length", "16", "--max-rooms-per-node", "1", "--max-payload", "2048")
+def test_refusals_are_shown_and_change_nothing(gateway: GatewayProcess, browser: BrowserContext) -> None:
+    long_name = "far-too-long-a-name"
+    console = ConsolePage(browser, origin(gateway), f"#/rooms/{long_name}")  # a deep link
+    console.connected()
+    page = console.page
+    expect(page.locator("main .problem")).to_have_text(
+        f"cannot join {long_name}: INVALID_REQUEST: 'groupName' is longer than 16 characters")
+    page.evaluate("() => { location.hash = '#/rooms'; }")
+    page.fill("#room-name", "one")
+    page.click(".join-form button")
+    expect(page.locator(".room-head h2")).to_have_text("one")
+    page.evaluate("() => { location.hash = '#/rooms'; }")
+    page.fill("#room-name", "two")
+    page.click(".join-form button")
+    expect(page.locator(".rooms .problem")).to_have_text(
+        "cannot join two: FORBIDDEN: a node may be in at most 1 rooms")
+    page.evaluate("() => { location.hash = '#/rooms/one'; }")  # still in "one", and it still works
+    agent = agent_node(gateway, "agent", "one")
+    me = console.member(page.locator("#name").input_value()).get_attribute("data-node")
+    page.fill("#compose-text", "x" * 3000)
+    page.click(".compose button[type=submit]")
+    expect(page.locator(".room .refusal")).to_have_text(
+        re.compile(r"^not sent: PAYLOAD_TOO_LARGE: message of 30\d\d bytes exceeds the limit of 2048 bytes$"))
+    expect(page.locator("#compose-text")).to_have_value("x" * 3000)  # kept, to shorten
+    console.send("after the refusals")
+    expect(page.locator(".room .refusal")).to_have_text("")
+    assert console.member(page.locator("#name").input_value()).get_attribute("data-node") == me  # same connection
+    assert agent.recv_type("broadcast")["payload"] == "after the refusals"
+    agent.close()
+    console.no_problems()
 
 
 def test_the_console_reconnects_and_rejoins(browser: BrowserContext) -> None:

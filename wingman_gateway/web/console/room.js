@@ -7,12 +7,14 @@ import { el, fill } from "./dom.js";
 export function room(session, name, leave) {
   const title = el("h2", {}, name);
   const count = el("span", { class: "count" });
-  const state = el("p", { class: "problem", role: "alert" });
+  const state = el("p", { class: "problem state", role: "status" }); // the room's or the connection's state
+  const refusal = el("p", { class: "problem refusal", role: "alert" }); // why the last message was not sent
   const members = el("ul", { class: "members", "aria-label": "members" });
   const target = el("select", { id: "compose-to", "aria-label": "send to" });
   const text = el("input", { id: "compose-text", autocomplete: "off", maxlength: 65536, placeholder: "Message the room" });
   const send = el("button", { type: "submit" }, "Send");
   const streamHolder = el("div", { class: "stream-holder" });
+  let sentAt = Infinity; // when the message being sent went out
   const compose = el("form", { class: "compose", onsubmit: async (event) => {
     event.preventDefault();
     const value = text.value;
@@ -20,12 +22,14 @@ export function room(session, name, leave) {
     const room = session.rooms.get(name);
     const to = target.value ? room?.members.get(target.value) ?? null : null;
     send.disabled = true;
+    sentAt = Date.now();
     try {
       await session.say(name, value, to);
       text.value = "";
-      fill(state);
+      fill(refusal);
     } catch (error) {
-      fill(state, `not sent: ${error.message}`);
+      const refused = session.refusal?.at >= sentAt ? session.refusal.text : null;
+      fill(refusal, `not sent: ${refused ?? error.message}`);
     } finally {
       send.disabled = false;
       text.focus();
@@ -36,6 +40,7 @@ export function room(session, name, leave) {
     el("header", { class: "room-head" }, title, count,
       el("button", { type: "button", class: "quiet", onclick: () => leave(name) }, "Leave")),
     state,
+    refusal,
     el("div", { class: "room-body" },
       el("aside", { class: "panel members-panel" }, el("h3", {}, "Members"), members),
       el("div", { class: "conversation" }, streamHolder, compose)));
@@ -51,6 +56,7 @@ export function room(session, name, leave) {
   });
 
   const update = () => {
+    if (session.refusal?.at >= sentAt) fill(refusal, `not sent: ${session.refusal.text}`);
     const room = session.rooms.get(name);
     if (!room) {
       fill(state, session.state === "connected" ? `not in ${name}` : "not connected");

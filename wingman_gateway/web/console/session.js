@@ -50,6 +50,7 @@ export class Session extends EventTarget {
     this.rates = [];
     this.last = null; // {count, at} of the previous /health
     this.timer = null;
+    this.refusal = null; // {at, text}: the last error the gateway sent without a request's id
   }
 
   saved() {
@@ -223,6 +224,12 @@ export class Session extends EventTarget {
 
   received(message) {
     if (message.type === "presence") return this.presence(message);
+    if (message.type === "error") {
+      // A refusal the gateway could not tie to a request (an oversized message is not read).
+      this.refusal = { at: Date.now(), text: `${message.payload?.code}: ${message.payload?.message}` };
+      this.changed("refusal");
+      return;
+    }
     if (message.type === "broadcast") {
       this.roomOf(message)?.stream.add(message);
     } else if (message.type === "direct") {
