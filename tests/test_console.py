@@ -236,7 +236,7 @@ def test_the_console_reconnects_and_rejoins(browser: BrowserContext) -> None:
         expect(console.page.locator(".members li")).to_have_count(1)
         first.stop()
         expect(console.page.locator("#connection-toggle")).to_have_attribute("data-state", "reconnecting")
-        expect(console.page.locator(".room .problem")).to_have_text("connection: reconnecting")
+        expect(console.page.locator(".room .state")).to_have_text("connection: reconnecting")
     with running_gateway(*listen) as second:
         console.connected(timeout=40000)
         agent = agent_node(second, "after-restart", "lobby")

@@ -106,7 +106,7 @@ def test_admin_actions_need_the_credential(tmp_path: Path, browser: BrowserConte
         assert (closed["payload"]["event"], closed["payload"]["reason"]) == ("closed", "wrapping up")
 
         page.evaluate("() => { location.hash = '#/rooms/ops'; }")
-        expect(page.locator(".room .problem")).to_have_text("This room was closed by the gateway.")
+        expect(page.locator(".room .state")).to_have_text("This room was closed by the gateway.")
         expect(page.locator(".entry.json pre")).to_contain_text("maintenance at noon")
         expect(page.locator(".notice .what").last).to_have_text("the room was closed by the gateway: wrapping up")
         expect(page.locator("#compose-text")).to_be_disabled()
