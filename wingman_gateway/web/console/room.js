@@ -64,7 +64,8 @@ export function room(session, name, leave) {
     }
     if (streamHolder.firstChild !== room.stream.node) {
       fill(streamHolder, room.stream.node);
-      room.stream.toEnd(); // a detached element forgets where it was scrolled
+      // A detached element forgets where it was scrolled: back to the end once laid out.
+      requestAnimationFrame(() => room.stream.toEnd());
     }
     fill(state, room.closed ? "This room was closed by the gateway." : session.state !== "connected" ? `connection: ${session.state}` : "");
     const list = [...room.members.values()];
