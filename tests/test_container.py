@@ -148,4 +148,4 @@ def test_healthcheck_reports_an_unreachable_gateway(podman: Podman, gateway_imag
     result = podman.run("exec", "--env", f"WINGMAN_LISTEN=tcp:{other}", container,
                         "python", "-m", "wingman_gateway.cli.healthcheck", check=False)
     assert result.returncode == 1
-    assert result.stdout.startswith(f"unhealthy: http://127.0.0.1:{other}/health: ConnectionRefusedError")
+    assert result.stdout.startswith(f"unhealthy: http://127.0.0.1:{other}/health: Connection was refused")
