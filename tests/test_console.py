@@ -71,6 +71,7 @@ def test_an_agent_answer_streams_into_one_bubble(gateway: GatewayProcess, browse
     bubble = page.locator(".answer")
     expect(bubble.locator(".text")).to_have_text("The auth")
     expect(bubble.locator(".state")).to_have_text("streaming")
+    expect(bubble).to_have_attribute("aria-busy", "true")
     expect(bubble.locator(".prompt")).to_have_text("Review the auth code")
     say(agent, "review", event("agent-stream", chunk=" code"))
     expect(bubble.locator(".text")).to_have_text("The auth code")  # token by token, same bubble
@@ -82,6 +83,7 @@ def test_an_agent_answer_streams_into_one_bubble(gateway: GatewayProcess, browse
     expect(bubble.locator(".state")).to_have_text("complete")
     expect(bubble).to_have_count(1)
     expect(bubble.locator(".text")).to_have_text("The auth code looks fine.")
+    assert bubble.get_attribute("aria-busy") is None
     step = bubble.locator("details.step")
     expect(step).to_have_count(1)
     expect(step.locator("summary")).to_contain_text("command_execute")

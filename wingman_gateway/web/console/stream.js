@@ -32,7 +32,8 @@ class Answer {
     this.text = el("div", { class: "text" });
     this.pending = [];
     const agent = start?.agent ? String(start.agent) : null;
-    this.node = el("article", { class: "entry answer", "data-from": message.fromNodeId ?? "" },
+    // Busy while streaming, so a screen reader reads the answer once, not token by token.
+    this.node = el("article", { class: "entry answer", "data-from": message.fromNodeId ?? "", "aria-busy": "true" },
       el("header", {},
         el("span", { class: "who" }, sender(message)),
         agent && agent !== sender(message) ? el("span", { class: "agent" }, agent) : null,
@@ -77,12 +78,14 @@ class Answer {
       this.text.append(document.createTextNode(response ?? readable(result)));
     }
     this.node.classList.add("complete");
+    this.node.removeAttribute("aria-busy");
   }
 
   fail(payload) {
     this.status.className = "badge state error";
     this.status.textContent = "error";
     this.node.classList.add("failed");
+    this.node.removeAttribute("aria-busy");
     this.node.append(el("p", { class: "error-text" }, String(payload.error ?? "the agent failed")));
     if (payload.stack) this.node.append(el("details", { class: "step" }, el("summary", {}, "stack"), el("pre", {}, String(payload.stack))));
   }
