@@ -172,13 +172,58 @@ def run_memory(runs: int) -> None:
     print("  target: < 12 KB per idle node")
 
 
+# Room history off (stateless) against on with the default sizes, in the same run.
+# Both with a heartbeat longer than the wait for a quiet machine, during
+# which the generator reads nothing.
+_PATIENT = ("--ping-interval", "300000", "--ping-timeout", "600000")
+HISTORY_VARIANTS = (("history off", ("--history-size", "0", *_PATIENT)), ("history on", _PATIENT))
+
+
+def run_history(runs: int, duration: float, warmup: float, window: int) -> None:
+    print(f"\n== history: fanout and rate, room history off (--history-size 0) vs on (defaults), "
+          f"alternating, {runs} runs each ==")
+    figures: dict[tuple[str, str], list[dict[str, float]]] = {}
+    for run in range(1, runs + 1):
+        print(f" run {run}/{runs}")
+        # Alternate which goes first, so neither always meets the same load.
+        for label, options in HISTORY_VARIANTS[:: 1 if run % 2 else -1]:
+            server = start_gateway(max_nodes=1000, options=options)
+            try:
+                result = fanout(server, duration, warmup, window=window)
+            finally:
+                server.stop()
+            # Deliveries per second of the server's CPU time: what history
+            # costs, even when other processes take the CPU from the server.
+            result["deliveries/CPU-s"] = result["deliveries/s"] / max(result["server CPU"], 1e-9)
+            figures.setdefault(("fanout", label), []).append(result)
+            print(_line(f"fanout {label}", figures["fanout", label][-1]), flush=True)
+            server = start_gateway(max_nodes=1100, options=options)
+            try:
+                figures.setdefault(("rate", label), []).append(rate(server, duration))
+            finally:
+                server.stop()
+            print(_line(f"rate {label}", figures["rate", label][-1]), flush=True)
+    print(" median")
+    for key in sorted(figures):
+        print(_line(" ".join(key), _median(figures[key])))
+    for key in ("deliveries/s", "deliveries/CPU-s"):
+        pairs = zip(figures["fanout", "history on"], figures["fanout", "history off"])
+        ratios = [on[key] / off[key] for on, off in pairs]
+        print(f"  fanout {key} on/off per run: {', '.join(f'{r:.3f}' for r in ratios)}; "
+              f"median {statistics.median(ratios):.3f} (target >= 0.90)")
+    for key in ("p50 ms", "p99 ms"):
+        off = _median(figures["rate", "history off"])[key]
+        on = _median(figures["rate", "history on"])[key]
+        print(f"  rate {key} off {off:.2f}, on {on:.2f}")
+
+
 def _exit_on_signal(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Wingman Gateway load generator (see benchmarks/README.rst)")
-    parser.add_argument("scenario", nargs="?", default="all", choices=["fanout", "rate", "memory", "all"])
+    parser.add_argument("scenario", nargs="?", default="all", choices=["fanout", "rate", "memory", "history", "all"])
     parser.add_argument("--runs", type=int, default=3, help="runs per scenario; the median is printed too")
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds (fanout, rate)")
     parser.add_argument("--warmup", type=float, default=2.0, help="fan-out warm-up seconds")
@@ -208,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
         run_rate(args.runs, args.duration)
     if args.scenario in ("memory", "all"):
         run_memory(args.runs)
+    if args.scenario == "history":
+        run_history(args.runs, args.duration, args.warmup, args.window)
     print(f"\ntotal time {time.monotonic() - began:.0f} s")
     return 0
 

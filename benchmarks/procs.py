@@ -131,13 +131,14 @@ class Server:
             pass
 
 
-def start_gateway(max_nodes: int = 1000) -> Server:
+def start_gateway(max_nodes: int = 1000, options: tuple[str, ...] = ()) -> Server:
+    """The gateway with ``options`` added (e.g. ``--history-size 0``)."""
     return Server(
         "gateway",
         [
             TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway",
             "--listen", "tcp:0:interface=127.0.0.1", "--rate-limit", "0",
-            "--max-nodes", str(max_nodes),
+            "--max-nodes", str(max_nodes), *options,
         ],
     )
 

@@ -10,7 +10,8 @@ import textwrap
 from pathlib import Path
 
 from harness.support import GatewayProcess, free_tcp_port
-from wingman_gateway.protocol.envelopes import Position, Positions, join_payload
+from wingman_gateway.protocol.envelopes import Position, join_payload
+from wingman_gateway.protocol.positions import Positions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -67,7 +68,7 @@ def test_the_asyncio_client_needs_no_twisted(gateway: GatewayProcess) -> None:
 
 
 def test_recovery_positions_are_carried_on_rejoin() -> None:
-    """The gateway sends no ``offset``/``epoch`` yet; when it does, a rejoin asks ``since`` them."""
+    """A rejoin asks ``since`` the last ``offset``/``epoch`` seen, once there is one."""
     positions = Positions()
     positions.joined("alpha", {"groupName": "alpha"}, {"type": "ack"})
     assert positions.get("alpha") is None

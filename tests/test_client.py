@@ -322,8 +322,12 @@ async def test_reconnects_and_rejoins_after_gateway_restart(new_client: MakeClie
         back = {}
         for name, client, states in (("alice", alice, alice_states), ("bob", bob, bob_states)):
             details = await states.wait_for("reconnected", timeout=20)
-            names = [n for n in states.names if n != "reconnecting"]
+            names = [n for n in states.names if n not in ("reconnecting", "gap")]
             assert names == ["disconnected", "reconnected"], states.names
+            # The restarted gateway kept no history: each room reports a gap.
+            gaps = [d for n, d in states.events if n == "gap"]
+            assert sorted(d["room"] for d in gaps) == sorted(client.rooms)
+            assert {d["reason"] for d in gaps} == {"other epoch"}
             assert states.names[1] == "reconnecting"
             attempts = [d for n, d in states.events if n == "reconnecting"]
             assert [d["attempt"] for d in attempts] == list(range(1, len(attempts) + 1))

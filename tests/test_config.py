@@ -46,6 +46,10 @@ def refusal(args: list[str]) -> str:
         (["--listen", LOOPBACK, "--listen", LOOPBACK], "is given more than once"),
         (["--ssh", "tcp:0"], "sshAuthorizedKeys: the SSH server needs --ssh-authorized-keys FILE"),
         (["--auth"], "requireAuth: auth is on but neither a token nor a keyring is given"),
+        (["--history-size", "-1"], "--history-size: must be at least 0, got -1"),
+        (["--history-ttl", "0"], "--history-ttl: must be at least 1, got 0"),
+        (["--history-room-bytes", "10"], "--history-room-bytes: must be at least 1024, got 10"),
+        (["--history-bytes", "many"], "--history-bytes: expected a whole number, got 'many'"),
     ],
 )
 def test_bad_option_is_refused_naming_it(args: list[str], message: str) -> None:
@@ -65,6 +69,7 @@ def test_bad_option_is_refused_naming_it(args: list[str], message: str) -> None:
         ({"requireAuth": True}, "requireAuth: auth is on but neither a token nor a keyring"),
         ({"listen": []}, "listen: expected a list of endpoint strings"),
         ({"corsOrigins": ["ftp://x"]}, "corsOrigins: expected an origin like"),
+        ({"historySize": -1}, "historySize: must be at least 0, got -1"),
         ('{"port": 3000,', "is not valid JSON"),
         ("[1, 2]", "must hold a JSON object"),
     ],

@@ -108,6 +108,7 @@ def test_join_by_name_creates_and_join_by_id_adds_member(nodes: NodePool) -> Non
     assert created["payload"] == {
         "groupId": room_id, "groupName": "project", "created": True, "description": "the project",
         "strategy": "parallel", "members": [described(a, "alpha", ["plan"])], "action": "join_group",
+        "offset": 0, "epoch": created["payload"]["epoch"],
     }
     joined = b.request("join_group", {"groupId": room_id})
     assert joined["payload"]["created"] is False
@@ -194,12 +195,14 @@ def test_broadcast_by_id_and_by_name_reaches_others_but_not_sender(nodes: NodePo
 
     ack = a.request("broadcast", {"groupId": room_id, "message": {"n": 1}})
     assert ack["type"] == "ack"
+    epoch = ack["payload"]["epoch"]
     assert ack["payload"] == {"groupId": room_id, "groupName": "crowd", "recipients": 2,
-                              "action": "broadcast"}
+                              "offset": 1, "epoch": epoch, "action": "broadcast"}
     for member in (b, c):
         got = member.recv_type("broadcast")
         assert set(got) == {"type", "nodeId", "fromNodeId", "fromName", "groupId", "groupName",
-                            "payload", "timestamp"}
+                            "offset", "epoch", "payload", "timestamp"}
+        assert (got["offset"], got["epoch"]) == (1, epoch)
         assert (got["nodeId"], got["fromNodeId"], got["fromName"]) == (a.node_id, a.node_id, "sender")
         assert (got["groupId"], got["groupName"], got["payload"]) == (room_id, "crowd", {"n": 1})
         assert isinstance(got["timestamp"], int)

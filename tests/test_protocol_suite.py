@@ -16,6 +16,7 @@ import pytest
 
 from harness.wire import TRANSPORTS, Client, Rig
 from wingman_gateway import errors
+from wingman_gateway.history import HistorySettings
 from wingman_gateway.limits import Limits
 
 
@@ -164,3 +165,80 @@ def test_an_oversized_message_is_refused_and_the_connection_stays_usable(
     replies = [e for e in client.take() if e["type"] == "error"]
     assert [code(r) for r in replies] == [errors.PAYLOAD_TOO_LARGE]
     assert client.request("ping")["type"] == "pong"
+
+
+# -- resuming after a reconnect (room history) and idempotent sends ---------
+
+
+@pytest.fixture
+def history_rig(tmp_path: Path) -> Iterator[Rig]:
+    yield Rig(tmp_path, limits=Limits(message_rate=0), history=HistorySettings())
+
+
+def joined(rig: Rig, transport: str, name: str, room: str, since: Any = None) -> tuple[Client, dict[str, Any]]:
+    """A registered client in ``room`` (resuming from ``since``), and the join's ack."""
+    client = registered(rig, transport, name)
+    payload: dict[str, Any] = {"groupName": room, "createIfNotExists": True}
+    if since is not None:
+        payload["since"] = since
+    client.send({"type": "join_group", "messageId": "j", "payload": payload})
+    arrived = client.take()
+    assert arrived[0]["type"] == "ack", arrived
+    client.inbox_after_join = arrived[1:]  # type: ignore[attr-defined]
+    return client, arrived[0]["payload"]
+
+
+def broadcasts(envelopes: list[dict[str, Any]]) -> list[tuple[int, int]]:
+    return [(e["payload"]["n"], e["offset"]) for e in envelopes if e["type"] == "broadcast"]
+
+
+def test_a_node_that_reconnects_resumes_exactly_where_it_left_off(history_rig: Rig, transport: str) -> None:
+    rig = history_rig
+    sender, _ = joined(rig, "memory", "sender", "room")
+    receiver, ack = joined(rig, transport, "receiver", "room")
+    assert ack["offset"] == 0 and isinstance(ack["epoch"], str) and "recovered" not in ack
+
+    def say(numbers: range) -> None:
+        for n in numbers:
+            sender.send({"type": "broadcast", "payload": {"groupName": "room", "message": {"n": n}}})
+
+    say(range(0, 5))
+    got = receiver.take()
+    assert broadcasts(got) == [(n, n + 1) for n in range(5)]
+    assert {e["epoch"] for e in got if e["type"] == "broadcast"} == {ack["epoch"]}
+    last = {"offset": got[-1]["offset"], "epoch": got[-1]["epoch"]}
+    receiver.drop()
+    say(range(5, 9))  # said while the receiver is away
+    again, resumed = joined(rig, transport, "receiver", "room", since=last)
+    assert resumed["recovered"] is True and resumed["offset"] == 9 and "reason" not in resumed
+    say(range(9, 12))  # live again
+    got = again.inbox_after_join + again.take()  # type: ignore[attr-defined]
+    assert broadcasts(got) == [(n, n + 1) for n in range(5, 12)]
+
+
+def test_a_position_in_another_epoch_is_not_resumed(history_rig: Rig, transport: str) -> None:
+    rig = history_rig
+    first, ack = joined(rig, transport, "first", "room")
+    first.drop()  # the room's last member: the room and its history are gone
+    again, resumed = joined(rig, transport, "again", "room", since={"offset": 0, "epoch": ack["epoch"]})
+    assert resumed["created"] is True and resumed["epoch"] != ack["epoch"]
+    assert (resumed["recovered"], resumed["reason"]) == (False, "other epoch")
+
+
+def test_a_retried_broadcast_after_a_reconnect_is_delivered_once(history_rig: Rig, transport: str) -> None:
+    rig = history_rig
+    listener, _ = joined(rig, "memory", "listener", "room")
+    sender, _ = joined(rig, transport, "sender", "room")
+    listener.take()
+    envelope = {"type": "broadcast", "messageId": "first", "idempotencyKey": "turn-1/part-1",
+                "payload": {"groupName": "room", "message": {"n": 1}}}
+    sender.send(envelope)
+    [ack] = [e for e in sender.take() if e["type"] == "ack"]
+    sender.drop()
+    retry, _ = joined(rig, transport, "sender", "room")
+    retry.send({**envelope, "messageId": "retry"})
+    [again] = [e for e in retry.take() if e["type"] == "ack"]
+    assert again["messageId"] == "retry" and again["payload"]["duplicate"] is True
+    assert again["payload"]["recipients"] == ack["payload"]["recipients"] == 1
+    assert again["payload"]["offset"] == ack["payload"]["offset"]
+    assert broadcasts(listener.take()) == [(1, ack["payload"]["offset"])]

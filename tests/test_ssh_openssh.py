@@ -321,3 +321,39 @@ def test_an_ssh_node_that_stops_reading_is_cut_off(tmp_path: Path) -> None:
             stuck.stop()
     finally:
         gateway.stop()
+
+
+def test_a_line_node_whose_ssh_is_killed_resumes_on_a_new_session(gw: SSHGateway) -> None:
+    speaker = Node(gw.gateway.url)
+    first = SSHLineNode(gw.ssh_port, gw.keys["alice"].path)
+    again: SSHLineNode | None = None
+    try:
+        speaker.register("speaker")
+        assert speaker.join("resume")["type"] == "ack"
+        first.register("lines")
+        assert first.join("resume")["type"] == "ack"
+
+        def say(numbers: range) -> None:
+            for n in numbers:
+                speaker.send({"type": "broadcast", "payload": {"groupName": "resume", "message": {"n": n}}})
+
+        say(range(10))
+        got = [first.recv_type("broadcast") for _ in range(10)]
+        assert [m["payload"]["n"] for m in got] == list(range(10))
+        first.proc.kill()  # the SSH connection is cut, not closed
+        first.stop()
+        say(range(10, 20))
+        again = SSHLineNode(gw.ssh_port, gw.keys["alice"].path)
+        again.register("lines")
+        since = {"offset": got[-1]["offset"], "epoch": got[-1]["epoch"]}
+        ack = again.request("join_group", {"groupName": "resume", "since": since})
+        assert ack["payload"]["recovered"] is True, ack
+        say(range(20, 22))
+        rest = [again.recv_type("broadcast") for _ in range(12)]
+        assert [m["payload"]["n"] for m in rest] == list(range(10, 22))
+        assert [m["offset"] for m in rest] == list(range(since["offset"] + 1, since["offset"] + 13))
+    finally:
+        speaker.close()
+        first.stop()
+        if again is not None:
+            again.stop()

@@ -18,6 +18,7 @@ from wingman_gateway.transports.bridge import options as bridge_options
 from wingman_gateway.discovery.settings import DEFAULT_TAILSCALE_SOCKET, DiscoverySettings, parse_discovery
 from wingman_gateway import checks
 from wingman_gateway.checks import ConfigError
+from wingman_gateway.history import HistorySettings
 from wingman_gateway.limits import Limits
 from wingman_gateway.onion import settings as onion_settings
 
@@ -130,6 +131,13 @@ SETTINGS: tuple[Setting, ...] = (
         "file of client public keys allowed to reach the onion service",
     ),
     Setting("tor-config", "torConfig", checks.text, None, "torrc file for the tor the gateway launches"),
+    Setting("history-size", "historySize", checks.integer(0), 100, "messages kept per room for resuming, 0 = no history"),
+    Setting("history-ttl", "historyTtl", checks.integer(1), 600000, "keep a room's messages at most this long, ms"),
+    Setting("history-room-bytes", "historyRoomBytes", checks.integer(1024), 1024 * 1024, "bytes of history per room"),
+    Setting(
+        "history-bytes", "historyBytes", checks.integer(1024), 16 * 1024 * 1024,
+        "bytes of history for all rooms together",
+    ),
 )
 
 # Settings that are switches on the command line or lists, not plain values.
@@ -168,6 +176,8 @@ class GatewayConfig:
     onion: onion_settings.OnionSettings | None = None
     # The web console at /console/ (--no-console turns it off).
     console: bool = True
+    # Room history for resuming (--history-size 0: none).
+    history: HistorySettings = attrs.Factory(HistorySettings)
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -264,6 +274,12 @@ def build(
         ports_file=values["portsFile"],
         onion=onion_settings.from_settings(values, flags, file_values),
         console=not flags.get("no-console") and file_values.get("console", True) is not False,
+        history=HistorySettings(
+            size=values["historySize"],
+            ttl=values["historyTtl"] / 1000,
+            room_bytes=values["historyRoomBytes"],
+            total_bytes=values["historyBytes"],
+        ),
     )
 
 

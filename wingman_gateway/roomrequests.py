@@ -10,8 +10,10 @@ from __future__ import annotations
 from typing import Any
 
 from wingman_gateway import errors, fields
+from wingman_gateway.connection import Outbound
 from wingman_gateway.envelope import Envelope
 from wingman_gateway.errors import GatewayError
+from wingman_gateway.history import parse_since
 from wingman_gateway.limits import Limits
 from wingman_gateway.rooms import IRooms
 from wingman_gateway.state import Node, Room
@@ -74,6 +76,7 @@ class RoomRequests:
         create = fields.flag(payload, "createIfNotExists", False)
         description = fields.text(payload, "description", limits.max_description_length)
         strategy = fields.choice(payload, "strategy", STRATEGIES)
+        since = parse_since(payload)
         group_id, group_name = self._room_names(envelope)
         room = self._lookup(group_id, group_name)
         created = False
@@ -96,6 +99,8 @@ class RoomRequests:
             self._check_room_quota(node)
         # A new room and its first member come together: no empty room is left.
         self.rooms.join(room, node)
+        # In the same turn as the join: what was missed, then live messages.
+        recovery = self.rooms.recover(room, since)
         self._ack(
             node,
             envelope,
@@ -106,8 +111,11 @@ class RoomRequests:
                 "description": room.description,
                 "strategy": room.strategy,
                 "members": self.rooms.members(room),
+                **recovery.fields(),
             },
         )
+        for data in recovery.messages:
+            node.send(Outbound(data))
 
     def _check_may_join(self, node: Node, room_name: str) -> None:
         if node.grant is not None and not node.grant.may_join(room_name):

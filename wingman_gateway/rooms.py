@@ -17,6 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
 from wingman_gateway.connection import Outbound
+from wingman_gateway.envelope import splice
+from wingman_gateway.history import HistorySettings, IHistory, MemoryHistory, Position, Recovery
 from wingman_gateway.presence import Presence
 from wingman_gateway.state import Node, Room
 
@@ -57,6 +59,17 @@ class IRooms(Interface):
     def deliver(room: Room, message: Outbound, exclude: Node | None) -> int:
         """Hand ``message`` to every member but ``exclude``; how many got it."""
 
+    def publish(room: Room, head: dict[str, Any], payload: str, exclude: Node | None) -> tuple[int, Position | None]:
+        """A broadcast: give it the room's next position (``offset`` and
+        ``epoch`` added to ``head`` when history is on), keep it in the
+        room's history, and deliver ``head`` with the verbatim JSON
+        ``payload`` to every member but ``exclude``. How many got it, and
+        the position. Where the room's order is decided."""
+
+    def recover(room: Room, since: Position | None) -> Recovery:
+        """The room's position and, with ``since``, what was published after
+        it (encoded as delivered), or why that cannot be had."""
+
     def members(room: Room) -> list[dict[str, Any]]:
         """Public descriptions of the room's members."""
 
@@ -77,8 +90,11 @@ class IRooms(Interface):
 class LocalRooms:
     """Nodes and rooms of this gateway alone, in memory."""
 
-    def __init__(self, clock: IReactorTime) -> None:
+    def __init__(self, clock: IReactorTime, history: IHistory | None = None) -> None:
         self.clock = clock
+        self.history: IHistory = (
+            history if history is not None else MemoryHistory(clock, HistorySettings(size=0))
+        )
         self._nodes: dict[str, Node] = {}
         self._rooms: dict[str, Room] = {}
         self._by_name: dict[str, Room] = {}
@@ -147,6 +163,7 @@ class LocalRooms:
         )
         self._rooms[room.id] = room
         self._by_name[room.name] = room
+        self.history.open(room.id)
         return room
 
     def join(self, room: Room, node: Node) -> bool:
@@ -169,6 +186,7 @@ class LocalRooms:
             del self._rooms[room.id]
             if self._by_name.get(room.name) is room:
                 del self._by_name[room.name]
+            self.history.close(room.id)
 
     def deliver(self, room: Room, message: Outbound, exclude: Node | None) -> int:
         self.presence.flush(room.id)  # notices of this turn go first
@@ -177,6 +195,21 @@ class LocalRooms:
             if member is not exclude:
                 member.send(message)
         return len(recipients) - (exclude is not None and exclude.node_id in room.members)
+
+    def publish(
+        self, room: Room, head: dict[str, Any], payload: str, exclude: Node | None
+    ) -> tuple[int, Position | None]:
+        def encode_at(position: Position | None) -> bytes:
+            if position is not None:
+                head["offset"] = position.offset
+                head["epoch"] = position.epoch
+            return splice(head, "payload", payload)
+
+        data, position = self.history.append(room.id, encode_at)
+        return self.deliver(room, Outbound(data), exclude), position
+
+    def recover(self, room: Room, since: Position | None) -> Recovery:
+        return self.history.recover(room.id, since)
 
     def members(self, room: Room) -> list[dict[str, Any]]:
         return [member.describe() for member in room.recipients]

@@ -26,6 +26,7 @@ from wingman_gateway.connection import (
 )
 from wingman_gateway.envelope import Envelope, decode, encode, peek_message_id, splice
 from wingman_gateway.errors import GatewayError
+from wingman_gateway.idempotency import SentKeys, key_of
 from wingman_gateway.limits import Limits
 from wingman_gateway.ratelimit import Budgets, source_of
 from wingman_gateway.roomrequests import RoomRequests
@@ -60,12 +61,14 @@ class Router(RoomRequests):
         authenticator: Authenticator | None = None,
         gateway_name: str = "wingman-gateway",
         rooms: IRooms | None = None,
+        sent_keys: SentKeys | None = None,
     ) -> None:
         self.clock = clock
         self.limits = limits or Limits()
         self.authenticator = authenticator or Authenticator(required=False)
         self.gateway_name = gateway_name
         self.rooms: IRooms = rooms if rooms is not None else LocalRooms(clock)
+        self.sent_keys = sent_keys if sent_keys is not None else SentKeys(clock)
         # Every open connection, registered or not (heartbeat, shutdown).
         self.connections: set[Node] = set()
         self.started_at = clock.seconds()
@@ -378,6 +381,9 @@ class Router(RoomRequests):
         message = self._message_text(envelope)
         if node_id not in room.members:
             raise GatewayError(errors.NOT_A_MEMBER, f"you are not a member of room {room.name!r}")
+        scope = self._sent_before(node, envelope, "room", room.id)
+        if scope is None:
+            return
         head = {
             "type": "broadcast",
             "nodeId": node_id,
@@ -387,13 +393,11 @@ class Router(RoomRequests):
             "groupName": room.name,
             "timestamp": self.now_ms(),
         }
-        recipients = self.rooms.deliver(room, Outbound(splice(head, "payload", message)), node)
-        if envelope.message_id is not None:
-            self._ack(
-                node,
-                envelope,
-                {"groupId": room.id, "groupName": room.name, "recipients": recipients},
-            )
+        recipients, position = self.rooms.publish(room, head, message, node)
+        outcome = {"groupId": room.id, "groupName": room.name, "recipients": recipients}
+        if position is not None:
+            outcome.update(position.fields())
+        self._sent(node, envelope, scope, outcome)
 
     def _direct(self, node: Node, envelope: Envelope) -> None:
         node_id = self._registered(node)
@@ -408,6 +412,9 @@ class Router(RoomRequests):
             target = self.rooms.node(target_id)
             if target is None or not node.rooms.keys() & target.rooms.keys():
                 raise GatewayError(errors.NODE_NOT_FOUND, f"no node {target_id!r} in your rooms")
+        scope = self._sent_before(node, envelope, "node", target_id)
+        if scope is None:
+            return
         head = {
             "type": "direct",
             "nodeId": node_id,
@@ -418,8 +425,28 @@ class Router(RoomRequests):
         }
         if not self.rooms.send_to(target_id, Outbound(splice(head, "payload", message))):
             raise GatewayError(errors.NODE_NOT_FOUND, f"no node {target_id!r}")
+        self._sent(node, envelope, scope, {"targetNodeId": target_id, "delivered": True})
+
+    def _sent_before(self, node: Node, envelope: Envelope, kind: str, name: str) -> Any:
+        """The send's idempotency scope (``()`` without a key), or None when
+        it repeats a remembered send: then it is acked as a duplicate."""
+        key = key_of(envelope)
+        if key is None:
+            return ()
+        scope = (kind, name, key)
+        outcome = self.sent_keys.outcome(scope)
+        if outcome is None:
+            return scope
         if envelope.message_id is not None:
-            self._ack(node, envelope, {"targetNodeId": target_id, "delivered": True})
+            self._ack(node, envelope, {**outcome, "duplicate": True})
+        return None
+
+    def _sent(self, node: Node, envelope: Envelope, scope: Any, outcome: dict[str, Any]) -> None:
+        """A send went out: remember its key, ack it when asked to."""
+        if scope:
+            self.sent_keys.remember(scope, outcome)
+        if envelope.message_id is not None:
+            self._ack(node, envelope, dict(outcome))
 
     def _ping(self, node: Node, envelope: Envelope) -> None:
         reply: dict[str, Any] = {"type": "pong"}

@@ -27,6 +27,7 @@ from wingman_gateway.listener import Listener
 from wingman_gateway.logs import get_logger
 from wingman_gateway.offer import Bound, Offer
 from wingman_gateway.onion import listener_target, onion_service
+from wingman_gateway.history import MemoryHistory
 from wingman_gateway.rooms import LocalRooms
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
@@ -67,7 +68,8 @@ class GatewayService(MultiService):
             required=config.require_auth, shared_token=shared_token, keyring=self.keyring
         )
         self.router = Router(
-            reactor, config.limits, authenticator, config.name, LocalRooms(reactor)
+            reactor, config.limits, authenticator, config.name,
+            LocalRooms(reactor, MemoryHistory(reactor, config.history)),
         )
         # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)

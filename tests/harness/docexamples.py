@@ -20,7 +20,7 @@ import attrs
 DOC = Path(__file__).resolve().parents[2] / "docs" / "protocol.rst"
 
 # Fields whose values the gateway makes up: documented ones stand for real ones.
-IDS = frozenset({"nodeId", "fromNodeId", "targetNodeId", "groupId", "createdBy", "session"})
+IDS = frozenset({"nodeId", "fromNodeId", "targetNodeId", "groupId", "createdBy", "session", "epoch"})
 # Numbers that differ from run to run (any integer matches).
 TIMES = frozenset({"timestamp", "retryAfterMs"})
 

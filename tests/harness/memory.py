@@ -10,7 +10,9 @@ from zope.interface import implementer
 
 from wingman_gateway.auth import Authenticator
 from wingman_gateway.connection import IConnection, Outbound
+from wingman_gateway.history import HistorySettings, MemoryHistory
 from wingman_gateway.limits import Limits
+from wingman_gateway.rooms import LocalRooms
 from wingman_gateway.router import Router
 from wingman_gateway.state import Node
 
@@ -46,10 +48,17 @@ class MemoryConnection:
 class Harness:
     """A Router on a Clock, with helpers to connect and drive test nodes."""
 
-    def __init__(self, limits: Limits | None = None, authenticator: Authenticator | None = None):
+    def __init__(
+        self,
+        limits: Limits | None = None,
+        authenticator: Authenticator | None = None,
+        history: HistorySettings | None = None,
+    ):
+        """``history``: room history as configured (none without it)."""
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        self.router = Router(self.clock, limits or Limits(), authenticator, "test-gateway")
+        rooms = LocalRooms(self.clock, MemoryHistory(self.clock, history or HistorySettings(size=0)))
+        self.router = Router(self.clock, limits or Limits(), authenticator, "test-gateway", rooms)
 
     def connect(self) -> tuple[Node, MemoryConnection]:
         conn = MemoryConnection(f"memory:{len(self.router.connections) + 1}")

@@ -123,6 +123,10 @@ class Client:
     def closed(self) -> bool:
         raise NotImplementedError
 
+    def drop(self) -> None:
+        """The connection is cut under the client (its TCP connection aborted)."""
+        raise NotImplementedError
+
     def request(self, kind: str, payload: Any = None, **extra: Any) -> dict[str, Any]:
         """Send one request; the one reply it got (other arrivals are kept for ``take``)."""
         envelope: dict[str, Any] = {"type": kind, **extra}
@@ -153,6 +157,9 @@ class MemoryClient(Client):
     @property
     def closed(self) -> bool:
         return self.conn.closed is not None
+
+    def drop(self) -> None:
+        self.rig.router.disconnect(self.node, "connection lost")
 
 
 class _Bytes(Protocol):
@@ -211,6 +218,10 @@ class WebSocketClient(Client):
     @property
     def closed(self) -> bool:
         return self.close_code is not None
+
+    def drop(self) -> None:
+        self.socket.transport.abortConnection()  # type: ignore[union-attr]
+        self.rig.pump()
 
 
 class BridgeClient(Client):
@@ -288,6 +299,12 @@ class BridgeClient(Client):
         self.take()
         return self.ended
 
+    def drop(self) -> None:
+        """The client stops reading; its session ends at the session timeout."""
+        self.ended = True
+        self.rig.clock.advance(self.rig.bridge.options.session_timeout + 1)
+        self.rig.pump()
+
 
 class SSHClient(Client):
     """The ``wingman`` subsystem of the gateway's SSH server, one JSON line each way."""
@@ -297,6 +314,7 @@ class SSHClient(Client):
     def __init__(self, rig: Rig) -> None:
         super().__init__(rig)
         client, _, pump = rig.login("alice", rig.user_key)
+        self.client = client
         self.channel, outcome = rig.subsystem(client, pump)
         assert outcome and not hasattr(outcome[0], "value"), outcome
         self.pump = pump
@@ -313,3 +331,7 @@ class SSHClient(Client):
     def closed(self) -> bool:
         self.rig.pump()
         return bool(self.channel.is_closed or self.channel.got_eof or b'"type":"close"' in self.channel.out)
+
+    def drop(self) -> None:
+        self.client.transport.abortConnection()  # type: ignore[union-attr]
+        self.rig.pump()

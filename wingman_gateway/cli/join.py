@@ -138,6 +138,10 @@ class JoinSession:
             self.note(f"reconnecting in {info.get('delay', 0):.1f} s (attempt {info.get('attempt')})")
         elif event == "reconnected":
             self.note(f"reconnected as {info.get('nodeId')}")
+        elif event == "recovered":
+            self.note(f"[{info.get('room')}] {info.get('missed')} missed messages recovered")
+        elif event == "gap":
+            self.note(f"[{info.get('room')}] messages may have been lost while away ({info.get('reason')})")
 
     # -- from the terminal ---------------------------------------------
 

@@ -1,4 +1,4 @@
-"""Envelopes a node sends, and the recovery positions it keeps per room."""
+"""Envelopes a node sends, and a position in a room (``Position``)."""
 
 from __future__ import annotations
 
@@ -61,40 +61,3 @@ class Position:
             if isinstance(offset, int) and not isinstance(offset, bool) and epoch is not None:
                 return cls(offset, epoch)
         return None
-
-
-class Positions:
-    """The last recovery position seen per room, for ``since`` on rejoin.
-
-    The gateway carries none yet; when acks and delivered broadcasts carry
-    ``offset`` and ``epoch``, a rejoin asks for what was missed with
-    ``since: {offset, epoch}``. Until then a rejoin sends no ``since``.
-    """
-
-    def __init__(self) -> None:
-        self._by_room: dict[str, Position] = {}
-
-    def get(self, room: str) -> Position | None:
-        return self._by_room.get(room)
-
-    def joined(self, room: str, ack_payload: dict[str, Any], envelope: dict[str, Any]) -> None:
-        """A join ack: the room's position then (a new epoch replaces the old)."""
-        position = Position.find(ack_payload, envelope)
-        if position is not None:
-            self._by_room[room] = position
-
-    def delivered(self, room: str, envelope: dict[str, Any]) -> None:
-        """A message in ``room``: later offsets move the position on."""
-        position = Position.find(envelope)  # never the payload: that is the sender's
-        if position is None:
-            return
-        known = self._by_room.get(room)
-        if known is None or known.epoch != position.epoch or position.offset > known.offset:
-            self._by_room[room] = position
-
-    def forget(self, room: str) -> None:
-        self._by_room.pop(room, None)
-
-    def keep(self, rooms: Sequence[str]) -> None:
-        for room in set(self._by_room) - set(rooms):
-            del self._by_room[room]

@@ -14,9 +14,10 @@ import weakref
 from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from wingman_gateway.protocol.backoff import Backoff
-from wingman_gateway.protocol.envelopes import Positions, encode, join_payload, register_payload
+from wingman_gateway.protocol.envelopes import encode, join_payload, register_payload
 from wingman_gateway.protocol.errors import CONNECTION_LOST, NOT_CONNECTED, TIMEOUT, ClientError
 from wingman_gateway.protocol.message import Message
+from wingman_gateway.protocol.positions import Positions
 from wingman_gateway.protocol.runtime import CLOSE_NORMAL, Runtime, Task, Transport
 from wingman_gateway.protocol.stream import MessageStream
 
@@ -256,7 +257,8 @@ class NodeCore:
         """Join every room this node was in again, by name (from its last position); drop those refused."""
         joined: dict[str, str] = {}
         for name in list(self.rooms):
-            payload = join_payload(name, True, self._descriptions.get(name), self.positions.get(name))
+            since = self.positions.get(name)
+            payload = join_payload(name, True, self._descriptions.get(name), since)
             try:
                 reply = await self._request("join_group", payload, internal=True)
             except ClientError as error:
@@ -266,7 +268,9 @@ class NodeCore:
                 continue
             ack = reply["payload"]
             joined[ack["groupName"]] = ack["groupId"]
-            self.positions.joined(ack["groupName"], ack, reply)
+            resumed = self.positions.resumed(ack["groupName"], since, ack, reply)
+            if resumed is not None:
+                self._emit(*resumed)
         for name in set(self.rooms) - set(joined):
             self._descriptions.pop(name, None)
         self.positions.keep(list(joined))
@@ -295,10 +299,12 @@ class NodeCore:
         self.positions.forget(name)
         return ack
 
-    async def broadcast(self, room: str, message: Any) -> int:
-        """Send ``message`` to the other members of ``room``; how many there were."""
+    async def broadcast(self, room: str, message: Any, key: str | None = None) -> int:
+        """Send ``message`` to the other members of ``room``; how many there were.
+        A retry with the same idempotency ``key`` is delivered only once."""
         payload = {"groupId": self.rooms.get(room, room), "message": message}
-        reply = await self._request("broadcast", payload)
+        reply = await self._request("broadcast", payload, **({} if key is None else {"idempotencyKey": key}))
+        self.positions.sent(reply["payload"].get("groupName", room), reply["payload"])
         return int(reply["payload"]["recipients"])
 
     async def direct(self, node_id: str, message: Any) -> None:
@@ -320,7 +326,7 @@ class NodeCore:
         return list(reply["payload"]["members"])
 
     async def _request(
-        self, kind: str, payload: dict[str, Any] | None = None, *, internal: bool = False
+        self, kind: str, payload: dict[str, Any] | None = None, *, internal: bool = False, **fields: Any
     ) -> dict[str, Any]:
         """Send with a fresh messageId; the ack (or pong) envelope, or ClientError."""
         link = self._link
@@ -330,7 +336,7 @@ class NodeCore:
                 state += " (reconnecting)"
             raise ClientError(NOT_CONNECTED, state)
         message_id = f"{self._id_prefix}-{next(self._ids)}"
-        envelope: dict[str, Any] = {"type": kind, "messageId": message_id}
+        envelope: dict[str, Any] = {"type": kind, "messageId": message_id, **fields}
         if payload is not None:
             envelope["payload"] = payload
         text = encode(envelope)
@@ -388,8 +394,8 @@ class NodeCore:
         message = Message.from_envelope(envelope)
         if message.type == "broadcast":
             room = message.group_name or self._room_named(message.group_id)
-            if room is not None:
-                self.positions.delivered(room, envelope)
+            if room is not None and not self.positions.delivered(room, envelope):
+                return  # delivered before a reconnect already
         self._deliver(message)
 
     def _room_named(self, group_id: str | None) -> str | None:

@@ -1,0 +1,91 @@
+"""A TCP relay on loopback whose connections a test can cut (abort) at will.
+
+It runs on a thread of its own with plain sockets, so it relays for a
+client on any event loop (Twisted's reactor, or asyncio holding the
+thread). ``cut()`` resets every relayed connection, both sides (SO_LINGER
+0: the peers see a reset, as when a network path dies), and the relay
+keeps accepting new connections.
+"""
+
+from __future__ import annotations
+
+import select
+import socket
+import struct
+import threading
+import time
+
+_RESET = struct.pack("ii", 1, 0)
+
+
+class Relay:
+    """Listens on a free 127.0.0.1 port and forwards every connection to ``port``."""
+
+    def __init__(self, port: int) -> None:
+        self.target = ("127.0.0.1", port)
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.port: int = self.listener.getsockname()[1]
+        self._peer: dict[socket.socket, socket.socket] = {}
+        self._cuts = 0
+        self._cut_done = threading.Event()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._run, name="relay", daemon=True)
+        self._thread.start()
+
+    def cut(self, timeout: float = 5.0) -> int:
+        """Abort every relayed TCP connection, both sides; how many pairs there were."""
+        self._cut_done.clear()
+        self._cuts += 1
+        if not self._cut_done.wait(timeout):
+            raise AssertionError("the relay did not cut within the timeout")
+        return self._last_cut
+
+    def stop(self) -> None:
+        self._stopping = True
+        self._thread.join(5)
+        self.listener.close()
+
+    def _abort_all(self) -> int:
+        pairs = len(self._peer) // 2
+        for sock in list(self._peer):
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+            sock.close()
+        self._peer.clear()
+        return pairs
+
+    def _drop(self, sock: socket.socket) -> None:
+        peer = self._peer.pop(sock, None)
+        sock.close()
+        if peer is not None:
+            self._peer.pop(peer, None)
+            peer.close()
+
+    def _run(self) -> None:
+        seen_cuts = 0
+        deadline = time.monotonic() + 600  # bounded, whatever the test does
+        while not self._stopping and time.monotonic() < deadline:
+            if self._cuts != seen_cuts:
+                seen_cuts = self._cuts
+                self._last_cut = self._abort_all()
+                self._cut_done.set()
+            readable, _, _ = select.select([self.listener, *self._peer], [], [], 0.02)
+            for sock in readable:
+                if sock is self.listener:
+                    client, _ = self.listener.accept()
+                    upstream = socket.create_connection(self.target, timeout=5)
+                    self._peer[client], self._peer[upstream] = upstream, client
+                    continue
+                if sock not in self._peer:
+                    continue  # dropped with its peer in this round
+                try:
+                    data = sock.recv(65536)
+                except OSError:
+                    data = b""
+                if not data:
+                    self._drop(sock)
+                    continue
+                try:
+                    self._peer[sock].sendall(data)
+                except OSError:
+                    self._drop(sock)
+        self._abort_all()
