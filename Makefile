@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PORT ?= 3000
 PYTEST_ARGS ?=
 # Debian packages the test suite drives for real.
-TEST_DEBS ?= python3-venv openssl systemd procps tmux iproute2 dbus avahi-daemon avahi-utils chromium openssh-client openssh-server curl tor nodejs node-ws podman runc debootstrap podman-compose golang-github-containernetworking-plugin-dnsname
+TEST_DEBS ?= python3-venv openssl systemd procps tmux iproute2 dbus avahi-daemon avahi-utils chromium openssh-client openssh-server curl tor nodejs node-ws podman runc debootstrap podman-compose golang-github-containernetworking-plugin-dnsname prometheus redis-server
 
 .PHONY: run test deps venv bench clean
 

@@ -1,6 +1,6 @@
 """Load generator for the Wingman Gateway: fan-out, paced latency, idle memory.
 
-Usage: python benchmarks/loadgen.py [fanout|rate|memory|all] [--runs 3] [--duration S]
+Usage: python benchmarks/loadgen.py [fanout|rate|memory|all] [--runs 3] [--duration S] [--metrics]
 
 Starts each server it measures itself (pinned to core 0; this process pins
 itself to core 1), runs every scenario ``--runs`` times on a fresh server,
@@ -113,12 +113,29 @@ def _spied_fanout(server: Server, duration: float, warmup: float, window: int, p
             _report_profile(_profile_path(server.pid))
 
 
-def run_fanout(runs: int, duration: float, warmup: float, window: int, headroom: int, pyspy: str | None) -> None:
+def _cpu_per_delivery(figures: Figures) -> float:
+    """The server's CPU microseconds per delivery (steadier than throughput when others load the machine)."""
+    return figures["server CPU"] / figures["deliveries/s"] * 1e6
+
+
+def _metered_fanout(duration: float, warmup: float, window: int) -> Figures:
+    """One fan-out run against a gateway keeping metrics (--metrics-listen)."""
+    server = start_gateway(max_nodes=1000, options=("--metrics-listen", "tcp:0:interface=127.0.0.1"))
+    try:
+        figures = fanout(server, duration, warmup, window=window)
+    finally:
+        server.stop()
+    figures["server us/delivery"] = _cpu_per_delivery(figures)
+    return figures
+
+
+def run_fanout(runs: int, duration: float, warmup: float, window: int, headroom: int, pyspy: str | None,
+               metrics: bool = False) -> None:
     print(f"\n== fanout: 100 nodes in one room, 10 senders x window {window}, "
           f"{warmup:g} s warm-up + {duration:g} s measured ==")
     print("  deliveries: every broadcast frame on all 100 connections, counted by frame header")
     print("  latency: every broadcast of 5 fixed non-sending receivers (one is the probe)")
-    base_runs, gw_runs = [], []
+    base_runs, gw_runs, metered_runs = [], [], []
     for run in range(1, runs + 1):
         print(f" run {run}/{runs}")
         server = start_baseline()
@@ -127,16 +144,36 @@ def run_fanout(runs: int, duration: float, warmup: float, window: int, headroom:
         finally:
             server.stop()
         print(_line("baseline", base_runs[-1]), flush=True)
+        # With --metrics, every other run measures the metered gateway first,
+        # so a machine getting busier or quieter favours neither.
+        metered_first = metrics and run % 2 == 0
+        if metered_first:
+            metered_runs.append(_metered_fanout(duration, warmup, window))
         server = start_gateway(max_nodes=1000)
         try:
             gw_runs.append(_spied_fanout(server, duration, warmup, window, pyspy if run == 1 else None))
         finally:
             server.stop()
         gw_runs[-1]["gateway/baseline"] = gw_runs[-1]["deliveries/s"] / base_runs[-1]["deliveries/s"]
+        if metrics:
+            gw_runs[-1]["server us/delivery"] = _cpu_per_delivery(gw_runs[-1])
         print(_line("gateway", gw_runs[-1]), flush=True)
+        if metrics:
+            if not metered_first:
+                metered_runs.append(_metered_fanout(duration, warmup, window))
+            metered = metered_runs[-1]
+            metered["metrics/off"] = metered["deliveries/s"] / gw_runs[-1]["deliveries/s"]
+            metered["CPU metrics/off"] = (
+                metered["server us/delivery"] / gw_runs[-1]["server us/delivery"]
+            )
+            print(_line("metrics", metered), flush=True)
     print(" median")
     print(_line("baseline", _median(base_runs)))
     print(_line("gateway", _median(gw_runs)))
+    if metrics:
+        print(_line("metrics", _median(metered_runs)))
+        print("  target: metrics on within 5% of metrics off (metrics/off >= 0.95; the server's CPU")
+        print("  per delivery, CPU metrics/off <= 1.05, is the steadier figure on a busy machine)")
     print("  target: gateway >= 600,000 deliveries/s")
     if headroom:
         print(f" generator headroom: the baseline with window {headroom} (enough in flight to keep it busy)")
@@ -231,6 +268,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--headroom", type=int, default=64, metavar="WINDOW",
                         help="after the fan-out runs, one baseline run with this window (0: skip)")
     parser.add_argument("--py-spy", metavar="PATH", help="py-spy binary: profile the gateway in fanout run 1")
+    parser.add_argument("--metrics", action="store_true",
+                        help="fanout: also run the gateway with its metrics on (--metrics-listen) each run")
     args = parser.parse_args(argv)
     if not (0 < args.duration <= 120 and 0 <= args.warmup <= 30 and 1 <= args.runs <= 20
             and 1 <= args.window <= 1000 and 0 <= args.headroom <= 1000):
@@ -248,7 +287,8 @@ def main(argv: list[str] | None = None) -> int:
     if not pinned:
         print(f"warning: could not pin the generator to core {GENERATOR_CPU}")
     if args.scenario in ("fanout", "all"):
-        run_fanout(args.runs, args.duration, args.warmup, args.window, args.headroom, args.py_spy)
+        run_fanout(args.runs, args.duration, args.warmup, args.window, args.headroom, args.py_spy,
+                   args.metrics)
     if args.scenario in ("rate", "all"):
         run_rate(args.runs, args.duration)
     if args.scenario in ("memory", "all"):

@@ -47,16 +47,19 @@ def pin(cpu: int) -> bool:
         return False
 
 
-def _server_preexec() -> None:
-    """Runs in the child before exec: its own core, the full file limit."""
-    pin(SERVER_CPU)
-    raise_nofile()
+def _preexec(cpu: int) -> Any:
+    def preexec() -> None:
+        """Runs in the child before exec: its core, the full file limit."""
+        pin(cpu)
+        raise_nofile()
+
+    return preexec
 
 
 class Server:
     """A server process this generator started; stopped by its own pid only."""
 
-    def __init__(self, label: str, argv: list[str], timeout: float = 20.0) -> None:
+    def __init__(self, label: str, argv: list[str], timeout: float = 20.0, cpu: int = SERVER_CPU) -> None:
         self.label = label
         self.log_file = tempfile.NamedTemporaryFile(
             prefix=f"bench-{label}-", suffix=".log", delete=False
@@ -66,7 +69,7 @@ class Server:
             stdin=subprocess.DEVNULL,
             stdout=self.log_file,
             stderr=subprocess.STDOUT,
-            preexec_fn=_server_preexec,
+            preexec_fn=_preexec(cpu),
             cwd=str(HERE.parent),
         )
         self.pid = self.proc.pid
@@ -131,15 +134,17 @@ class Server:
             pass
 
 
-def start_gateway(max_nodes: int = 1000, options: tuple[str, ...] = ()) -> Server:
-    """The gateway with ``options`` added (e.g. ``--history-size 0``)."""
+def start_gateway(max_nodes: int = 1000, options: tuple[str, ...] = (), cpu: int = SERVER_CPU,
+                  label: str = "gateway") -> Server:
+    """The gateway with ``options`` added (e.g. ``--history-size 0``), on core ``cpu``."""
     return Server(
-        "gateway",
+        label if label != "gateway" or "--metrics-listen" not in options else "gateway+metrics",
         [
             TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway",
             "--listen", "tcp:0:interface=127.0.0.1", "--rate-limit", "0",
             "--max-nodes", str(max_nodes), *options,
         ],
+        cpu=cpu,
     )
 
 

@@ -119,15 +119,18 @@ class Receivers:
 
 
 def fanout(server: Server, duration: float, warmup: float, nodes: int = 100, senders: int = 10,
-           window: int = 8, drain: float = 5.0, on_measure: Callable[[], None] | None = None) -> Figures:
+           window: int = 8, drain: float = 5.0, on_measure: Callable[[], None] | None = None,
+           more: tuple[Server, ...] = (), place: Callable[[int], int] | None = None) -> Figures:
     """Scenario (a): ``nodes`` in one room, ``senders`` of them with ``window`` messages in flight.
 
     A message leaves flight when the probe (the last member) receives it.
     Every broadcast frame on every connection is counted by header; every
     frame of five fixed non-sending receivers (the probe among them) is
-    decoded for latency and per-sender order.
+    decoded for latency and per-sender order. With ``more`` servers (a
+    cluster), nodes are spread over all of them by ``place(index)`` (default:
+    round-robin).
     """
-    pool = Pool(server.port)
+    pool = Pool(server.port, *(other.port for other in more), place=place)
     try:
         conns = pool.open_many(nodes, "fan")
         group_id = _form_room(pool, conns).encode()
@@ -220,7 +223,8 @@ def fanout(server: Server, duration: float, warmup: float, nodes: int = 100, sen
 
 
 def rate(server: Server, duration: float, warmup: float = 1.0, nodes: int = 1000, members: int = 50,
-         senders: int = 10, per_second: int = 1000, drain: float = 3.0) -> Figures:
+         senders: int = 10, per_second: int = 1000, drain: float = 3.0,
+         more: tuple[Server, ...] = ()) -> Figures:
     """Scenario (b): ``nodes`` registered, ``members`` in one room, ``senders`` paced to ``per_second``.
 
     Every delivery (``members - 1`` per message) is decoded, for messages
@@ -228,9 +232,9 @@ def rate(server: Server, duration: float, warmup: float = 1.0, nodes: int = 1000
     stamp on the receiving socket (``p50/p99/max ms``: the gateway and the
     network stack only) and to when this process read it (``read p99 ms``:
     adds the generator's own queueing). Send times are CLOCK_REALTIME, like
-    the kernel's stamps.
+    the kernel's stamps. With ``more`` servers, nodes are spread as in ``fanout``.
     """
-    pool = Pool(server.port)
+    pool = Pool(server.port, *(other.port for other in more))
     try:
         conns = pool.open_many(nodes, "rate")
         room = conns[:members]

@@ -252,8 +252,11 @@ class Conn:
 class Pool:
     """Client connections to one port, multiplexed on one epoll."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, *more: int, place: Callable[[int], int] | None = None) -> None:
+        """Connections go to ``port``, or over ``port`` and ``more``: by ``place(index)``, else round-robin."""
         self.port = port
+        self.ports = (port, *more)
+        self.place = place or (lambda index: index % len(self.ports))
         self.ep = select.epoll()
         self.conns: dict[int, Conn] = {}
 
@@ -266,7 +269,7 @@ class Pool:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setblocking(False)
-        code = sock.connect_ex(("127.0.0.1", self.port))
+        code = sock.connect_ex(("127.0.0.1", self.ports[self.place(index)]))
         if code not in (0, errno.EINPROGRESS):
             sock.close()
             raise OSError(code, os.strerror(code))

@@ -20,10 +20,14 @@ from typing import Any, Iterator
 import docutils.core
 import pytest
 
+from harness.background import stop_all
 from harness.bridgekit import BridgeNode
+from harness.clusterkit import RedisServer, cluster_stats, health_of, start_member, wait_formed
 from harness.docexamples import DOC, Bindings, Page, Section, read_page
 from harness.sshkit import SSHLineNode, UserKey, write_authorized_keys
-from harness.support import GatewayProcess, Node, expect_closed, expect_silence, reply_to, running_gateway
+from harness.support import (
+    GatewayProcess, Node, expect_closed, expect_silence, reply_to, running_gateway, wait_until,
+)
 from wingman_gateway import errors
 from wingman_gateway.cli.render import AGENT_EVENTS, Renderer
 from wingman_gateway.client import Message
@@ -155,7 +159,7 @@ def test_every_unlabelled_example_has_a_test_of_its_own() -> None:
     kinds = sorted(
         value["payload"]["code"] if value["type"] == "error" else value["type"] for value in PAGE.unlabelled
     )
-    assert kinds == ["MESSAGES_LOST", "PAYLOAD_TOO_LARGE", "close", "ping"]
+    assert kinds == ["MESSAGES_LOST", "PAYLOAD_TOO_LARGE", "UNAVAILABLE", "close", "ping"]
 
 
 def test_documented_agent_turn_is_what_join_shows() -> None:
@@ -185,6 +189,29 @@ def test_documented_oversized_message_reply(gateway: GatewayProcess) -> None:
     node.send({"type": "ping", "messageId": message_id})
     assert reply_to(node, message_id)["type"] == "pong"
     node.close()
+
+
+def test_documented_unavailable_reply() -> None:
+    documented = error_example(errors.UNAVAILABLE)
+    documented_id = re.search(r"node '([0-9a-f]{16})'", documented["payload"]["message"]).group(1)  # type: ignore[union-attr]
+    redis = RedisServer()
+    gateways = [start_member(redis.url, "gw1"), start_member(redis.url, "gw2")]
+    try:
+        wait_formed(gateways)
+        sender, target = Node(gateways[0].url), Node(gateways[1].url)
+        sender.register("sender")
+        target.register("target")
+        wait_until(lambda: cluster_stats(gateways[0])["nodes"]["totalNodes"] == 2, 3, "target known")
+        redis.stop()
+        wait_until(lambda: health_of(gateways[0])["status"] == "degraded", 5, "degraded")
+        sender.send({"type": "direct", "messageId": "d1", "payload": {"targetNodeId": target.node_id, "message": 1}})
+        bindings = Bindings()
+        bindings.bind(documented_id, str(target.node_id), "the target")
+        bindings.match(documented, reply_to(sender, "d1"))
+        sender.close()
+        target.close()
+    finally:
+        stop_all(gateways + [redis])
 
 
 def test_documented_heartbeat_ping() -> None:

@@ -52,7 +52,9 @@ def test_a_line_becomes_a_grant(tmp_path: Path) -> None:
     key = UserKey(tmp_path, "alice")
     entry = parse_line(key.line('wingman-user="alice" wingman-rooms="ops,dev"'.replace(" w", ",w")).encode(), 1)
     assert entry.users == frozenset({"alice"}) and entry.rooms == frozenset({"ops", "dev"})
-    assert entry.grant() == Grant(subject="alice@test", rooms=frozenset({"ops", "dev"}))
+    assert entry.grant() == Grant(
+        subject="alice@test", rooms=frozenset({"ops", "dev"}), key_id=entry.fingerprint
+    )
     assert not entry.forwarding  # a room-scoped key cannot escape its scope by forwarding
     plain = parse_line(key.public_line.encode(), 2)
     assert plain.users is None and plain.rooms is None and plain.forwarding

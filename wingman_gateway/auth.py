@@ -24,6 +24,7 @@ import jwt
 from twisted.application.service import Service
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import LoopingCall
+from wingman_gateway.events import Events
 from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.auth")
@@ -161,14 +162,19 @@ class KeyRing:
                      mode=oct(st.st_mode & 0o777))
         return keys, active, stamp
 
+    # Why the last reload was refused (None: it was not).
+    problem: str | None = None
+
     def reload(self) -> bool:
         """Re-read the file; a bad or missing file keeps the keys we have."""
+        self.problem = None
         try:
             keys, active, stamp = self._read()
         except (OSError, ValueError) as e:
             if isinstance(e, OSError):
                 self._stamp = None
             problem = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
+            self.problem = problem
             log.error("key ring reload failed, keeping old keys: {problem}",
                       path=str(self._path), problem=problem, keys=len(self._keys))
             return False
@@ -361,8 +367,11 @@ class KeyRingWatcher(Service):
 
     def __init__(self, keyring: KeyRing, reactor: Any, interval: float = 2.0,
                  install_sighup: bool = True,
-                 on_change: Callable[[frozenset[str]], None] | None = None) -> None:
-        """``on_change`` gets the key ids in force after each reload that changed them."""
+                 on_change: Callable[[frozenset[str]], None] | None = None,
+                 events: Events | None = None) -> None:
+        """``on_change`` gets the key ids in force after each reload that changed them;
+        ``events`` is told of every reload (``keyring_reload``)."""
+        self._events = events if events is not None else Events()
         self._keyring = keyring
         self._on_change = on_change
         self._reactor = reactor
@@ -406,6 +415,7 @@ class KeyRingWatcher(Service):
         if changed:
             log.info("key ring reloaded", keys=len(self._keyring.keys()), changed=True)
             self._changed()
+            self._report("file change", True)
 
     def reload(self) -> None:
         """Reload now (SIGHUP); logs even when nothing changed, as operator feedback."""
@@ -413,7 +423,15 @@ class KeyRingWatcher(Service):
         log.info("key ring reloaded", keys=len(self._keyring.keys()), changed=changed)
         if changed:
             self._changed()
+        self._report("signal", changed)
 
     def _changed(self) -> None:
         if self._on_change is not None:
             self._on_change(frozenset(key.id for key in self._keyring.keys()))
+
+    def _report(self, trigger: str, changed: bool) -> None:
+        ring = self._keyring
+        self._events.emit(
+            "keyring_reload", trigger=trigger, changed=changed, ok=ring.problem is None,
+            keys=[key.id for key in ring.keys()], problem=ring.problem,
+        )

@@ -15,6 +15,7 @@ import attrs
 from twisted.internet.endpoints import quoteStringArgument
 
 from wingman_gateway.transports.bridge import options as bridge_options
+from wingman_gateway.cluster.settings import ClusterSettings, cluster_settings
 from wingman_gateway.discovery.settings import DEFAULT_TAILSCALE_SOCKET, DiscoverySettings, parse_discovery
 from wingman_gateway import checks
 from wingman_gateway.checks import ConfigError
@@ -119,6 +120,19 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("bridge-heartbeat", "bridgeHeartbeat", checks.integer(100), 15000, "SSE heartbeat comment interval, ms"),
     Setting(
+        "cluster", "cluster", checks.text, None,
+        "share rooms with other gateways through Redis: redis://[USER@]HOST:PORT[/DB] or rediss:// [off]",
+    ),
+    Setting("cluster-ca", "clusterCa", checks.text, None, "CA file (PEM) that verifies a rediss:// server [system trust]"),
+    Setting(
+        "cluster-password-file", "clusterPasswordFile", checks.text, None,
+        "file holding the Redis password [the REDISCLI_AUTH environment variable]",
+    ),
+    Setting(
+        "cluster-advertise", "clusterAdvertise", checks.text, None,
+        "URLs (comma list) clients reach this gateway at, as the registry lists them [the listeners]",
+    ),
+    Setting(
         "tor-control", "torControl", checks.text, None,
         "with --onion: tor's control endpoint, e.g. unix:/run/tor/control [launch tor]",
     ),
@@ -138,6 +152,15 @@ SETTINGS: tuple[Setting, ...] = (
         "history-bytes", "historyBytes", checks.integer(1024), 16 * 1024 * 1024,
         "bytes of history for all rooms together",
     ),
+    Setting(
+        "admin-token-file", "adminTokenFile", checks.text, None,
+        "file whose first line is the admin token: turns on /api/ and /metrics on the listeners",
+    ),
+    Setting(
+        "metrics-listen", "metricsListen", checks.text, None,
+        "endpoint serving /metrics without a credential, e.g. tcp:9464:interface=127.0.0.1 [off]",
+    ),
+    Setting("audit-log", "auditLog", checks.text, None, "append security events as JSON lines to this file [off]"),
 )
 
 # Settings that are switches on the command line or lists, not plain values.
@@ -170,6 +193,8 @@ class GatewayConfig:
     ssh_authorized_keys: str | None = None
     # The HTTP bridge (/bridge/*); None when turned off.
     bridge: bridge_options.BridgeOptions | None = attrs.Factory(bridge_options.BridgeOptions)
+    # --cluster: rooms shared with other gateways through Redis; None: this gateway alone.
+    cluster: ClusterSettings | None = None
     auth_token_file: str | None = None
     ports_file: str | None = None
     # --onion: the first TCP listener as a Tor onion service; None when off.
@@ -178,6 +203,15 @@ class GatewayConfig:
     console: bool = True
     # Room history for resuming (--history-size 0: none).
     history: HistorySettings = attrs.Factory(HistorySettings)
+    # Operations: the admin credential's file, the private /metrics endpoint, the audit log.
+    admin_token_file: str | None = None
+    metrics_listen: str | None = None
+    audit_log: str | None = None
+
+    @property
+    def metrics(self) -> bool:
+        """Metrics are kept when something can read them."""
+        return self.admin_token_file is not None or self.metrics_listen is not None
 
 
 def load_file(path: str) -> dict[str, Any]:
@@ -270,6 +304,9 @@ def build(
         ssh_host_key=values["sshHostKey"],
         ssh_authorized_keys=values["sshAuthorizedKeys"],
         bridge=bridge_options.from_settings(values, flags, file_values),
+        cluster=cluster_settings(
+            values["cluster"], values["clusterCa"], values["clusterPasswordFile"], values["clusterAdvertise"]
+        ),
         auth_token_file=values["authTokenFile"],
         ports_file=values["portsFile"],
         onion=onion_settings.from_settings(values, flags, file_values),
@@ -280,6 +317,9 @@ def build(
             room_bytes=values["historyRoomBytes"],
             total_bytes=values["historyBytes"],
         ),
+        admin_token_file=values["adminTokenFile"],
+        metrics_listen=values["metricsListen"],
+        audit_log=values["auditLog"],
     )
 
 

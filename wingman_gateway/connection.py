@@ -23,6 +23,9 @@ CLOSE_POLICY = 1008
 CLOSE_TOO_BIG = 1009
 CLOSE_TRY_AGAIN = 1013
 
+# Why a node left when it stopped reading (its presence reason, too).
+SLOW_CONSUMER = "slow consumer"
+
 # How long a cut-off client has to take its close before it is aborted.
 ABORT_GRACE = 2.0
 
@@ -172,7 +175,7 @@ def cut_off(
     reason = f"slow consumer: {pending} bytes unsent (limit {limit})"
     log.warn("cutting off {peer}: {reason}", peer=conn.peer, reason=reason, pending=pending)
     conn.close(CLOSE_POLICY, reason)
-    disconnect("slow consumer")
+    disconnect(SLOW_CONSUMER)
     clock.callLater(ABORT_GRACE, abort)
 
 

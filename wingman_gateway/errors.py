@@ -17,6 +17,8 @@ NOT_A_MEMBER = "NOT_A_MEMBER"
 NODE_NOT_FOUND = "NODE_NOT_FOUND"
 RATE_LIMITED = "RATE_LIMITED"
 INVALID_REQUEST = "INVALID_REQUEST"
+# A clustered gateway that cannot reach the node's gateway now (Redis is down).
+UNAVAILABLE = "UNAVAILABLE"
 # Sent by the HTTP bridge when a node's bounded queue overflowed.
 MESSAGES_LOST = "MESSAGES_LOST"
 
@@ -35,7 +37,26 @@ ALL_CODES = (
     RATE_LIMITED,
     INVALID_REQUEST,
     MESSAGES_LOST,
+    UNAVAILABLE,
 )
+
+# The HTTP status of each code, for answers over HTTP (the bridge, the server API).
+HTTP_STATUS = {
+    INVALID_MESSAGE: 400,
+    UNKNOWN_MESSAGE_TYPE: 400,
+    INVALID_REQUEST: 400,
+    AUTH_FAILED: 401,
+    NOT_REGISTERED: 401,
+    FORBIDDEN: 403,
+    UNAVAILABLE: 503,
+    NOT_A_MEMBER: 403,
+    GROUP_NOT_FOUND: 404,
+    NODE_NOT_FOUND: 404,
+    ALREADY_REGISTERED: 409,
+    PAYLOAD_TOO_LARGE: 413,
+    RATE_LIMITED: 429,
+    MAX_NODES_REACHED: 503,
+}
 
 
 class GatewayError(Exception):

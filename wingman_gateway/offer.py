@@ -50,6 +50,7 @@ class Offer:
     ssh_fingerprint: str | None = None  # its host key's SHA256 fingerprint
     tags: tuple[str, ...] = ()  # tailnet tags clients look for
     onion: str | None = None  # the onion service's URL (--onion)
+    metrics: Bound | None = None  # the private /metrics endpoint (--metrics-listen)
 
     @property
     def ssh_port(self) -> int | None:

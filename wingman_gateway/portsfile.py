@@ -7,9 +7,11 @@ file or none), so the ``wingman`` command and tests learn the real ports
     {"pid": 1234, "version": "...",
      "listeners": [{"endpoint": "tcp6:0:interface=\\\\:\\\\:", "kind": "tcp", "host": "::", "port": 40123},
                    {"endpoint": "unix:/run/w.sock", "kind": "unix", "path": "/run/w.sock"}],
-     "ssh": {"endpoint": "tcp:2222", "host": "0.0.0.0", "port": 2222, "fingerprint": "SHA256:..."}}
+     "ssh": {"endpoint": "tcp:2222", "host": "0.0.0.0", "port": 2222, "fingerprint": "SHA256:..."},
+     "metrics": {"endpoint": "tcp:9464:interface=127.0.0.1", "kind": "tcp", "host": "127.0.0.1", "port": 9464}}
 
-``ssh`` is ``null`` unless the built-in SSH server runs. An ``ssl`` listener
+``ssh`` is ``null`` unless the built-in SSH server runs, ``metrics`` unless
+``--metrics-listen`` is given. An ``ssl`` listener
 also names its ``certificate`` file, so a local client can trust exactly it.
 """
 
@@ -61,6 +63,7 @@ def report(offer: Offer) -> dict[str, Any]:
         "version": offer.version,
         "listeners": [describe(bound) for bound in offer.listeners],
         "ssh": ssh_entry,
+        "metrics": describe(offer.metrics) if offer.metrics is not None else None,
     }
 
 

@@ -17,7 +17,8 @@ from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
 from wingman_gateway.connection import Outbound
-from wingman_gateway.envelope import splice
+from wingman_gateway.envelope import encode, splice
+from wingman_gateway.events import Events
 from wingman_gateway.history import HistorySettings, IHistory, MemoryHistory, Position, Recovery
 from wingman_gateway.presence import Presence
 from wingman_gateway.state import Node, Room
@@ -39,7 +40,11 @@ class IRooms(Interface):
         """The registered node with ``node_id``, or None."""
 
     def send_to(node_id: str, message: Outbound) -> bool:
-        """Hand ``message`` to the node ``node_id``; False if there is none."""
+        """Hand ``message`` to the node ``node_id``; False if there is none.
+
+        May raise ``GatewayError`` when the node exists but cannot be
+        reached now (a backplane that lost its connection).
+        """
 
     def find(room: str) -> Room | None:
         """The room with this id, or else with this name."""
@@ -70,11 +75,14 @@ class IRooms(Interface):
         """The room's position and, with ``since``, what was published after
         it (encoded as delivered), or why that cannot be had."""
 
+    def close(room: Room, reason: str) -> list[Node]:
+        """Every member is told the room is closed and leaves it; the room is gone."""
+
     def members(room: Room) -> list[dict[str, Any]]:
         """Public descriptions of the room's members."""
 
     def node_count() -> int:
-        """How many nodes are registered."""
+        """How many nodes are registered here (this gateway's load)."""
 
     def room_count() -> int:
         """How many rooms exist."""
@@ -90,11 +98,14 @@ class IRooms(Interface):
 class LocalRooms:
     """Nodes and rooms of this gateway alone, in memory."""
 
-    def __init__(self, clock: IReactorTime, history: IHistory | None = None) -> None:
+    def __init__(
+        self, clock: IReactorTime, history: IHistory | None = None, events: Events | None = None
+    ) -> None:
         self.clock = clock
         self.history: IHistory = (
             history if history is not None else MemoryHistory(clock, HistorySettings(size=0))
         )
+        self.events = events if events is not None else Events()
         self._nodes: dict[str, Node] = {}
         self._rooms: dict[str, Room] = {}
         self._by_name: dict[str, Room] = {}
@@ -131,6 +142,7 @@ class LocalRooms:
             return False
         self.presence.flush_for(target)
         target.send(message)
+        self.events.emit("delivered", {target.conn.transport_name: 1}, None, len(message.data))
         return True
 
     def node_count(self) -> int:
@@ -190,22 +202,48 @@ class LocalRooms:
 
     def deliver(self, room: Room, message: Outbound, exclude: Node | None) -> int:
         self.presence.flush(room.id)  # notices of this turn go first
-        recipients = room.recipients
+        recipients, transports = room.recipients, room.transports
         for member in recipients:
             if member is not exclude:
                 member.send(message)
-        return len(recipients) - (exclude is not None and exclude.node_id in room.members)
+        excluded = exclude is not None and exclude.node_id in room.members
+        self.events.emit(
+            "delivered", transports,
+            exclude.conn.transport_name if excluded else None,  # type: ignore[union-attr]
+            len(message.data),
+        )
+        return len(recipients) - excluded
+
+    def close(self, room: Room, reason: str) -> list[Node]:
+        members = list(room.recipients)
+        notice = {
+            "type": "presence",
+            "nodeId": None,
+            "groupId": room.id,
+            "payload": {
+                "event": "closed",
+                "groupId": room.id,
+                "groupName": room.name,
+                "memberCount": 0,
+                "reason": reason,
+            },
+            "timestamp": self._now_ms(),
+        }
+        self.deliver(room, Outbound(encode(notice)), None)
+        for member in members:
+            member.rooms.pop(room.id, None)
+        room.members.clear()
+        room.recipients, room.transports = (), {}
+        if self._rooms.get(room.id) is room:
+            del self._rooms[room.id]
+            if self._by_name.get(room.name) is room:
+                del self._by_name[room.name]
+        return members
 
     def publish(
         self, room: Room, head: dict[str, Any], payload: str, exclude: Node | None
     ) -> tuple[int, Position | None]:
-        def encode_at(position: Position | None) -> bytes:
-            if position is not None:
-                head["offset"] = position.offset
-                head["epoch"] = position.epoch
-            return splice(head, "payload", payload)
-
-        data, position = self.history.append(room.id, encode_at)
+        data, position = kept(self.history, room, head, payload)
         return self.deliver(room, Outbound(data), exclude), position
 
     def recover(self, room: Room, since: Position | None) -> Recovery:
@@ -219,3 +257,15 @@ class LocalRooms:
 
     def rooms(self) -> Iterable[Room]:
         return list(self._rooms.values())
+
+
+def kept(history: IHistory, room: Room, head: dict[str, Any], payload: str) -> tuple[bytes, Position | None]:
+    """A room message encoded once, with its history position in ``head`` when history is on."""
+
+    def encode_at(position: Position | None) -> bytes:
+        if position is not None:
+            head["offset"] = position.offset
+            head["epoch"] = position.epoch
+        return splice(head, "payload", payload)
+
+    return history.append(room.id, encode_at)

@@ -8,6 +8,7 @@ imports a transport.
 
 from __future__ import annotations
 
+import time
 from typing import Any, Callable
 
 from twisted.internet.interfaces import IReactorTime
@@ -20,12 +21,14 @@ from wingman_gateway.connection import (
     CLOSE_POLICY,
     CLOSE_TOO_BIG,
     CLOSE_TRY_AGAIN,
+    SLOW_CONSUMER,
     IConnection,
     Outbound,
     Reply,
 )
 from wingman_gateway.envelope import Envelope, decode, encode, peek_message_id, splice
 from wingman_gateway.errors import GatewayError
+from wingman_gateway.events import Events
 from wingman_gateway.idempotency import SentKeys, key_of
 from wingman_gateway.limits import Limits
 from wingman_gateway.ratelimit import Budgets, source_of
@@ -42,6 +45,7 @@ HEARTBEAT = frozenset({"ping", "pong"})
 # knows a heartbeat from a request and can echo the messageId; larger ones
 # are metered before any decoding.
 PEEK_BYTES = 1024
+HEARTBEAT_TIMEOUT = "heartbeat timeout"
 
 # How a fatal error closes the connection.
 _CLOSE_FOR = {
@@ -62,12 +66,18 @@ class Router(RoomRequests):
         gateway_name: str = "wingman-gateway",
         rooms: IRooms | None = None,
         sent_keys: SentKeys | None = None,
+        events: Events | None = None,
+        timer: Callable[[], float] = time.perf_counter,
     ) -> None:
         self.clock = clock
         self.limits = limits or Limits()
         self.authenticator = authenticator or Authenticator(required=False)
         self.gateway_name = gateway_name
-        self.rooms: IRooms = rooms if rooms is not None else LocalRooms(clock)
+        # What happens here is told to the sinks (metrics, audit) through ``events``;
+        # ``timer`` measures how long an envelope takes (not the reactor's clock).
+        self.events = events if events is not None else Events()
+        self.timer = timer
+        self.rooms: IRooms = rooms if rooms is not None else LocalRooms(clock, events=self.events)
         self.sent_keys = sent_keys if sent_keys is not None else SentKeys(clock)
         # Every open connection, registered or not (heartbeat, shutdown).
         self.connections: set[Node] = set()
@@ -115,9 +125,11 @@ class Router(RoomRequests):
         """One envelope arrived on ``node``'s connection."""
         if node.closed:
             return
+        started = self.timer()
         now = self.clock.seconds()
         node.last_seen = now
         envelope: Envelope | None = None
+        label = "invalid"  # the envelope's type for the metrics, once it is known
         try:
             if len(data) > self.limits.max_payload:
                 raise self.too_large(len(data))
@@ -141,14 +153,17 @@ class Router(RoomRequests):
                 envelope = decode(data, self.limits.max_depth)
             handler = self._handlers.get(envelope.type)
             if handler is None:
+                label = "unknown"
                 raise GatewayError(
                     errors.UNKNOWN_MESSAGE_TYPE, f"unknown message type {envelope.type[:40]!r}"
                 )
+            label = envelope.type
             self.messages_processed += 1
             handler(node, envelope)
         except GatewayError as error:
             message_id = envelope.message_id if envelope is not None else error.message_id
             self.refuse(node, error, message_id)
+        self.events.emit("received", label, len(data), self.timer() - started)
 
     def _rate_limited(self, wait: float, data: bytes | str) -> GatewayError:
         limits = self.limits
@@ -170,6 +185,8 @@ class Router(RoomRequests):
             return
         node.closed = True
         self.connections.discard(node)
+        if reason == SLOW_CONSUMER or reason == HEARTBEAT_TIMEOUT:
+            self.events.emit("dropped", transport=node.conn.transport_name, reason=reason)
         if node.expiry is not None and node.expiry.active():
             node.expiry.cancel()
         now = self.clock.seconds()
@@ -192,7 +209,8 @@ class Router(RoomRequests):
         if message_id is not None:
             reply["messageId"] = message_id
         reply["timestamp"] = self.now_ms()
-        node.send(Reply(reply))
+        self._reply(node, reply)
+        self.events.emit("refused", code=error.code)
         log.debug(
             "refused {code} to {peer}: {message}",
             code=error.code,
@@ -224,7 +242,7 @@ class Router(RoomRequests):
         for node in [n for n in self.connections if n.last_seen < deadline]:
             reason = f"no message for {self.limits.ping_timeout:g} s (heartbeat timeout)"
             node.conn.close(CLOSE_POLICY, reason)
-            self.disconnect(node, "heartbeat timeout")
+            self.disconnect(node, HEARTBEAT_TIMEOUT)
 
     # -- reports --------------------------------------------------------
 
@@ -254,7 +272,12 @@ class Router(RoomRequests):
         if envelope.message_id is not None:
             reply["messageId"] = envelope.message_id
         reply["timestamp"] = self.now_ms()
-        node.send(Reply(reply))
+        self._reply(node, reply)
+
+    def _reply(self, node: Node, envelope: dict[str, Any]) -> None:
+        reply = Reply(envelope)
+        node.send(reply)
+        self.events.emit("replied", len(reply.data))
 
     # -- handlers -------------------------------------------------------
 
@@ -279,11 +302,18 @@ class Router(RoomRequests):
         session_id = fields.text(payload, "sessionId", 200)
         metadata = self._metadata(envelope)
         grant = node.grant
+        credential = "ssh-key" if grant is not None else "none"
         if grant is None:
+            if self.authenticator.required:
+                credential = "shared" if payload.get("token") else "none"
             try:
                 grant = self.authenticator.authenticate(payload.get("token"))
             except AuthError as refusal:
+                self.events.emit("register_refused", peer=node.conn.peer,
+                                 transport=node.conn.transport_name, reason=str(refusal))
                 raise GatewayError(errors.AUTH_FAILED, f"authentication failed: {refusal}", fatal=True)
+            if grant.key_id is not None:
+                credential = "signed"
         if self.rooms.node_count() >= self.limits.max_nodes:
             raise GatewayError(
                 errors.MAX_NODES_REACHED,
@@ -312,6 +342,8 @@ class Router(RoomRequests):
             peer=node.conn.peer,
             subject=grant.subject,
         )
+        self.events.emit("registered", node=node, peer=node.conn.peer,
+                         transport=node.conn.transport_name, grant=grant, credential=credential)
         self._ack(
             node,
             envelope,
@@ -453,7 +485,7 @@ class Router(RoomRequests):
         if envelope.message_id is not None:
             reply["messageId"] = envelope.message_id
         reply["timestamp"] = self.now_ms()
-        node.send(Reply(reply))
+        self._reply(node, reply)
 
     def _pong(self, node: Node, envelope: Envelope) -> None:
         """Answer to the heartbeat; receiving it already refreshed ``last_seen``."""

@@ -16,15 +16,22 @@ from twisted.application.internet import TimerService
 from twisted.application.service import MultiService
 from twisted.internet import defer
 from twisted.internet.interfaces import IListeningPort
+from twisted.web.resource import Resource
+from twisted.web.server import Site
 
 from wingman_gateway import __version__, portsfile
+from wingman_gateway.admin import Admin
+from wingman_gateway.audit import AuditLog
 from wingman_gateway.auth import Authenticator, KeyRing, KeyRingWatcher
 from wingman_gateway.checks import ConfigError
 from wingman_gateway.config import GatewayConfig
 from wingman_gateway.connection import CLOSE_GOING_AWAY
 from wingman_gateway.discovery import announcers
+from wingman_gateway.events import Events
 from wingman_gateway.listener import Listener
 from wingman_gateway.logs import get_logger
+from wingman_gateway.metrics import GatewayMetrics
+from wingman_gateway.metrics.gauges import GaugeSources
 from wingman_gateway.offer import Bound, Offer
 from wingman_gateway.onion import listener_target, onion_service
 from wingman_gateway.history import MemoryHistory
@@ -35,7 +42,15 @@ from wingman_gateway.tokenfile import read_token_file
 from wingman_gateway.transports.bridge.resources import bridge_resource
 from wingman_gateway.transports.bridge.session import Bridge
 from wingman_gateway.transports.websocket import GatewayWebSocketFactory, websocket_resource
+from wingman_gateway.web.api import ApiResource
 from wingman_gateway.web.console import console_resource
+from wingman_gateway.web.credential import (
+    NO_ADMIN,
+    AdminCredential,
+    Refused,
+    admin_gate,
+    stats_gate,
+)
 from wingman_gateway.web.health import HealthSources
 from wingman_gateway.web.site import build_site
 
@@ -43,6 +58,12 @@ log = get_logger("wingman_gateway.service")
 
 # How long shutdown waits for clients to take their 'going away' close.
 SHUTDOWN_GRACE = 2.0
+
+
+def _bound(listener: Listener | None) -> Bound | None:
+    if listener is None or listener.port is None:
+        return None
+    return Bound.of(listener.description, listener.port.getHost())
 
 
 class GatewayService(MultiService):
@@ -67,10 +88,32 @@ class GatewayService(MultiService):
         authenticator = Authenticator(
             required=config.require_auth, shared_token=shared_token, keyring=self.keyring
         )
-        self.router = Router(
-            reactor, config.limits, authenticator, config.name,
-            LocalRooms(reactor, MemoryHistory(reactor, config.history)),
+        # What happens is emitted once; the audit log and the metrics subscribe.
+        self.events = Events()
+        self.audit: AuditLog | None = None
+        if config.audit_log is not None:
+            self.audit = AuditLog(config.audit_log, reactor)
+            self.audit.setServiceParent(self)
+            self.events.subscribe(self.audit)
+        self.admin_credential = (
+            AdminCredential(config.admin_token_file) if config.admin_token_file else None
         )
+        # --cluster: rooms shared with the other gateways through Redis.
+        self.cluster: Any = None
+        rooms: Any = LocalRooms(reactor, MemoryHistory(reactor, config.history), self.events)
+        if config.cluster is not None:
+            from wingman_gateway.cluster.registry import ClusterMember, new_gateway_id
+            from wingman_gateway.cluster.rooms import ClusterRooms
+            from wingman_gateway.cluster.wire import Names
+
+            rooms = ClusterRooms(reactor, new_gateway_id(), Names(config.cluster.db), self.events)
+            if config.history.enabled:
+                log.info("room history is not kept in a cluster: --history-size does not apply")
+            self.cluster = ClusterMember(
+                config.cluster, rooms, config.name, config.require_auth, self.whenOffered, reactor
+            )
+            self.cluster.setServiceParent(self)
+        self.router = Router(reactor, config.limits, authenticator, config.name, rooms, events=self.events)
         # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)
         children: dict[bytes, Any] = {b"ws": websocket_resource(websocket_factory)}
@@ -81,6 +124,13 @@ class GatewayService(MultiService):
             children[b"bridge"] = bridge_resource(self.bridge)
         if config.console:
             children[b"console"] = console_resource()
+        # The server API, and /metrics behind the admin credential.
+        children[b"api"] = ApiResource(Admin(self.router), self.admin_credential, self.events)
+        self.metrics_listener: Listener | None = None
+        if config.metrics:
+            self._add_metrics(children)
+        else:  # no metrics are kept: /metrics says why, as with metrics but no credential
+            children[b"metrics"] = Refused(NO_ADMIN)
         # --onion: the first TCP listener as a Tor onion service, once it is bound.
         self.onion = onion_service(config.onion, reactor)
         sections: dict[str, Any] = {}
@@ -100,16 +150,25 @@ class GatewayService(MultiService):
             sections["discovery"] = lambda: {
                 method: announcer.report() for method, announcer in found.items()  # type: ignore[attr-defined]
             }
+        scopes = {}
+        extra = {}
+        if self.cluster is not None:
+            member = self.cluster
+            sections["cluster"] = member.report
+            scopes["cluster"] = member.stats
+            extra["degraded"] = member.degraded
         health = HealthSources(
             name=config.name,
             auth_required=config.require_auth,
             stats=self.router.summary,
             now_ms=self.router.now_ms,
             sections=sections,
+            **extra,
         )
         cors = self.bridge.cors if self.bridge is not None else None
+        stats = stats_gate(self.admin_credential, authenticator)
         self.listeners = [
-            Listener(description, build_site(self.router, health, children, cors), reactor)
+            Listener(description, build_site(self.router, health, children, cors, stats, scopes), reactor)
             for description in config.listen
         ]
         for listener in self.listeners:
@@ -135,7 +194,8 @@ class GatewayService(MultiService):
         if self.keyring is not None:
             # SIGHUP belongs to the whole service (see reload), not to the watcher.
             self.keyring_watcher = KeyRingWatcher(
-                self.keyring, reactor, install_sighup=False, on_change=self.router.keys_changed
+                self.keyring, reactor, install_sighup=False,
+                on_change=self.router.keys_changed, events=self.events,
             )
             self.keyring_watcher.setServiceParent(self)
         self._sighup_installed = False
@@ -145,6 +205,37 @@ class GatewayService(MultiService):
         if self.notifier is not None:
             self.notifier.setServiceParent(self)
 
+    def _add_metrics(self, children: dict[bytes, Any]) -> None:
+        """The metrics sink, the lag probe, ``/metrics`` on the listeners and
+        on ``--metrics-listen`` (there without a credential)."""
+        router, config = self.router, self.config
+        bridge = self.bridge
+        metrics = GatewayMetrics(
+            GaugeSources(
+                transports=lambda: [node.conn.transport_name for node in router.connections],
+                nodes=router.rooms.node_count,
+                rooms=router.rooms.room_count,
+                bridge_sessions=lambda: len(bridge) if bridge is not None else 0,
+                version=__version__,
+                name=config.name,
+            ),
+            self.reactor,
+        )
+        self.events.subscribe(metrics.sink)
+        metrics.lag.setServiceParent(self)
+        children[b"metrics"] = metrics.resource(admin_gate(self.admin_credential))
+        if config.metrics_listen is not None:
+            root = Resource()
+            root.putChild(b"metrics", metrics.resource())
+            site = Site(root)
+            site.noisy = False
+            site.log = lambda request: None  # type: ignore[method-assign]  # a scrape every few seconds
+            self.metrics_listener = Listener(config.metrics_listen, site, self.reactor)
+            self.metrics_listener.setName(f"metrics {config.metrics_listen}")
+            self.metrics_listener.announce = "wingman-gateway metrics on {endpoint} ({address})"
+            self.metrics_listener.setServiceParent(self)
+        self.metrics = metrics
+
     # -- what the gateway offers ------------------------------------------
 
     def _bound_addresses(self) -> list[Any]:
@@ -152,7 +243,9 @@ class GatewayService(MultiService):
 
     def whenListening(self) -> defer.Deferred[list[IListeningPort]]:
         """Fires once every listener is bound."""
-        listeners = self.listeners + ([self.ssh_listener] if self.ssh_listener else [])
+        listeners = self.listeners + [
+            extra for extra in (self.ssh_listener, self.metrics_listener) if extra is not None
+        ]
         return defer.gatherResults([listener.listening for listener in listeners])
 
     def whenOffered(self) -> defer.Deferred[Offer]:
@@ -177,6 +270,7 @@ class GatewayService(MultiService):
             ssh_fingerprint=getattr(ssh, "fingerprint", None),
             tags=config.discovery.tags,
             onion=self.onion.url if self.onion is not None else None,
+            metrics=_bound(self.metrics_listener),
         )
 
     # -- lifecycle --------------------------------------------------------
@@ -224,6 +318,10 @@ class GatewayService(MultiService):
             self.keyring_watcher.reload()
         elif self.config.auth_token_file is None:
             log.info("SIGHUP: nothing to reload (no --keyring, no --token-file)")
+        if self.admin_credential is not None:
+            self.admin_credential.reload()
+        if self.audit is not None:
+            self.audit.reopen()
         if self.notifier is not None:
             self.notifier.reloaded()
 

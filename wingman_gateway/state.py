@@ -86,17 +86,28 @@ class Room:
     # Snapshot of members for fan-out, rebuilt when membership changes, so
     # a member dropped during a fan-out cannot disturb the loop.
     recipients: tuple[Node, ...] = ()
+    # Members per transport name, kept with the snapshot, so a fan-out is
+    # counted by transport without a step per recipient.
+    transports: dict[str, int] = attrs.Factory(dict)
 
     def __repr__(self) -> str:
         return f"<Room {self.id} {self.name!r} members={len(self.members)}>"
 
     def add(self, node: Node) -> None:
         self.members[node.node_id] = node  # type: ignore[index]
-        self.recipients = tuple(self.members.values())
+        self._snapshot()
 
     def remove(self, node: Node) -> None:
         self.members.pop(node.node_id, None)  # type: ignore[arg-type]
+        self._snapshot()
+
+    def _snapshot(self) -> None:
         self.recipients = tuple(self.members.values())
+        counts: dict[str, int] = {}
+        for member in self.recipients:
+            name = member.conn.transport_name
+            counts[name] = counts.get(name, 0) + 1
+        self.transports = counts
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -18,7 +18,7 @@ class Node(NodeCore):
     Reconnects and rejoins by itself; see ``connect``.
     """
 
-    def __init__(self, url: str, name: str, *, transport: str | None = None, **options: Any) -> None:
+    def __init__(self, url: str | Sequence[str], name: str, *, transport: str | None = None, **options: Any) -> None:
         if transport is not None and transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         super().__init__(AsyncioRuntime(), url, name, transport=transport, **options)

@@ -7,7 +7,7 @@ import sys
 from typing import Sequence
 
 from wingman_gateway import __version__
-from wingman_gateway.cli import daemon, discover, health, join, onion, token, tunnel
+from wingman_gateway.cli import admin, daemon, discover, health, join, onion, token, tunnel
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -23,6 +23,7 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_parser(actions)
     tunnel.add_parser(actions)
     onion.add_parser(actions)
+    admin.add_parsers(actions)
     return parser
 
 

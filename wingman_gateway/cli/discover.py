@@ -94,15 +94,29 @@ async def _tailnet(reactor: Any, args: argparse.Namespace) -> tuple[list[FoundGa
     return found, notes
 
 
+async def _registry(reactor: Any, args: argparse.Namespace) -> tuple[list[FoundGateway], list[str]]:
+    from wingman_gateway.cluster.registrylist import live_gateways
+    from wingman_gateway.cluster.settings import cluster_settings
+
+    settings = cluster_settings(args.cluster, args.cluster_ca, args.cluster_password_file, None)
+    assert settings is not None
+    return await live_gateways(settings, reactor, args.timeout), []
+
+
 async def discover_command(reactor: Any, args: argparse.Namespace) -> int:
-    where = "tailnet" if args.tailscale else "LAN (mDNS)"
+    where = "tailnet" if args.tailscale else "cluster registry" if args.cluster else "LAN (mDNS)"
     try:
-        if args.tailscale:
+        if args.cluster:
+            found, notes = await _registry(reactor, args)
+        elif args.tailscale:
             found, notes = await _tailnet(reactor, args)
         else:
             found, notes = await _mdns(reactor, args.timeout, args.first, args.verbose)
     except TailscaleError as error:
         print(f"wingman: tailscale discovery failed: {error}", file=sys.stderr)
+        return 1
+    except ValueError as error:  # a bad --cluster URL (ConfigError) or an unreadable registry
+        print(f"wingman: cluster discovery failed: {error}", file=sys.stderr)
         return 1
     except (OSError, RuntimeError) as error:  # zeroconf: sockets, or no interface to use
         print(f"wingman: mDNS discovery failed: {getattr(error, 'strerror', None) or error}", file=sys.stderr)
@@ -175,4 +189,10 @@ def add_parser(actions: Any) -> None:
                          "(default: the system trust store, or SSL_CERT_FILE)")
     tailnet.add_argument("--config", metavar="FILE", help="gateway config file: its "
                          "discovery.tailscale tags and apiKey apply")
+    cluster = parser.add_argument_group("Cluster registry")
+    cluster.add_argument("--cluster", metavar="URL", help="list the live gateways of the cluster whose "
+                         "Redis is at URL (redis://[USER@]HOST:PORT[/DB] or rediss://), least loaded first")
+    cluster.add_argument("--cluster-ca", metavar="PEM", help="CA file that verifies a rediss:// server")
+    cluster.add_argument("--cluster-password-file", metavar="FILE",
+                         help="file holding the Redis password (default: the REDISCLI_AUTH variable)")
     parser.set_defaults(run=lambda args: run_async(discover_command, args))

@@ -228,16 +228,35 @@ class JoinSession:
             self.finish(status)
 
 
-def _target(args: argparse.Namespace) -> tuple[str, str | None]:
-    """The WebSocket URL and CA file: the URL given, else the gateway this WINGMAN_HOME
+def _target(args: argparse.Namespace) -> tuple[list[str], str | None]:
+    """The WebSocket URLs and CA file: the URLs given, else the gateway this WINGMAN_HOME
     started (while it runs), else the default."""
     if args.url:
-        return websocket_url(args.url), args.ca_file
+        return [websocket_url(url) for url in args.url], args.ca_file
     state = running_state(Home.from_environment())
     where = websocket_place(state)
     if where is None or where.websocket is None:
-        return websocket_url("127.0.0.1:3000"), args.ca_file
-    return where.websocket, args.ca_file or (state or {}).get("caFile") or where.certificate
+        return [websocket_url("127.0.0.1:3000")], args.ca_file
+    return [where.websocket], args.ca_file or (state or {}).get("caFile") or where.certificate
+
+
+async def _cluster_urls(reactor: Any, args: argparse.Namespace) -> list[str] | None:
+    """``--cluster``: one URL of every live gateway in the registry, least loaded first."""
+    from wingman_gateway.cluster.registrylist import live_gateways
+    from wingman_gateway.cluster.settings import cluster_settings
+
+    try:
+        settings = cluster_settings(args.cluster, args.cluster_ca, args.cluster_password_file, None)
+        assert settings is not None
+        found = await live_gateways(settings, reactor, 5.0)
+    except ValueError as error:
+        print(f"wingman: cannot read the cluster registry: {error}", file=sys.stderr)
+        return None
+    urls = [gateway.urls[0] for gateway in found if gateway.urls]
+    if not urls:
+        print(f"wingman: no live gateway in the cluster registry at {settings.url}", file=sys.stderr)
+        return None
+    return urls
 
 
 async def _connect(reactor: Any, client: GatewayClient) -> str:
@@ -255,19 +274,22 @@ async def _connect(reactor: Any, client: GatewayClient) -> str:
 
 async def join_command(reactor: Any, args: argparse.Namespace) -> int:
     ca_file = args.ca_file
+    urls: list[str] | None
     if args.auto_discover:
         from wingman_gateway.cli.discover import auto_discover_url
 
         found = await auto_discover_url(reactor, args.json)
-        if found is None:
-            return 1
-        url = found
+        urls = None if found is None else [found]
+    elif getattr(args, "cluster", None):
+        urls = await _cluster_urls(reactor, args)
     else:
-        url, ca_file = _target(args)
+        urls, ca_file = _target(args)
+    if urls is None:
+        return 1
     if getattr(args, "tor_socks", None):
         os.environ[TOR_SOCKS_VARIABLE] = args.tor_socks  # read by the client's .onion endpoints
     client = GatewayClient(
-        url, args.name, token=args.token or os.environ.get(TOKEN_ENV) or None, capabilities=("terminal",),
+        urls, args.name, token=args.token or os.environ.get(TOKEN_ENV) or None, capabilities=("terminal",),
         ca_file=ca_file, reactor=reactor, transport="auto" if args.auto_transport else args.transport,
     )
     session = JoinSession(reactor, client, args.json)
@@ -279,14 +301,15 @@ async def join_command(reactor: Any, args: argparse.Namespace) -> int:
             await client.join(args.group)
             session.room = args.group
     except ClientError as error:
-        status = session.refused(url, error)
+        status = session.refused(" ".join(urls), error)
         await client.close()
         return status
     if args.json:
-        session.emit({"type": "local", "event": "connected", "nodeId": node_id, "room": session.room})
+        session.emit({"type": "local", "event": "connected", "nodeId": node_id, "room": session.room,
+                      "url": client.url})
     else:
         where = f" in room {session.room}" if session.room else ""
-        session.note(f"connected to {url} as {args.name} ({node_id}){where}; {HELP}")
+        session.note(f"connected to {client.url} as {args.name} ({node_id}){where}; {HELP}")
     def input_ended() -> None:
         ensureDeferred(session.quit())
 
@@ -299,9 +322,10 @@ def add_parser(actions: Any) -> None:
         "join", help="join a gateway as a node from this terminal",
         formatter_class=HelpFormatter,
     )
-    parser.add_argument("url", nargs="?",
+    parser.add_argument("url", nargs="*",
                         help="gateway URL (ws://, wss://, http://) or host:port (default: the gateway "
-                             "`wingman gateway start` runs, else ws://127.0.0.1:3000/ws)")
+                             "`wingman gateway start` runs, else ws://127.0.0.1:3000/ws); several: gateways "
+                             "of one cluster, the least loaded is joined and another takes over if it fails")
     parser.add_argument("--name", default=f"{socket.gethostname()}-terminal", help="node name")
     parser.add_argument("--token", help=f"auth token (default: ${TOKEN_ENV}; the variable keeps it out of ps)")
     parser.add_argument("--group", help="room to join (created if missing)")
@@ -317,4 +341,9 @@ def add_parser(actions: Any) -> None:
                         help="join the first gateway announced on the LAN (mDNS, within 5 s)")
     parser.add_argument("--tor-socks", metavar="ENDPOINT",
                         help=f"Tor's SOCKS port for .onion gateways [${TOR_SOCKS_VARIABLE} or {DEFAULT_TOR_SOCKS}]")
+    parser.add_argument("--cluster", metavar="REDIS_URL",
+                        help="take the gateways from a cluster's registry (redis://HOST:PORT[/DB])")
+    parser.add_argument("--cluster-ca", metavar="PEM", help="CA file that verifies a rediss:// server")
+    parser.add_argument("--cluster-password-file", metavar="FILE",
+                        help="file holding the Redis password (default: the REDISCLI_AUTH variable)")
     parser.set_defaults(run=lambda args: run_async(join_command, args))

@@ -145,9 +145,9 @@ async def forward_command(reactor: Any, args: argparse.Namespace) -> int:
 def join_arguments(args: argparse.Namespace, local: int) -> argparse.Namespace:
     """What ``wingman gateway join`` would get for the forwarded port."""
     return argparse.Namespace(
-        url=f"ws://127.0.0.1:{local}/ws", name=args.name, token=args.token, group=args.group,
+        url=[f"ws://127.0.0.1:{local}/ws"], name=args.name, token=args.token, group=args.group,
         json=args.json, ca_file=None, transport="websocket", auto_transport=False,
-        auto_discover=False,
+        auto_discover=False, cluster=None,
     )
 
 

@@ -13,8 +13,13 @@ from zope.interface import implementer
 
 from wingman_gateway.client.runtime import TwistedRuntime
 from wingman_gateway.client.choose import transport_for
+from wingman_gateway.client.probe import rank_by_load
 from wingman_gateway.client.transport import TRANSPORTS, IClientTransport, ITransportReceiver
 from wingman_gateway.protocol.node import Link, NodeCore
+
+
+# How long choosing among several gateways waits for their /health.
+PROBE_TIMEOUT = 2.0
 
 
 @implementer(ITransportReceiver)
@@ -30,13 +35,15 @@ class GatewayClient(NodeCore):
     ``close()`` was called), registers again and rejoins its rooms.
     ``transport`` is ``"websocket"``, ``"http"`` (the HTTP bridge) or
     ``"auto"`` (WebSocket, else HTTP); by default the URL's scheme decides.
+    ``url`` may be a list: gateways of one cluster. Each (re)connection asks
+    their ``/health`` and takes the least loaded one that registers the node.
     """
 
     link_class = _Link
 
     def __init__(
         self,
-        url: str,
+        url: str | Sequence[str],
         name: str,
         *,
         token: str | None = None,
@@ -64,6 +71,9 @@ class GatewayClient(NodeCore):
             transport=transport,
         )
         self._reactor = reactor
+
+    async def candidates(self) -> list[str]:
+        return await rank_by_load(self._reactor, self.urls, min(self.request_timeout, PROBE_TIMEOUT))
 
     def new_transport(self, link: Link) -> IClientTransport:
         # Link has the receiver's methods; the protocol core declares no zope interface.

@@ -9,7 +9,7 @@ tailnet devices), so it lives with the client library.
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Sequence
 from urllib.parse import urlsplit, urlunsplit
 
 import attrs
@@ -17,7 +17,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from OpenSSL import SSL
 from twisted.internet.interfaces import IOpenSSLClientConnectionCreator
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredList, ensureDeferred
 from twisted.python.failure import Failure
 from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IPolicyForHTTPS
@@ -136,3 +136,24 @@ async def fetch_health(reactor: Any, url: str, timeout: float = 5.0, trust: Trus
     if not isinstance(report, dict) or report.get("service") != "wingman-gateway":
         raise HealthError(f"{url}: not a wingman-gateway")
     return report
+
+
+async def rank_by_load(reactor: Any, urls: Sequence[str], timeout: float) -> list[str]:
+    """``urls`` (gateways of one cluster) best first: healthy and least loaded.
+
+    Each gateway's ``/health`` is asked at once; the fewest ``totalNodes``
+    wins, a ``degraded`` gateway comes after the healthy ones and one that
+    does not answer comes last (it is still tried, in the given order).
+    """
+    probes = [ensureDeferred(fetch_health(reactor, health_url(url), timeout)) for url in urls]
+    results = await DeferredList(probes, consumeErrors=True)
+
+    def rank(index: int) -> tuple[int, int, int]:
+        answered, report = results[index]
+        if not answered:
+            return (2, 0, index)
+        stats = report.get("stats") if isinstance(report.get("stats"), dict) else {}
+        load = stats.get("totalNodes") if isinstance(stats.get("totalNodes"), int) else 0
+        return (0 if report.get("status") == "healthy" else 1, load, index)
+
+    return [urls[index] for index in sorted(range(len(urls)), key=rank)]

@@ -79,7 +79,7 @@ class FoundGateway:
 
     name: str
     urls: tuple[str, ...]
-    source: str  # "mdns" or "tailscale"
+    source: str  # "mdns", "tailscale" or "cluster"
     auth: str = "unknown"  # required, optional or unknown
     version: str = "unknown"
     host: str | None = None
@@ -87,6 +87,7 @@ class FoundGateway:
     port: int | None = None
     txt: Mapping[str, str] = attrs.field(factory=dict)
     dns_name: str | None = None  # MagicDNS name (Tailscale)
+    load: int | None = None  # nodes connected now (from a cluster's registry)
 
     def as_json(self) -> dict[str, Any]:
         record: dict[str, Any] = {
@@ -98,6 +99,8 @@ class FoundGateway:
             record["txt"] = dict(self.txt)
         if self.dns_name is not None:
             record["dnsName"] = self.dns_name
+        if self.load is not None:
+            record["load"] = self.load
         return record
 
 
@@ -135,7 +138,8 @@ def from_announcement(
 
 def describe(found: FoundGateway, verbose: bool) -> list[str]:
     """Lines a person reads: name, URLs, auth and version (more with ``verbose``)."""
-    lines = [f"{found.name}  (wingman-gateway {found.version}, auth {found.auth}, via {found.source})"]
+    load = "" if found.load is None else f", {found.load} node{'s' if found.load != 1 else ''}"
+    lines = [f"{found.name}  (wingman-gateway {found.version}, auth {found.auth}, via {found.source}{load})"]
     lines += [f"    {url}" for url in found.urls]
     if verbose:
         if found.host:

@@ -15,7 +15,9 @@ from typing import Any, AsyncIterator, Awaitable, Callable, Sequence
 
 from wingman_gateway.protocol.backoff import Backoff
 from wingman_gateway.protocol.envelopes import encode, join_payload, register_payload
-from wingman_gateway.protocol.errors import CONNECTION_LOST, NOT_CONNECTED, TIMEOUT, ClientError
+from wingman_gateway.protocol.errors import (
+    CONNECTION_FAILED, CONNECTION_LOST, NOT_CONNECTED, TIMEOUT, TLS_ERROR, ClientError,
+)
 from wingman_gateway.protocol.message import Message
 from wingman_gateway.protocol.positions import Positions
 from wingman_gateway.protocol.runtime import CLOSE_NORMAL, Runtime, Task, Transport
@@ -27,6 +29,7 @@ FINAL_ON_RECONNECT = frozenset({"AUTH_FAILED"})
 HELD_FOR_FIRST_CONSUMER = 100
 # Rejoin failures that mean the connection went, not the room.
 CONNECTION_CODES = frozenset({CONNECTION_LOST, NOT_CONNECTED, TIMEOUT})
+TRY_NEXT = frozenset({CONNECTION_FAILED, CONNECTION_LOST, TIMEOUT, TLS_ERROR, "MAX_NODES_REACHED"})  # next URL
 
 MessageListener = Callable[[Message], None]
 StateListener = Callable[[str, dict[str, Any]], None]
@@ -67,7 +70,7 @@ class NodeCore:
     def __init__(
         self,
         runtime: Runtime,
-        url: str,
+        url: str | Sequence[str],
         name: str,
         *,
         token: str | None = None,
@@ -83,7 +86,11 @@ class NodeCore:
     ) -> None:
         self.runtime = runtime
         self.log = runtime.log
-        self.url = url
+        # Several URLs: one cluster's gateways, tried in ``candidates()`` order.
+        self.urls = [url] if isinstance(url, str) else list(url)
+        if not self.urls:
+            raise ValueError("at least one gateway URL is needed")
+        self.url = self.urls[0]
         self.transport = transport
         self.name = name
         self.token = token
@@ -138,7 +145,7 @@ class NodeCore:
             raise ClientError(NOT_CONNECTED, "a connection attempt is already in progress")
         node_id = await self._establish()
         self._connected = True
-        self._emit("connected", {"nodeId": node_id})
+        self._emit("connected", {"nodeId": node_id, "url": self.url})
         return node_id
 
     async def close(self) -> None:
@@ -165,8 +172,25 @@ class NodeCore:
             self._connection_lost(None, "client closed")
         self._end_streams()
 
+    async def candidates(self) -> list[str]:
+        """The gateway URLs to try, best first; drivers rank them by load."""
+        return list(self.urls)
+
     async def _establish(self) -> str:
-        """Open a transport and register on it (a first connect or a retry)."""
+        """Register with the first gateway that takes us (a first connect or a retry)."""
+        urls = await self.candidates() if len(self.urls) > 1 else list(self.urls)
+        for index, url in enumerate(urls):
+            self.url = url
+            try:
+                return await self._establish_at()
+            except ClientError as error:
+                if error.code not in TRY_NEXT or index == len(urls) - 1 or self._closed:
+                    raise
+                self.log.info("gateway {url} not available ({error}); trying the next", url=url, error=error)
+        raise ClientError(NOT_CONNECTED, "no gateway URL to try")
+
+    async def _establish_at(self) -> str:
+        """Open a transport to ``self.url`` and register on it."""
         link = self.link_class(self)
         self._link = link
         try:
@@ -245,7 +269,7 @@ class NodeCore:
                     continue  # lost again while rejoining
                 self._connected = True
                 self.log.info("reconnected as node {nodeId}", nodeId=node_id, rooms=sorted(rooms))
-                self._emit("reconnected", {"nodeId": node_id, "rooms": dict(rooms)})
+                self._emit("reconnected", {"nodeId": node_id, "rooms": dict(rooms), "url": self.url})
                 return
         except self.runtime.cancelled:
             if self._link is not None:

@@ -33,10 +33,12 @@ class HealthSources:
     now_ms: Callable[[], int]
     # More sections (e.g. "discovery"), each made when /health is asked.
     sections: Mapping[str, Callable[[], Any]] = attrs.Factory(dict)
+    # Why the gateway serves but not fully (e.g. its cluster link is down); None: healthy.
+    degraded: Callable[[], str | None] = lambda: None
 
     def report(self) -> dict[str, Any]:
         return {
-            "status": "healthy",
+            "status": "healthy" if self.degraded() is None else "degraded",
             "service": SERVICE,
             "version": __version__,
             "name": self.name,
@@ -61,21 +63,39 @@ class HealthResource(Resource):
 
 
 class StatsResource(Resource):
-    """Nodes and rooms; guarded by ``check`` (a node token when auth is on)."""
+    """Nodes and rooms; guarded by ``check`` (``web.credential.stats_gate``)."""
 
     isLeaf = True
 
-    def __init__(self, router: Router, check: Callable[[Request], tuple[int, str, str] | None]) -> None:
+    def __init__(
+        self,
+        router: Router,
+        check: Callable[[Request], Any],
+        scopes: Mapping[str, Callable[[], dict[str, Any]]] | None = None,
+    ) -> None:
         super().__init__()
         self.router = router
         self.check = check
+        # ?scope=NAME: another report (e.g. "cluster": every gateway's nodes).
+        self.scopes = dict(scopes or {})
 
     def render_GET(self, request: Request) -> bytes:
         router = self.router
         refusal = self.check(request)
         if refusal is not None:
-            status, code, message = refusal
-            return json_response(request, status, {"error": {"code": code, "message": message}})
+            return refusal.answer(request)
+        scope = (request.args.get(b"scope") or [b"gateway"])[0].decode("utf-8", "replace")
+        if scope != "gateway":
+            if scope not in self.scopes:
+                known = ", ".join(["gateway", *self.scopes])
+                return json_response(
+                    request,
+                    400,
+                    {"error": {"code": "INVALID_REQUEST", "message": f"unknown scope {scope[:40]!r} (known: {known})"}},
+                )
+            body = self.scopes[scope]()
+            body["timestamp"] = router.now_ms()
+            return json_response(request, 200, body)
         nodes = router.node_list()
         rooms = router.room_list()
         return json_response(

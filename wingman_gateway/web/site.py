@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import re
-from typing import Any, Mapping
+from typing import Any, Callable, Mapping
 
 from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from wingman_gateway.router import Router
-from wingman_gateway.web.bearer import token_check
 from wingman_gateway.web.bounded import BoundedRequest
 from wingman_gateway.web.clientscript import client_resource
+from wingman_gateway.web.credential import stats_gate
 from wingman_gateway.web.health import HealthResource, HealthSources, StatsResource
 from wingman_gateway.web.index import IndexResource
 
@@ -44,16 +44,22 @@ def build_site(
     health: HealthSources,
     children: Mapping[bytes, Resource],
     cors: Any = None,
+    stats_check: Callable[[Request], Any] | None = None,
+    scopes: Mapping[str, Any] | None = None,
 ) -> Site:
     """One Site per listener; every Site shares the one Router.
 
     ``children`` are the transports' resources (``/ws``, ``/bridge``);
-    ``cors`` is the policy a refused body's answer follows (or None).
+    ``cors`` is the policy a refused body's answer follows (or None);
+    ``stats_check`` guards ``/stats`` (default: node tokens when auth is on);
+    ``scopes`` are the further reports ``/stats?scope=NAME`` gives.
     """
+    if stats_check is None:
+        stats_check = stats_gate(None, router.authenticator)
     root = Resource()
     root.putChild(b"", IndexResource(root))
     root.putChild(b"health", HealthResource(health))
-    root.putChild(b"stats", StatsResource(router, token_check(router.authenticator)))
+    root.putChild(b"stats", StatsResource(router, stats_check, scopes))
     root.putChild(b"client", client_resource())  # /client/wingman.js
     for name, child in children.items():
         root.putChild(name, child)

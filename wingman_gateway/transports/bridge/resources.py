@@ -21,25 +21,9 @@ from wingman_gateway.transports.bridge.session import Bridge, BridgeSession
 from wingman_gateway.addresses import address_text
 from wingman_gateway.connection import Reply
 from wingman_gateway.envelope import encode
-from wingman_gateway.errors import GatewayError
+from wingman_gateway.errors import HTTP_STATUS, GatewayError
 from wingman_gateway.web.bearer import CHALLENGE, bearer_token
 
-# The HTTP status of each error code, for the replies posted requests get.
-HTTP_STATUS = {
-    errors.INVALID_MESSAGE: 400,
-    errors.UNKNOWN_MESSAGE_TYPE: 400,
-    errors.INVALID_REQUEST: 400,
-    errors.AUTH_FAILED: 401,
-    errors.NOT_REGISTERED: 401,
-    errors.FORBIDDEN: 403,
-    errors.NOT_A_MEMBER: 403,
-    errors.GROUP_NOT_FOUND: 404,
-    errors.NODE_NOT_FOUND: 404,
-    errors.ALREADY_REGISTERED: 409,
-    errors.PAYLOAD_TOO_LARGE: 413,
-    errors.RATE_LIMITED: 429,
-    errors.MAX_NODES_REACHED: 503,
-}
 SESSION_HEADER = "x-wingman-session"
 _AUTH_CODES = (errors.AUTH_FAILED, errors.NOT_REGISTERED)
 

@@ -204,6 +204,7 @@ class Bridge(Service):
         session.key = _key(secret)
         self._sessions[session.key] = session
         session.schedule_expiry()
+        self.router.events.emit("bridge_session")
         return secret
 
     def discard(self, session: BridgeSession) -> None:

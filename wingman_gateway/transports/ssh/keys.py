@@ -16,11 +16,9 @@ from typing import Any, Iterable
 import attrs
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from twisted.conch.checkers import IAuthorizedKeysDB, SSHPublicKeyChecker
-from twisted.conch.error import ValidPublicKey
 from twisted.conch.ssh import keys
 from twisted.cred.error import UnauthorizedLogin
 from twisted.internet import defer
-from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wingman_gateway.auth import Grant
@@ -114,7 +112,8 @@ class AuthorizedKey:
 
     def grant(self) -> Grant:
         """The same Grant a token would give; the subject names the key, never its bytes."""
-        return Grant(subject=self.comment or self.fingerprint, rooms=self.rooms)
+        return Grant(subject=self.comment or self.fingerprint, rooms=self.rooms,
+                     key_id=self.fingerprint)
 
 
 def split_options(line: bytes) -> tuple[dict[str, str | None], bytes]:
@@ -286,8 +285,7 @@ class KeyFileChecker(SSHPublicKeyChecker):
 
     def requestAvatarId(self, credentials: Any) -> defer.Deferred[SSHIdentity]:
         d = super().requestAvatarId(credentials)
-        d.addCallbacks(self._identify, self._refused, callbackArgs=(credentials,),
-                       errbackArgs=(credentials,))
+        d.addCallback(self._identify, credentials)
         return d
 
     def _identify(self, username: bytes, credentials: Any) -> SSHIdentity:
@@ -296,14 +294,13 @@ class KeyFileChecker(SSHPublicKeyChecker):
                 return SSHIdentity(login=username.decode("utf-8"), entry=entry)
         raise UnauthorizedLogin("key not authorized")  # removed in between
 
-    def _refused(self, failure: Failure, credentials: Any) -> Failure:
-        if not failure.check(ValidPublicKey):  # a key query, not a login attempt
-            login = credentials.username.decode("utf-8", "replace")[:64]
-            why = "wrong key" if self.keyfile.knows_user(credentials.username) else "unknown user"
-            try:
-                offered = fingerprint(keys.Key.fromString(credentials.blob))
-            except Exception:
-                offered = "unreadable key"
-            log.info("SSH login refused for {login!r}: {why} ({key})", login=login, why=why,
-                     key=offered)
-        return failure
+    def refusal(self, username: bytes, blob: bytes) -> tuple[str, str, str]:
+        """A refused login as logged: the login name, ``wrong key`` or ``unknown user``,
+        and the offered key's fingerprint (never more)."""
+        login = username.decode("utf-8", "replace")[:64]
+        why = "wrong key" if self.keyfile.knows_user(username) else "unknown user"
+        try:
+            offered = fingerprint(keys.Key.fromString(blob))
+        except Exception:
+            offered = "unreadable key"
+        return login, why, offered

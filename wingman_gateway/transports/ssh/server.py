@@ -12,11 +12,14 @@ import struct
 from typing import Any, Callable, Iterable
 
 from twisted.conch.avatar import ConchUser
+from twisted.conch.error import ValidPublicKey
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import _kex, common, connection, forwarding, keys, transport, userauth
 from twisted.conch.ssh.factory import SSHFactory
 from twisted.cred.portal import IRealm, Portal
+from twisted.internet import defer
 from twisted.internet.interfaces import IAddress, IReactorTime
+from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wingman_gateway.addresses import address_text
@@ -85,6 +88,46 @@ class GatewayUserAuth(userauth.SSHUserAuthServer):
     def serviceStarted(self) -> None:
         self.clock = self.transport.factory.clock
         super().serviceStarted()
+
+    def auth_publickey(self, packet: bytes) -> defer.Deferred[Any]:
+        d = super().auth_publickey(packet)
+        d.addCallbacks(self._logged_in, self._refused, errbackArgs=(packet,))
+        return d
+
+    def _factory(self) -> GatewaySSHFactory:
+        assert self.transport is not None  # a login runs on its connection
+        return self.transport.factory
+
+    def _peer(self) -> str:
+        assert self.transport is not None
+        return address_text(self.transport.transport.getPeer())  # type: ignore[union-attr]
+
+    def _logged_in(self, result: Any) -> Any:
+        identity = result[1].identity
+        entry = identity.entry
+        log.info("SSH login: {login} with key {key} ({comment})", login=identity.login,
+                 key=entry.fingerprint, comment=entry.comment or "no comment", peer=self._peer())
+        self._factory().router.events.emit(
+            "ssh_login", peer=self._peer(), login=identity.login,
+            fingerprint=entry.fingerprint, comment=entry.comment,
+        )
+        return result
+
+    def _refused(self, failure: Failure, packet: bytes) -> Failure:
+        if failure.check(ValidPublicKey):  # a key query, not a login attempt
+            return failure
+        try:
+            blob = common.getNS(packet[1:], 2)[1]
+        except Exception:
+            blob = b""
+        factory = self._factory()
+        login, why, offered = factory.checker.refusal(self.user or b"", blob)
+        log.info("SSH login refused for {login!r}: {why} ({key})", login=login, why=why,
+                 key=offered, peer=self._peer())
+        factory.router.events.emit(
+            "ssh_refused", peer=self._peer(), login=login, fingerprint=offered, reason=why
+        )
+        return failure
 
 
 class GatewayConnection(connection.SSHConnection):
@@ -155,7 +198,15 @@ class GatewayAvatar(ConchUser):
         log.warn("SSH forwarding to {target} refused for {peer} (key {key}): {why}",
                  target=target, peer=self.describe_peer(), key=self.identity.entry.fingerprint,
                  why=why)
+        self.forward_refused(target, why)
         return connection.OPEN_ADMINISTRATIVELY_PROHIBITED, why
+
+    def forward_refused(self, target: str, why: str) -> None:
+        """Report a refused forward (local or remote) to the event sinks."""
+        self.router.events.emit(
+            "forward_refused", peer=self.describe_peer(), login=self.identity.login,
+            fingerprint=self.identity.entry.fingerprint, target=target, reason=why,
+        )
 
     def _open_forward(self, remoteWindow: int, remoteMaxPacket: int, data: bytes,
                       avatar: Any) -> GatewayForwardingChannel:
@@ -171,9 +222,10 @@ class GatewayAvatar(ConchUser):
 
     def gotGlobalRequest(self, requestType: bytes, data: bytes) -> int:
         if requestType in (b"tcpip-forward", b"streamlocal-forward@openssh.com"):
+            kind = requestType.decode("ascii")
             log.warn("SSH remote forwarding ({kind}) refused for {peer}: the gateway only "
-                     "forwards to its own listeners", kind=requestType.decode("ascii"),
-                     peer=self.describe_peer())
+                     "forwards to its own listeners", kind=kind, peer=self.describe_peer())
+            self.forward_refused(f"remote ({kind})", "the gateway only forwards to its own listeners")
         return 0
 
 
@@ -185,9 +237,6 @@ class GatewayRealm:
     def requestAvatar(self, avatarId: SSHIdentity, mind: Any, *interfaces: Any) -> Any:
         if IConchUser not in interfaces:
             raise NotImplementedError("only SSH users")
-        entry = avatarId.entry
-        log.info("SSH login: {login} with key {key} ({comment})", login=avatarId.login,
-                 key=entry.fingerprint, comment=entry.comment or "no comment")
         return IConchUser, GatewayAvatar(avatarId, self.server), lambda: None
 
 
@@ -209,5 +258,6 @@ class GatewaySSHFactory(SSHFactory):
         self.targets = ForwardTargets(listening)
         self.privateKeys = {host_key.sshType(): host_key}
         self.publicKeys = {host_key.sshType(): host_key.public()}
-        self.portal = Portal(GatewayRealm(self), [KeyFileChecker(keyfile)])
+        self.checker = KeyFileChecker(keyfile)
+        self.portal = Portal(GatewayRealm(self), [self.checker])
         self.noisy = False

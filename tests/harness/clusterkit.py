@@ -1,0 +1,90 @@
+"""A real redis-server and clustered gateways for the cluster tests."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import tempfile
+from typing import Any, Iterable
+
+from harness.background import Background
+from harness.support import GatewayProcess, free_tcp_port, http_get, start_gateway, wait_until
+
+REDIS_SERVER = "/usr/bin/redis-server"
+
+
+class RedisServer(Background):
+    """``redis-server`` on a free loopback port, in a directory of its own, nothing saved."""
+
+    def __init__(self, port: int | None = None, extra: Iterable[str] = (), tls: bool = False) -> None:
+        """With ``tls`` the port speaks TLS only (``extra`` names the files)."""
+        self.port = port or free_tcp_port()
+        self.directory = tempfile.mkdtemp(prefix="wingman-redis-")
+        self.extra = list(extra)
+        self.tls = tls
+        ports = ["--port", "0", "--tls-port", str(self.port)] if tls else ["--port", str(self.port)]
+        super().__init__([
+            REDIS_SERVER, *ports, "--bind", "127.0.0.1", "--save", "",
+            "--appendonly", "no", "--dir", self.directory, *self.extra,
+        ])
+        self.wait_for("Ready to accept connections")
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def restarted(self) -> "RedisServer":
+        """A new server on the same port (after this one stopped)."""
+        return RedisServer(self.port, self.extra, self.tls)
+
+
+def start_member(redis_url: str, name: str, *args: str, env: dict[str, str] | None = None) -> GatewayProcess:
+    return start_gateway("--cluster", redis_url, "--name", name, "--ping-timeout", "60000", *args, env=env)
+
+
+def health_of(gateway: GatewayProcess) -> dict[str, Any]:
+    status, _, body = http_get(gateway, "/health")
+    assert status == 200, body
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def cluster_stats(gateway: GatewayProcess) -> dict[str, Any]:
+    status, _, body = http_get(gateway, "/stats?scope=cluster")
+    assert status == 200, body
+    return json.loads(body)  # type: ignore[no-any-return]
+
+
+def wait_formed(gateways: list[GatewayProcess], timeout: float = 10.0) -> None:
+    """Every gateway is connected and sees all the others."""
+    def formed() -> bool:
+        for gateway in gateways:
+            cluster = health_of(gateway)["cluster"]
+            if cluster["state"] != "ok" or len(cluster["gateways"]) != len(gateways):
+                return False
+        return True
+
+    wait_until(formed, timeout, f"a cluster of {len(gateways)} gateways")
+
+
+def wait_node_count(gateway: GatewayProcess, count: int, timeout: float = 10.0) -> dict[str, Any]:
+    """``/stats?scope=cluster`` on ``gateway`` lists exactly ``count`` nodes."""
+    def reached() -> dict[str, Any] | None:
+        stats = cluster_stats(gateway)
+        return stats if stats["nodes"]["totalNodes"] == count else None
+
+    return wait_until(reached, timeout, f"{count} nodes in the cluster")  # type: ignore[no-any-return]
+
+
+def kill_hard(process: Background) -> None:
+    """kill -9 by pid: no goodbye of any kind."""
+    os.kill(process.pid, signal.SIGKILL)
+    process.proc.wait(10)
+
+
+def presence_events(envelope: dict[str, Any]) -> list[dict[str, Any]]:
+    """The join and departure events of one ``presence`` envelope (a batch holds several)."""
+    payload = envelope["payload"]
+    if payload.get("event") == "batch":
+        return [dict(event, groupId=envelope["groupId"]) for event in payload["events"]]
+    return [payload]
