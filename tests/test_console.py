@@ -17,6 +17,7 @@ from playwright.sync_api import BrowserContext, expect
 
 from harness.bridgekit import ProxyProcess, bridge_node
 from harness.browserkit import chromium
+from harness.clusterkit import RedisServer, start_member, wait_formed
 from harness.consolekit import LAPTOP, PHONE, ConsolePage, overflows, screenshot_dir, send_at_once
 from harness.support import GatewayProcess, Node, free_tcp_port, raw_websocket, running_gateway, wait_totals
 from wingman_gateway.agentstream import event
@@ -168,6 +169,37 @@ def test_presence_in_a_batch(gateway: GatewayProcess, browser: BrowserContext) -
     expect(console.member("storm")).to_have_count(0)
     watcher.close()
     console.no_problems()
+
+
+def test_a_clusters_gateways(browser: BrowserContext) -> None:
+    """On a clustered gateway the overview lists every gateway, and a room
+    holds the nodes of all of them."""
+    redis = RedisServer()
+    gateways: list[GatewayProcess] = []
+    try:
+        gateways = [start_member(redis.url, "east"), start_member(redis.url, "west")]
+        wait_formed(gateways)
+        west = agent_node(gateways[1], "west-agent", "lobby")
+        console = ConsolePage(browser, origin(gateways[0]), "#/rooms/lobby")
+        console.connected()
+        expect(console.member("west-agent")).to_be_visible()
+        say(west, "lobby", "from the west")
+        expect(console.page.locator(".chat .body").last).to_have_text("from the west")
+        console.send("from the east")
+        assert west.recv_type("broadcast")["payload"] == "from the east"
+        console.page.evaluate("() => { location.hash = '#/'; }")
+        listed = console.page.locator(".gateways li")
+        expect(listed).to_have_count(2)
+        expect(listed.filter(has_text="this one")).to_contain_text("east")
+        expect(listed.filter(has_text="west")).to_contain_text("west 1 node")
+        console.page.set_viewport_size(LAPTOP)
+        console.page.screenshot(path=str(screenshot_dir() / "overview-cluster-laptop.png"))
+        west.close()
+        console.no_problems()
+    finally:
+        for gateway in gateways:
+            gateway.stop()
+        redis.stop()
 
 
 def test_behind_a_proxy_that_refuses_websocket(browser: BrowserContext) -> None:

@@ -7,8 +7,8 @@ import { duration, el, fill } from "./dom.js";
 
 export const roomLink = (name) => `#/rooms/${encodeURIComponent(name)}`;
 
-function card(title, value, detail) {
-  return el("div", { class: "card" }, el("h3", {}, title), value, detail);
+function card(title, ...body) {
+  return el("div", { class: "card" }, el("h3", {}, title), ...body);
 }
 
 function transportsOf(session) {
@@ -23,7 +23,7 @@ function clusterOf(health) {
   if (!Array.isArray(gateways) || !gateways.length) return null;
   return el("ul", { class: "gateways" }, gateways.map((gateway) => el("li", {},
     String(gateway.name ?? gateway.id ?? "?"),
-    Number.isInteger(gateway.nodes) ? el("span", { class: "muted" }, ` ${gateway.nodes} nodes`) : null,
+    Number.isInteger(gateway.nodes) ? el("span", { class: "muted" }, ` ${gateway.nodes} node${gateway.nodes === 1 ? "" : "s"} `) : " ",
     gateway.self ? el("span", { class: "badge" }, "this one") : null)));
 }
 
