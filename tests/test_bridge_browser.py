@@ -4,27 +4,14 @@ Python WebSocket node; a page from an origin not allowed gets nothing."""
 
 from __future__ import annotations
 
-import http.server
-import threading
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Iterator
 
 import pytest
-from playwright.sync_api import BrowserContext, Page, sync_playwright
+from playwright.sync_api import BrowserContext, Page
 
+from harness.browserkit import PageServer, chromium
 from harness.support import Node, http_get, running_gateway
-
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-proxy-server",  # loopback only, whatever the environment says
-]
 
 PAGE = """<!doctype html>
 <html><head><meta charset="utf-8"><title>wingman bridge page</title></head>
@@ -81,36 +68,6 @@ window.tryRegister = async function () {
 """
 
 
-class PageServer:
-    """Serves the page on a loopback port (the stdlib server, in a thread)."""
-
-    def __init__(self) -> None:
-        self.page = b""
-        server = self
-
-        class Handler(http.server.BaseHTTPRequestHandler):
-            def do_GET(self) -> None:
-                self.send_response(200)
-                self.send_header("Content-Type", "text/html; charset=utf-8")
-                self.send_header("Content-Length", str(len(server.page)))
-                self.end_headers()
-                self.wfile.write(server.page)
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.port = self.httpd.server_address[1]
-        self.origin = f"http://127.0.0.1:{self.port}"
-        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
-        self.thread.start()
-
-    def stop(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
-        self.thread.join(5)
-
-
 @pytest.fixture
 def pages() -> Iterator[tuple[PageServer, PageServer]]:
     allowed, other = PageServer(), PageServer()
@@ -121,18 +78,8 @@ def pages() -> Iterator[tuple[PageServer, PageServer]]:
 
 @pytest.fixture
 def browser(tmp_path: Path) -> Iterator[BrowserContext]:
-    with sync_playwright() as playwright:
-        context = playwright.chromium.launch_persistent_context(
-            str(tmp_path / "chromium-profile"),  # a fresh --user-data-dir
-            executable_path=CHROMIUM,
-            headless=True,
-            args=FLAGS,
-        )
-        try:
-            context.set_default_timeout(15000)
-            yield context
-        finally:
-            context.close()
+    with chromium(tmp_path / "chromium-profile") as context:
+        yield context
 
 
 def open_page(browser: BrowserContext, server: PageServer, gateway_port: int) -> Page:

@@ -74,7 +74,11 @@ with socket.create_connection(("redis", 6379), timeout=5) as redis:
 
 def test_a_broadcast_crosses_the_three_gateways(podman: Podman, cluster: list[int]) -> None:
     for number, port in enumerate(cluster, 1):
-        report = wait_healthy(f"http://127.0.0.1:{port}/health", timeout=60)
+        try:
+            report = wait_healthy(f"http://127.0.0.1:{port}/health", timeout=60)
+        except AssertionError as error:
+            logs = {name: podman.logs(name)[-2000:] for name in podman.containers[-4:]}
+            raise AssertionError(f"gateway-{number}: {error}; container logs: {logs}") from None
         assert report["name"] == f"gateway-{number}"
     for container in podman.containers[-4:]:
         labels = podman.inspect(container)["Config"]["Labels"]

@@ -164,8 +164,13 @@ def test_chromium_websocket_and_bridge(pages: FileServer, browser: BrowserContex
         assert result == {"auth": "AUTH_FAILED", "authIsWingmanError": True, "unreachable": "CONNECTION_FAILED"}
 
 
-def test_the_browser_example_page(gateway: GatewayProcess, pages: FileServer, browser: BrowserContext,
-                                  tmp_path: Path) -> None:
+def test_the_browser_example_page(pages: FileServer, browser: BrowserContext, tmp_path: Path) -> None:
+    # The page comes from another origin than the gateway's: it must be listed.
+    with running_gateway("--cors-origin", pages.origin) as gateway:
+        example_page(gateway, pages, browser, tmp_path)
+
+
+def example_page(gateway: GatewayProcess, pages: FileServer, browser: BrowserContext, tmp_path: Path) -> None:
     agent = Node(gateway.url)
     try:
         assert agent.register("model")["type"] == "ack" and agent.join("lobby")["type"] == "ack"

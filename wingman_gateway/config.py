@@ -21,6 +21,7 @@ from wingman_gateway import checks
 from wingman_gateway.checks import ConfigError
 from wingman_gateway.history import HistorySettings
 from wingman_gateway.limits import Limits
+from wingman_gateway.admission import LOOPBACK, AdmissionLimits, check_networks
 from wingman_gateway.onion import settings as onion_settings
 
 DEFAULT_PORT = 3000
@@ -120,6 +121,30 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("bridge-heartbeat", "bridgeHeartbeat", checks.integer(100), 15000, "SSE heartbeat comment interval, ms"),
     Setting(
+        "max-connections", "maxConnections", checks.integer(0), 0,
+        "most open connections on all listeners, 0 = the open-files limit minus 64",
+    ),
+    Setting(
+        "connection-reserve", "connectionReserve", checks.integer(0), 16,
+        "connections kept for /health and existing bridge sessions",
+    ),
+    Setting(
+        "max-connections-per-source", "maxConnectionsPerSource", checks.integer(1), 64,
+        "most open connections from one address (IPv6: one /64)",
+    ),
+    Setting(
+        "max-nodes-per-source", "maxNodesPerSource", checks.integer(1), 32,
+        "most registered nodes from one address (IPv6: one /64)",
+    ),
+    Setting(
+        "header-timeout", "headerTimeout", checks.integer(100), 10000,
+        "time to send a complete HTTP request head, ms",
+    ),
+    Setting(
+        "register-timeout", "registerTimeout", checks.integer(100), 30000,
+        "time from connecting to registering, ms",
+    ),
+    Setting(
         "cluster", "cluster", checks.text, None,
         "share rooms with other gateways through Redis: redis://[USER@]HOST:PORT[/DB] or rediss:// [off]",
     ),
@@ -170,6 +195,7 @@ EXTRA_KEYS = {
     "bridge": checks.boolean,
     "console": checks.boolean,
     "corsOrigins": bridge_options.check_origins,
+    "exemptSources": check_networks,
     "onion": checks.boolean,
 }
 
@@ -191,6 +217,7 @@ class GatewayConfig:
     ssh: str | None = None
     ssh_host_key: str | None = None
     ssh_authorized_keys: str | None = None
+    admission: AdmissionLimits = attrs.Factory(AdmissionLimits)
     # The HTTP bridge (/bridge/*); None when turned off.
     bridge: bridge_options.BridgeOptions | None = attrs.Factory(bridge_options.BridgeOptions)
     # --cluster: rooms shared with other gateways through Redis; None: this gateway alone.
@@ -272,6 +299,8 @@ def build(
         raise ConfigError("sshAuthorizedKeys: the SSH server needs --ssh-authorized-keys FILE")
     if values["pingTimeout"] <= values["pingInterval"]:
         raise ConfigError("pingTimeout: must be longer than pingInterval")
+    if values["maxConnections"] and values["connectionReserve"] >= values["maxConnections"]:
+        raise ConfigError("connectionReserve: must be less than maxConnections")
 
     rate, burst = _message_rate(values)
     limits = Limits(
@@ -303,6 +332,7 @@ def build(
         ssh=values["ssh"],
         ssh_host_key=values["sshHostKey"],
         ssh_authorized_keys=values["sshAuthorizedKeys"],
+        admission=_admission(values, flags, file_values),
         bridge=bridge_options.from_settings(values, flags, file_values),
         cluster=cluster_settings(
             values["cluster"], values["clusterCa"], values["clusterPasswordFile"], values["clusterAdvertise"]
@@ -320,6 +350,22 @@ def build(
         admin_token_file=values["adminTokenFile"],
         metrics_listen=values["metricsListen"],
         audit_log=values["auditLog"],
+    )
+
+
+def _admission(values: dict[str, Any], flags: dict[str, Any], file_values: dict[str, Any]) -> AdmissionLimits:
+    """Caps and deadlines at the edge; ``--exempt-source`` (repeatable) replaces the file's list."""
+    exempt = file_values.get("exemptSources", LOOPBACK)
+    if flags.get("exempt-source"):
+        exempt = check_networks("--exempt-source", ",".join(flags["exempt-source"]))
+    return AdmissionLimits(
+        max_connections=values["maxConnections"],
+        reserve=values["connectionReserve"],
+        max_connections_per_source=values["maxConnectionsPerSource"],
+        max_nodes_per_source=values["maxNodesPerSource"],
+        exempt=exempt,
+        header_timeout=values["headerTimeout"] / 1000,
+        register_timeout=values["registerTimeout"] / 1000,
     )
 
 

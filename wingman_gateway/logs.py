@@ -21,15 +21,30 @@ from twisted.logger import (
 from twisted.python.logfile import LogFile
 from zope.interface import implementer
 
+from wingman_gateway.redact import escape_event
+
 ROOT_NAMESPACE = "wingman_gateway"
 
 _levels = LogLevelFilterPredicate(defaultLogLevel=LogLevel.debug)
 _levels.setLogLevelForNamespace(ROOT_NAMESPACE, LogLevel.info)
-_observer = FilteringLogObserver(globalLogPublisher, [_levels])
+_filter = FilteringLogObserver(globalLogPublisher, [_levels])
+
+
+def escaping(observer: ILogObserver) -> ILogObserver:
+    """``observer``, given events whose client-supplied text is escaped (see ``redact``)."""
+
+    @implementer(ILogObserver)
+    def observe(event: dict[str, Any]) -> None:
+        observer(escape_event(event))
+
+    return observe
+
+
+_observer = escaping(_filter)
 
 
 def get_logger(namespace: str) -> Logger:
-    """A Logger whose events pass the gateway's level filter."""
+    """A Logger whose events are escaped and pass the gateway's level filter."""
     return Logger(namespace=namespace, observer=_observer)
 
 
@@ -57,7 +72,7 @@ def _log_stream() -> IO[str]:
 
 def text_observer() -> ILogObserver:
     """Human-readable lines (``--log-format text``)."""
-    return textFileLogObserver(_log_stream())
+    return escaping(textFileLogObserver(_log_stream()))
 
 
 # Fields twisted.python.log's bridge adds to every event; they repeat what
@@ -95,4 +110,4 @@ def json_observer() -> ILogObserver:
         stream.write(json.dumps(record, default=repr) + "\n")
         stream.flush()
 
-    return observe
+    return escaping(observe)

@@ -15,6 +15,7 @@ from twisted.internet.interfaces import IReactorTime
 from wingman_gateway.logs import get_logger
 
 from wingman_gateway import errors, fields
+from wingman_gateway.admission import Admission
 from wingman_gateway.auth import AuthError, Authenticator, Grant
 from wingman_gateway.connection import (
     CLOSE_NORMAL,
@@ -65,6 +66,7 @@ class Router(RoomRequests):
         authenticator: Authenticator | None = None,
         gateway_name: str = "wingman-gateway",
         rooms: IRooms | None = None,
+        admission: Admission | None = None,
         sent_keys: SentKeys | None = None,
         events: Events | None = None,
         timer: Callable[[], float] = time.perf_counter,
@@ -78,6 +80,7 @@ class Router(RoomRequests):
         self.events = events if events is not None else Events()
         self.timer = timer
         self.rooms: IRooms = rooms if rooms is not None else LocalRooms(clock, events=self.events)
+        self.admission = admission  # per-source caps on nodes (None: none, as in unit tests)
         self.sent_keys = sent_keys if sent_keys is not None else SentKeys(clock)
         # Every open connection, registered or not (heartbeat, shutdown).
         self.connections: set[Node] = set()
@@ -194,6 +197,8 @@ class Router(RoomRequests):
             self.budgets.close(node.source, node.budget, now)
             self.heartbeat_budgets.close(node.source, node.heartbeat_budget, now)
         if node.node_id is not None:
+            if self.admission is not None:
+                self.admission.node_left(node.source)
             self.rooms.remove_node(node, reason)
             log.info(
                 "node {nodeId} ({name}) left: {reason}",
@@ -314,6 +319,8 @@ class Router(RoomRequests):
                 raise GatewayError(errors.AUTH_FAILED, f"authentication failed: {refusal}", fatal=True)
             if grant.key_id is not None:
                 credential = "signed"
+        if self.admission is not None:
+            self.admission.check_register(node.source)
         if self.rooms.node_count() >= self.limits.max_nodes:
             raise GatewayError(
                 errors.MAX_NODES_REACHED,
@@ -330,6 +337,8 @@ class Router(RoomRequests):
         node.metadata = metadata
         node.grant = grant
         self.rooms.add_node(node)
+        if self.admission is not None:
+            self.admission.node_registered(node.source)
         if grant.expires_at is not None:
             node.expiry = self.clock.callLater(
                 max(grant.expires_at - self.clock.seconds(), 0), self._expired, node

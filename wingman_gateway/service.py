@@ -20,6 +20,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import Site
 
 from wingman_gateway import __version__, portsfile
+from wingman_gateway.admission import Admission, drop_unregistered
 from wingman_gateway.admin import Admin
 from wingman_gateway.audit import AuditLog
 from wingman_gateway.auth import Authenticator, KeyRing, KeyRingWatcher
@@ -27,6 +28,7 @@ from wingman_gateway.checks import ConfigError
 from wingman_gateway.config import GatewayConfig
 from wingman_gateway.connection import CLOSE_GOING_AWAY
 from wingman_gateway.discovery import announcers
+from wingman_gateway.gate import GatedFactory
 from wingman_gateway.events import Events
 from wingman_gateway.listener import Listener
 from wingman_gateway.logs import get_logger
@@ -38,6 +40,7 @@ from wingman_gateway.history import MemoryHistory
 from wingman_gateway.rooms import LocalRooms
 from wingman_gateway.router import Router
 from wingman_gateway.systemd import SystemdNotifier
+from wingman_gateway.transports.bridge.cors import CorsPolicy
 from wingman_gateway.tokenfile import read_token_file
 from wingman_gateway.transports.bridge.resources import bridge_resource
 from wingman_gateway.transports.bridge.session import Bridge
@@ -113,11 +116,18 @@ class GatewayService(MultiService):
                 config.cluster, rooms, config.name, config.require_auth, self.whenOffered, reactor
             )
             self.cluster.setServiceParent(self)
-        self.router = Router(reactor, config.limits, authenticator, config.name, rooms, events=self.events)
+        # Caps per source and in all, counted at every listener's door.
+        self.admission = Admission(config.admission)
+        self.router = Router(reactor, config.limits, authenticator, config.name, rooms,
+                             admission=self.admission, events=self.events)
         # The transports served over HTTP: /ws, and /bridge/* unless --no-bridge.
+        # Both follow one origin policy (--cors-origin) for web pages.
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)
-        children: dict[bytes, Any] = {b"ws": websocket_resource(websocket_factory)}
         self.bridge: Bridge | None = None
+        origins = CorsPolicy(frozenset(config.bridge.cors_origins if config.bridge else ()))
+        children: dict[bytes, Any] = {
+            b"ws": websocket_resource(websocket_factory, origins.allows)
+        }
         if config.bridge is not None:
             self.bridge = Bridge(self.router, config.bridge, reactor)
             self.bridge.setServiceParent(self)
@@ -167,8 +177,16 @@ class GatewayService(MultiService):
         )
         cors = self.bridge.cors if self.bridge is not None else None
         stats = stats_gate(self.admin_credential, authenticator)
+        edge = config.admission
         self.listeners = [
-            Listener(description, build_site(self.router, health, children, cors, stats, scopes), reactor)
+            Listener(
+                description,
+                GatedFactory(
+                    build_site(self.router, health, children, cors, stats, scopes, edge.header_timeout),
+                    self.admission,
+                ),
+                reactor,
+            )
             for description in config.listen
         ]
         for listener in self.listeners:
@@ -179,6 +197,7 @@ class GatewayService(MultiService):
             from wingman_gateway.transports.ssh import ssh_listener
 
             self.ssh_listener = ssh_listener(config, self.router, self._bound_addresses, reactor)
+            self.ssh_listener.factory = GatedFactory(self.ssh_listener.factory, self.admission)
             self.ssh_listener.setServiceParent(self)
         if self.onion is not None:
             onion = self.onion
@@ -187,7 +206,14 @@ class GatewayService(MultiService):
         pinger = TimerService(limits.ping_interval, self.router.ping_all)
         # Check for silent nodes often enough to drop them close to the timeout.
         sweeper = TimerService(max(limits.ping_timeout / 10, 0.05), self.router.drop_silent)
-        for timer in (pinger, sweeper):
+        # Connections that never register (e.g. only send 'ping') are dropped.
+        latecomers = TimerService(
+            min(edge.register_timeout / 4, 1.0), lambda: drop_unregistered(
+                self.router.connections, reactor.seconds(), edge.register_timeout,
+                self.router.disconnect,
+            ),
+        )
+        for timer in (pinger, sweeper, latecomers):
             timer.clock = reactor
             timer.setServiceParent(self)
         self.keyring_watcher: KeyRingWatcher | None = None

@@ -44,6 +44,7 @@ class Options(usage.Options):
         super().__init__()
         self["listen"] = []
         self["cors-origin"] = []
+        self["exempt-source"] = []
 
     def opt_listen(self, description: str) -> None:
         """listener endpoint, repeatable; the default takes IPv4 and IPv6 [default: tcp6:3000:interface=\\:\\:]"""
@@ -52,6 +53,10 @@ class Options(usage.Options):
     def opt_cors_origin(self, origin: str) -> None:
         """origin (scheme://host[:port]) whose pages may use the HTTP bridge, repeatable [none]"""
         self["cors-origin"].append(origin)
+
+    def opt_exempt_source(self, network: str) -> None:
+        """network (CIDR) not held to the per-source caps, repeatable; none for none [127.0.0.0/8, ::1]"""
+        self["exempt-source"].append(network)
 
     def opt_version(self) -> None:
         """print the gateway's and Twisted's versions and exit"""

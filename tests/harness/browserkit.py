@@ -1,4 +1,4 @@
-"""Pages for a real Chromium: files served on a loopback port, and the browser."""
+"""Pages for a real Chromium: files or a page served on a loopback port, and the browser."""
 
 from __future__ import annotations
 
@@ -10,7 +10,17 @@ from typing import Any, Iterator
 
 from playwright.sync_api import BrowserContext, sync_playwright
 
-from test_bridge_browser import CHROMIUM, FLAGS
+CHROMIUM = "/usr/bin/chromium"
+FLAGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-proxy-server",  # loopback only, whatever the environment says
+]
 
 TYPES = {".html": "text/html; charset=utf-8", ".mjs": "text/javascript", ".js": "text/javascript"}
 
@@ -39,6 +49,36 @@ class FileServer:
 
         self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.origin = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+        self.thread.start()
+
+    def stop(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(5)
+
+
+class PageServer:
+    """Serves ``page`` on a loopback port (the stdlib server, in a thread)."""
+
+    def __init__(self) -> None:
+        self.page = b""
+        server = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(200)
+                self.send_header("Content-Type", "text/html; charset=utf-8")
+                self.send_header("Content-Length", str(len(server.page)))
+                self.end_headers()
+                self.wfile.write(server.page)
+
+            def log_message(self, *args: Any) -> None:
+                pass
+
+        self.httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.port = self.httpd.server_address[1]
+        self.origin = f"http://127.0.0.1:{self.port}"
         self.thread = threading.Thread(target=self.httpd.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
         self.thread.start()
 

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Callable
 
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
 from twisted.internet.interfaces import IReactorTime
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 from wingman_gateway.logs import get_logger
 from zope.interface import implementer
 
 from wingman_gateway.connection import (
     ABORT_GRACE,
+    CLOSE_POLICY,
     Coalescer,
     IConnection,
     Outbound,
@@ -20,7 +22,11 @@ from wingman_gateway.connection import (
     cut_off,
     set_no_delay,
 )
+from wingman_gateway.envelope import encode
+from wingman_gateway.gate import GatedConnection
+from wingman_gateway import errors
 from wingman_gateway.router import Router
+from wingman_gateway.web.origin import origin_refusal
 from wingman_gateway.state import Node
 
 log = get_logger("wingman_gateway.websocket")
@@ -45,6 +51,11 @@ _HANDSHAKE_LEFTOVERS = (
 # loop. Its pings only find dead TCP peers (the Router's heartbeat enforces
 # --ping-interval/--ping-timeout exactly), so they keep this coarser grain.
 _TIMER_GRAIN = 1.0
+# WebSocket PING frames a client may send: a burst, then so many per second.
+# Parsing a flood of them costs the event loop; past the budget the
+# connection is closed (1008).
+PING_BURST = 32
+PING_RATE = 4.0
 
 
 @implementer(IConnection)
@@ -58,10 +69,18 @@ class GatewayWebSocket(WebSocketServerProtocol):
     _open = False
     _pending: list[bytes] | None = None
     _oversize = 0
+    _ping: bytes | None = None  # the latest PING's payload, answered at the end of the turn
+    _ping_budget = float(PING_BURST)
+    _ping_at = 0.0
 
     # -- connection lifecycle ------------------------------------------
 
     def connectionMade(self) -> None:
+        # Autobahn looks for TLS on its transport itself: under TLS, talk to
+        # the TLS layer directly (the listener's door stays in the chain).
+        below = getattr(self.transport, "transport", None)
+        if isinstance(self.transport, GatedConnection) and isinstance(below, TLSMemoryBIOProtocol):
+            self.transport = below
         # Handed over from twisted.web, the transport still names the HTTP
         # channel as its producer; the outbound guard takes its place.
         self.transport.unregisterProducer()
@@ -110,6 +129,50 @@ class GatewayWebSocket(WebSocketServerProtocol):
         if guard.paused and not guard.check(len(data)):  # type: ignore[union-attr]
             return
         self._write(data)
+
+    def onPing(self, payload: bytes) -> None:
+        """One PONG per turn, for the latest PING (RFC 6455 5.5.3 allows it):
+        a client flooding PINGs gets no more PONGs than reads."""
+        if not self._ping_allowed():
+            return
+        first = self._ping is None
+        self._ping = payload
+        if first:
+            self.factory.clock.callLater(0, self._pong)
+
+    def _ping_allowed(self) -> bool:
+        """Spend one PING from the budget; close the connection when it is spent."""
+        now = self.factory.clock.seconds()
+        if not self._ping_at:
+            self._ping_at = now
+        budget = min(PING_BURST, self._ping_budget + (now - self._ping_at) * PING_RATE)
+        self._ping_at = now
+        if budget >= 1:
+            self._ping_budget = budget - 1
+            return True
+        if self._open:
+            reason = f"too many PING frames (at most {PING_BURST} at once, then {PING_RATE:g} per second)"
+            log.warn("closing {peer}: {reason}", peer=self.peer, reason=reason)
+            router, session = self.factory.router, self.session
+            self.close(CLOSE_POLICY, reason)
+            if session is not None:
+                router.disconnect(session, "too many PING frames")
+            self.transport.pauseProducing()  # nothing more it sends is read
+            self.factory.clock.callLater(ABORT_GRACE, self.transport.abortConnection)
+        return False
+
+    def _pong(self) -> None:
+        payload, self._ping = self._ping, None
+        if self.state == self.STATE_OPEN and self._open:
+            self.sendPong(payload)
+
+    def sendData(self, data: bytes, sync: bool = False, chopsize: int | None = None) -> None:
+        """Every write Autobahn makes (pongs to the client's pings, close
+        frames, its own pings) counts against the outbound bound too."""
+        guard = self._guard
+        if guard is not None and guard.paused and not guard.check(len(data)):
+            return
+        super().sendData(data, sync, chopsize)
 
     def close(self, status: int, reason: str) -> None:
         if not self._open:
@@ -171,6 +234,8 @@ class GatewayWebSocket(WebSocketServerProtocol):
             lambda reason: router.disconnect(session, reason) if session is not None else None,
             self.factory.clock, self.transport.abortConnection,
         )
+        # Nothing it sends is answered any more (its pings would only make pongs).
+        self.transport.pauseProducing()
 
 
 class GatewayWebSocketFactory(WebSocketServerFactory):
@@ -199,5 +264,27 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
         )
 
 
-def websocket_resource(factory: GatewayWebSocketFactory) -> WebSocketResource:
-    return WebSocketResource(factory)
+class GatewayWebSocketResource(WebSocketResource):
+    """``/ws``: the upgrade is refused (403) for pages the origin policy does not allow."""
+
+    def __init__(self, factory: GatewayWebSocketFactory, allows: Callable[[str], bool]) -> None:
+        super().__init__(factory)
+        self._allows = allows
+
+    def render(self, request: Any) -> Any:
+        refusal = origin_refusal(self._allows, request)
+        if refusal is None:
+            return super().render(request)
+        router = self._factory.router
+        request.setResponseCode(403)
+        request.setHeader(b"content-type", b"application/json")
+        request.setHeader(b"cache-control", b"no-store")
+        return encode({"type": "error", "payload": {"code": errors.FORBIDDEN, "message": refusal},
+                       "timestamp": router.now_ms()})
+
+
+def websocket_resource(
+    factory: GatewayWebSocketFactory, allows: Callable[[str], bool] = lambda origin: False
+) -> WebSocketResource:
+    """``/ws``; ``allows`` says which page origins besides the gateway's own may use it."""
+    return GatewayWebSocketResource(factory, allows)

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 from twisted.web.server import Request
 
+from wingman_gateway.web.headers import header
 
 CHALLENGE = b'Bearer realm="wingman-gateway"'
 
 
 def bearer_token(request: Request) -> str | None:
     """The token of an ``Authorization: Bearer TOKEN`` header, or None."""
-    scheme, _, value = (request.getHeader("authorization") or "").partition(" ")
+    scheme, _, value = (header(request, "authorization") or "").partition(" ")
     if scheme.lower() != "bearer" or not value.strip():
         return None
     return value.strip()

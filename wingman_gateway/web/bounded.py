@@ -19,6 +19,7 @@ from twisted.python.failure import Failure
 from twisted.web.server import Request
 
 from wingman_gateway.envelope import encode
+from wingman_gateway.web.headers import BadHeader
 
 # How long the rest of a refused body is read and discarded.
 LINGER = 2.0
@@ -70,7 +71,10 @@ class BoundedRequest(Request):
         error = router.too_large(size)
         body = encode({"type": "error", "payload": error.payload(), "timestamp": router.now_ms()})
         if site.cors is not None:
-            site.cors.admit(self)
+            try:
+                site.cors.admit(self)
+            except BadHeader:
+                pass  # an unreadable Origin gets no CORS headers; the 413 still goes out
         self.setResponseCode(413)
         self.setHeader(b"content-type", b"application/json")
         self.setHeader(b"content-length", b"%d" % len(body))

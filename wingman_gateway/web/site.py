@@ -2,41 +2,70 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, Callable, Mapping
 
 from twisted.web.http import combinedLogFormatter
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
+from wingman_gateway.redact import redact_uri
 from wingman_gateway.router import Router
-from wingman_gateway.web.bounded import BoundedRequest
+from wingman_gateway.web.channel import GatewayChannel
 from wingman_gateway.web.clientscript import client_resource
 from wingman_gateway.web.credential import stats_gate
+from wingman_gateway.web.folder import Folder
 from wingman_gateway.web.health import HealthResource, HealthSources, StatsResource
 from wingman_gateway.web.index import IndexResource
+from wingman_gateway.web.request import GatewayRequest
 
-# A bridge session secret in a query string (EventSource cannot send headers).
-_SESSION_QUERY = re.compile(r"([?&]session=)[^&\s\"]*")
+# Default deadline for a complete request head, seconds (--header-timeout).
+HEADER_TIMEOUT = 10.0
+
+
+class _Redacted:
+    """A request as the access log sees it: secrets in its URI and Referer blotted out
+    (a bridge session may travel as ``?session=``, since EventSource cannot send headers)."""
+
+    def __init__(self, request: Request) -> None:
+        self._request = request
+        self.uri = redact_uri(request.uri)
+
+    def getHeader(self, name: bytes) -> Any:
+        value = self._request.getHeader(name)
+        if value is not None and name.lower() == b"referer":
+            return redact_uri(value)
+        return value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._request, name)
 
 
 def _access_line(timestamp: str, request: Request) -> str:
-    """The access log line, with session secrets blotted out."""
-    return _SESSION_QUERY.sub(r"\1[redacted]", combinedLogFormatter(timestamp, request))
+    """The access log line (combined format), with secrets blotted out."""
+    return combinedLogFormatter(timestamp, _Redacted(request))
 
 
 class GatewaySite(Site):
-    """A listener's Site: request bodies are bounded before they are read."""
+    """A listener's Site: bounded bodies and heads, readable headers, the reserve."""
 
-    requestFactory = BoundedRequest
+    requestFactory = GatewayRequest
+    protocol = GatewayChannel  # type: ignore[assignment]  # HTTP/1.1 only
 
-    def __init__(self, root: Resource, router: Router, cors: Any) -> None:
+    def acceptableProtocols(self) -> list[bytes]:
+        """ALPN: HTTP/1.1 only, the one protocol ``GatewayChannel`` speaks (even if h2 is installed)."""
+        return [b"http/1.1"]
+
+    def __init__(self, root: Resource, router: Router, cors: Any,
+                 header_timeout: float = HEADER_TIMEOUT) -> None:
         super().__init__(root, logFormatter=_access_line)
         # What BoundedRequest needs to refuse a body: the limit, the error,
         # CORS headers so a page can read the refusal, and the clock.
         self.router = router
         self.clock = router.clock
         self.cors = cors
+        # What GatewayChannel needs: the head deadline and the unsent-answer bound.
+        self.header_timeout = header_timeout
+        self.max_unsent = router.limits.max_buffer
 
 
 def build_site(
@@ -46,6 +75,7 @@ def build_site(
     cors: Any = None,
     stats_check: Callable[[Request], Any] | None = None,
     scopes: Mapping[str, Any] | None = None,
+    header_timeout: float = HEADER_TIMEOUT,
 ) -> Site:
     """One Site per listener; every Site shares the one Router.
 
@@ -56,14 +86,14 @@ def build_site(
     """
     if stats_check is None:
         stats_check = stats_gate(None, router.authenticator)
-    root = Resource()
+    root = Folder()
     root.putChild(b"", IndexResource(root))
     root.putChild(b"health", HealthResource(health))
     root.putChild(b"stats", StatsResource(router, stats_check, scopes))
     root.putChild(b"client", client_resource())  # /client/wingman.js
     for name, child in children.items():
         root.putChild(name, child)
-    site = GatewaySite(root, router, cors)
+    site = GatewaySite(root, router, cors, header_timeout)
     site.displayTracebacks = False
     site.noisy = False
     return site

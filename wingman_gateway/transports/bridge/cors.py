@@ -7,10 +7,11 @@ the bridge's answers nor make the gateway act for it.
 
 from __future__ import annotations
 
-from urllib.parse import urlsplit
-
 import attrs
 from twisted.web.server import Request
+
+from wingman_gateway.web.headers import header
+from wingman_gateway.web.origin import same_origin
 
 ALLOW_METHODS = b"GET, POST, OPTIONS"
 # Everything a bridge client sends beyond the CORS-safelisted headers.
@@ -18,13 +19,6 @@ ALLOW_HEADERS = b"Authorization, Content-Type, Last-Event-ID, X-Wingman-Session"
 # Retry-After is not safelisted: a page reads it only when exposed.
 EXPOSE_HEADERS = b"Retry-After"
 MAX_AGE = b"600"
-
-
-def same_origin(request: Request, origin: str) -> bool:
-    """Whether ``origin`` names the host and port the request was sent to
-    (one port serves one scheme, so the scheme need not be compared)."""
-    host = request.getHeader("host")
-    return host is not None and urlsplit(origin).netloc.lower() == host.lower()
 
 
 @attrs.frozen
@@ -43,8 +37,8 @@ class CorsPolicy:
         and so does one from the gateway's own origin (its console's page).
         """
         request.setHeader(b"vary", b"Origin")
-        origin = request.getHeader("origin")
-        if origin is None or same_origin(request, origin):
+        origin = header(request, "origin")
+        if origin is None or same_origin(origin, request):
             return True
         if not self.allows(origin):
             return False

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+from twisted.web.error import UnsupportedMethod
 from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
@@ -23,6 +24,8 @@ from wingman_gateway.connection import Reply
 from wingman_gateway.envelope import encode
 from wingman_gateway.errors import HTTP_STATUS, GatewayError
 from wingman_gateway.web.bearer import CHALLENGE, bearer_token
+from wingman_gateway.web.folder import Folder
+from wingman_gateway.web.headers import header, sequence_number
 
 SESSION_HEADER = "x-wingman-session"
 _AUTH_CODES = (errors.AUTH_FAILED, errors.NOT_REGISTERED)
@@ -64,9 +67,9 @@ def _now_ms(request: Request) -> int:
 
 def _secret(request: Request, query: bool) -> str | None:
     """The session secret: ``X-Wingman-Session``, ``Authorization: Bearer``, or ``?session=``."""
-    header = request.getHeader(SESSION_HEADER)
-    if header and header.strip():
-        return header.strip()
+    given = header(request, SESSION_HEADER)
+    if given and given.strip():
+        return given.strip()
     bearer = bearer_token(request)
     if bearer is not None:
         return bearer
@@ -90,7 +93,7 @@ class _Endpoint(Resource):
     def render(self, request: Request) -> Any:
         request.setHeader(b"cache-control", b"no-store")
         if not self.cors.admit(request):
-            origin = request.getHeader("origin")
+            origin = header(request, "origin") or ""
             return _refuse(
                 request, errors.FORBIDDEN,
                 f"origin {origin[:200]!r} is not allowed to use this gateway's HTTP bridge",
@@ -99,6 +102,13 @@ class _Endpoint(Resource):
             self.cors.preflight(request)
             return b""
         return super().render(request)
+
+    def render_HEAD(self, request: Request) -> Any:
+        """HEAD is GET without the body: only where there is a GET (else 405, not a 500)."""
+        if not hasattr(self, "render_GET"):
+            allowed = [m for m in (b"GET", b"POST", b"OPTIONS") if hasattr(self, "render_" + m.decode())]
+            raise UnsupportedMethod(allowed)
+        return self.render_GET(request)  # type: ignore[attr-defined]
 
     def session(self, request: Request) -> BridgeSession | bytes:
         """The live session the request names, or the 401 answer to send."""
@@ -117,7 +127,7 @@ class _Endpoint(Resource):
 
     def position(self, request: Request, session: BridgeSession) -> int | bytes:
         """Where the client is: ``Last-Event-ID`` or ``?after=`` (default: all unconfirmed)."""
-        given = request.getHeader("last-event-id")
+        given = header(request, "last-event-id")
         name = "Last-Event-ID"
         if given is None:
             raw = request.args.get(b"after")
@@ -125,11 +135,12 @@ class _Endpoint(Resource):
             name = "after"
         if given is None or given == "":
             return session.queue.confirmed
-        if not given.isdigit() or len(given) > 18:
+        after = sequence_number(given)
+        if after is None:
             return _refuse(
-                request, errors.INVALID_REQUEST, f"{name} must be a message sequence number"
+                request, errors.INVALID_REQUEST,
+                f"{name} must be a message sequence number (ASCII digits)",
             )
-        after = int(given)
         if after > session.queue.last_seq:
             return _refuse(
                 request, errors.INVALID_REQUEST,
@@ -238,7 +249,7 @@ class AckResource(_Endpoint):
 
 def bridge_resource(bridge: Bridge) -> Resource:
     """``/bridge`` with its endpoints."""
-    root = Resource()
+    root = Folder()
     for name, kind in (
         (b"send", SendResource),
         (b"poll", PollResource),

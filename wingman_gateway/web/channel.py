@@ -1,0 +1,138 @@
+"""The HTTP channel of a listener: a head deadline and a bound on unanswered output.
+
+twisted.web's idle timer restarts on every byte, so a client trickling one
+header line every few seconds holds its connection for ever. Here a request
+head must be complete within ``header_timeout`` of the connection opening
+(or of the previous response), however slowly its bytes come.
+
+A client may pipeline requests and never read the answers: twisted.web
+answers each at once and keeps the answers in memory. Before a request is
+handled, a connection whose unsent answers pass ``--max-buffer`` is cut off.
+And twisted.web handles every request of a read (64 KiB: thousands of small
+requests) before the event loop runs again; here one connection gets at
+most ``REQUESTS_PER_TURN`` requests handled per turn, the rest waits (and
+reading from it pauses) until the next, so other clients are not stalled.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
+from twisted.python.failure import Failure
+from twisted.web.http import HTTPChannel
+
+from wingman_gateway.addresses import address_text
+from wingman_gateway.connection import ABORT_GRACE, socket_transport, unsent_bytes
+from wingman_gateway.logs import get_logger
+
+log = get_logger("wingman_gateway.http")
+
+# Pipelined requests one connection gets handled in one turn of the event loop.
+REQUESTS_PER_TURN = 32
+
+TIMEOUT_BODY = (
+    b'{"type":"error","payload":{"code":"INVALID_REQUEST",'
+    b'"message":"request head not complete within the time allowed"}}'
+)
+
+
+class GatewayChannel(HTTPChannel):
+    """An ``HTTPChannel`` of a ``GatewaySite`` (which gives ``clock``, ``header_timeout``, ``max_unsent``)."""
+
+    site: Any
+    transport: Any
+    _head_deadline: IDelayedCall | None = None
+    _cut = False
+    _handled = 0  # requests finished in this turn
+    _next_turn: IDelayedCall | None = None
+
+    def connectionMade(self) -> None:
+        super().connectionMade()
+        self._start_head_deadline()
+
+    def allHeadersReceived(self) -> None:
+        self._cancel_head_deadline()
+        super().allHeadersReceived()
+
+    def allContentReceived(self) -> None:
+        unsent = unsent_bytes(socket_transport(self.transport))
+        limit = self.site.max_unsent
+        if unsent > limit:
+            self._cut_off(f"{unsent} bytes of answers unread (limit {limit})")
+            return
+        super().allContentReceived()
+
+    def requestDone(self, request: Any) -> None:
+        self._handled += 1
+        if self._handled == 1:
+            self._next_turn = self.site.clock.callLater(0, self._new_turn)
+        elif self._handled >= REQUESTS_PER_TURN:
+            # The line parser keeps what is buffered (``paused``) until the next turn.
+            self.paused = True
+        super().requestDone(request)
+        if self.paused and self.transport is not None:
+            self._networkProducer.pauseProducing()  # after requestDone, which resumes it
+        if self.persistent and not self._cut and self.transport is not None:
+            self._start_head_deadline()
+
+    def _new_turn(self) -> None:
+        self._next_turn = None
+        self._handled = 0
+        if self.paused and not self._cut and self.transport is not None:
+            self.paused = False
+            if not self._waitingForTransport:
+                self._networkProducer.resumeProducing()
+            self.dataReceived(b"")  # handle what waited
+
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._next_turn is not None and self._next_turn.active():
+            self._next_turn.cancel()
+        self._cancel_head_deadline()
+        super().connectionLost(reason)
+
+    def dataReceived(self, data: bytes) -> None:
+        if not self._cut:
+            super().dataReceived(data)
+
+    # -- deadlines and cut-offs ---------------------------------------------
+
+    def _start_head_deadline(self) -> None:
+        self._cancel_head_deadline()
+        self._head_deadline = self.site.clock.callLater(self.site.header_timeout, self._head_late)
+
+    def _cancel_head_deadline(self) -> None:
+        call, self._head_deadline = self._head_deadline, None
+        if call is not None and call.active():
+            call.cancel()
+
+    def _head_late(self) -> None:
+        self._head_deadline = None
+        transport = self.transport
+        if transport is None or self._cut:
+            return
+        started = bool(self._receivedHeaderSize or getattr(self, "_buffer", b""))
+        if started:
+            log.info(
+                "request head from {peer} not complete within {timeout:g} s: closed",
+                peer=address_text(transport.getPeer()), timeout=self.site.header_timeout,
+            )
+            transport.write(
+                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+                b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(TIMEOUT_BODY) + TIMEOUT_BODY
+            )
+        self._close()
+
+    def _cut_off(self, why: str) -> None:
+        log.warn("cutting off HTTP client {peer}: {why}", peer=address_text(self.transport.getPeer()), why=why)
+        self._close()
+
+    def _close(self) -> None:
+        """Read nothing more; close now, abort if the close does not finish."""
+        self._cut = True
+        self.setRawMode()  # the line parser stops handing on what it buffered
+        self._dataBuffer = []
+        transport = self.transport
+        transport.loseConnection()
+        self.site.clock.callLater(ABORT_GRACE, transport.abortConnection)
