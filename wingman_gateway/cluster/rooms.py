@@ -31,7 +31,7 @@ from wingman_gateway.events import Events
 from wingman_gateway.logs import get_logger
 from wingman_gateway.history import HistorySettings, MemoryHistory, Position, Recovery
 from wingman_gateway.presence import Presence
-from wingman_gateway.rooms import IRooms, kept
+from wingman_gateway.rooms import IRooms, closed_notice, kept
 from wingman_gateway.state import Node, Room
 
 log = get_logger("wingman_gateway.cluster.rooms")
@@ -188,6 +188,43 @@ class ClusterRooms:
     def recover(self, room: Room, since: Position | None) -> Recovery:
         return self.history.recover(room.id, since)
 
+    def close(self, room: Room, reason: str) -> list[Node]:
+        """Closed on every gateway: each tells its own members, who leave; the room is gone."""
+        members = list(room.recipients)
+        gateways = list(self._spread.get(room.id, ()))
+        link = self.link
+        if gateways and (link is None or not link.up):
+            raise GatewayError(
+                errors.UNAVAILABLE,
+                f"room {room.name!r} has members on other gateways, which cannot be "
+                "reached now (the cluster's Redis is unreachable)",
+            )
+        notice = closed_notice(room, reason, self._now_ms())
+        data = wire.frame(wire.CLOSED, room.id, notice)
+        for gateway_id in gateways:
+            self._forward(gateway_id, data)
+        self._shut(room, notice)
+        return members
+
+    def _shut(self, room: Room, notice: bytes) -> None:
+        """This gateway's part of a close: its members are told and leave; the room is gone here."""
+        local = self._here.pop(room.id, ())
+        if local:
+            self.presence.flush(room.id)
+            message = Outbound(notice)
+            for member in local:
+                member.send(message)
+        for member in room.recipients:
+            member.rooms.pop(room.id, None)
+        room.members.clear()
+        room.recipients, room.transports = (), {}
+        self._spread.pop(room.id, None)
+        if self._rooms.get(room.id) is room:
+            del self._rooms[room.id]
+            del self._by_name[room.name]
+        for member in local:
+            self._announce(member, None)
+
     def members(self, room: Room) -> list[dict[str, Any]]:
         return [member.describe() for member in room.recipients]
 
@@ -326,6 +363,10 @@ class ClusterRooms:
                 outbound = Outbound(data)
                 for member in members:
                     member.send(outbound)
+        elif kind == wire.CLOSED:
+            room = self._rooms.get(target)
+            if room is not None:
+                self._shut(room, data)
         elif kind == wire.DIRECT:
             node = self._local.get(target)
             if node is not None:
