@@ -99,7 +99,8 @@ def test_closing_is_refused_while_other_gateways_cannot_be_told(tmp_path: Path) 
         redis.stop()
         wait_until(lambda: scrape_state(members[0]) == "disconnected", 10, "the link down")
         reply = members[0].api("POST", "rooms/kept/close", {})
-        assert reply.status == 503 and reply.body["code"] == "UNAVAILABLE", reply
+        assert reply.status == 503 and reply.body["error"]["code"] == "UNAVAILABLE", reply
+        assert "cannot be reached now" in reply.body["error"]["message"]
         assert member_count(members[0], "kept") == 2
     finally:
         for pool in pools:
@@ -132,10 +133,10 @@ def test_metrics_follow_the_backplane(tmp_path: Path) -> None:
         before = [ops.scrape() for ops in members]
         count = 7
         for number in range(count):
-            sender.send({"type": "broadcast", "payload": {"groupName": "traffic", "message": number}})
+            sender.send({"type": "broadcast", "payload": {"groupName": "traffic", "message": {"n": number}}})
         got = []
         for _ in range(count):
-            got.append(receiver.recv_type("broadcast")["payload"]["message"])
+            got.append(receiver.recv_type("broadcast")["payload"]["n"])
         assert got == list(range(count))
         after = [ops.scrape() for ops in members]
         # One frame to the other gateway per message; delivered there, per transport.
@@ -150,8 +151,9 @@ def test_metrics_follow_the_backplane(tmp_path: Path) -> None:
         for ops in members:
             wait_until(lambda: scrape_state(ops) == "disconnected", 10, "the state to follow the link")
         lost_before = counted(members[0].scrape(), "backplane_lost_total")
-        sender.send({"type": "broadcast", "payload": {"groupName": "traffic", "message": "lost"}})
-        assert sender.recv_type("ack")["type"] == "ack"
+        sender.send({"type": "broadcast", "messageId": "lost",
+                     "payload": {"groupName": "traffic", "message": {"n": "lost"}}})
+        assert sender.recv_type("ack")["payload"]["recipients"] == 0  # the receiver could not be reached
         assert counted(members[0].scrape(), "backplane_lost_total") == lost_before + 1
         redis = redis.restarted()
         for ops in members:
