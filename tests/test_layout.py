@@ -139,3 +139,19 @@ def test_test_helpers_live_in_the_harness_package() -> None:
         if not path.name.startswith("test_") and path.name != "conftest.py"
     )
     assert loose == []
+
+
+def test_the_readme_layout_names_every_module() -> None:
+    """The README's layout section tells the truth about the tree."""
+    readme = (PACKAGE.parent / "README.rst").read_text(encoding="utf-8")
+    layout = readme[readme.index("\nLayout\n"):readme.index("Where to start for:")]
+    missing = []
+    for path in sorted(PACKAGE.rglob("*.py")):
+        if path.name in ("__init__.py", "__main__.py"):
+            continue
+        if f"``{path.name}``" not in layout and f"{path.parent.name}/{path.name}" not in layout:
+            missing.append(str(path.relative_to(PACKAGE)))
+    for folder in sorted(p for p in PACKAGE.iterdir() if (p / "__init__.py").exists()):
+        if f"``{folder.name}/``" not in layout:
+            missing.append(folder.name + "/")
+    assert missing == []
