@@ -18,6 +18,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
+from harness.clusterkit import RedisServer  # noqa: E402
 from harness.support import GatewayProcess, NodePool, running_gateway, start_gateway, wait_totals  # noqa: E402
 
 
@@ -106,3 +107,13 @@ def home(tmp_path: Path) -> Iterator[Path]:
             os.kill(int(pid_file.read_text()), signal.SIGKILL)
         except (ProcessLookupError, ValueError):
             pass
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisServer]:
+    """A real redis-server the module's clustered gateways share."""
+    server = RedisServer()
+    try:
+        yield server
+    finally:
+        server.stop()

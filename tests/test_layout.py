@@ -155,3 +155,11 @@ def test_the_readme_layout_names_every_module() -> None:
         if f"``{folder.name}/``" not in layout:
             missing.append(folder.name + "/")
     assert missing == []
+
+
+def test_setup_cfg_lists_every_package() -> None:
+    """A package missing from ``packages`` is missing from the wheel (and from the image)."""
+    setup = (PACKAGE.parent / "setup.cfg").read_text(encoding="utf-8")
+    listed = setup[setup.index("packages ="):setup.index("install_requires")]
+    packages = {module_name(path) for path in PACKAGE.rglob("__init__.py")}
+    assert {name for name in packages if f"    {name}\n" not in listed} == set()

@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import tarfile
+import urllib.request
 import zipfile
 from pathlib import Path
 
@@ -81,6 +82,9 @@ def test_wheel_carries_the_plugin_but_no_twisted_package_files(wheel: Path) -> N
     # Every module of the package, subpackages included, is in the wheel.
     modules = sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "wingman_gateway").rglob("*.py"))
     package_data = ["wingman_gateway/web/static/wingman.js"]  # the JavaScript client
+    package_data += sorted(  # the web console's files
+        p.relative_to(ROOT).as_posix() for p in (ROOT / "wingman_gateway" / "web" / "console").iterdir() if p.is_file()
+    )
     assert sorted(n for n in names if n.startswith("wingman_gateway/")) == sorted(modules + package_data)
     assert not [n for n in names if n.startswith("tests/")]
 
@@ -110,6 +114,12 @@ def test_installed_wheel_runs_outside_the_checkout(installed: Path, tmp_path: Pa
         assert status == 200, body
         assert body["status"] == "healthy" and body["service"] == "wingman-gateway"
         assert (body["name"], body["version"]) == ("from-wheel", __version__)
+        # The console's files come from the installed package.
+        console = ROOT / "wingman_gateway" / "web" / "console"
+        for name in ("", "app.js", "console.css"):
+            opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only
+            with opener.open(f"http://127.0.0.1:{port}/console/{name}", timeout=5) as answer:
+                assert answer.read() == (console / (name or "index.html")).read_bytes()
         node = Node(gateway.url)
         try:
             ack = node.register("packaged")

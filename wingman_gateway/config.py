@@ -193,6 +193,7 @@ EXTRA_KEYS = {
     "requireAuth": checks.boolean,
     "listen": checks.endpoints,
     "bridge": checks.boolean,
+    "console": checks.boolean,
     "corsOrigins": bridge_options.check_origins,
     "exemptSources": check_networks,
     "onion": checks.boolean,
@@ -225,6 +226,8 @@ class GatewayConfig:
     ports_file: str | None = None
     # --onion: the first TCP listener as a Tor onion service; None when off.
     onion: onion_settings.OnionSettings | None = None
+    # The web console at /console/ (--no-console turns it off).
+    console: bool = True
     # Room history for resuming (--history-size 0: none).
     history: HistorySettings = attrs.Factory(HistorySettings)
     # Operations: the admin credential's file, the private /metrics endpoint, the audit log.
@@ -337,6 +340,7 @@ def build(
         auth_token_file=values["authTokenFile"],
         ports_file=values["portsFile"],
         onion=onion_settings.from_settings(values, flags, file_values),
+        console=not flags.get("no-console") and file_values.get("console", True) is not False,
         history=HistorySettings(
             size=values["historySize"],
             ttl=values["historyTtl"] / 1000,

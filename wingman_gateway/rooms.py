@@ -216,20 +216,7 @@ class LocalRooms:
 
     def close(self, room: Room, reason: str) -> list[Node]:
         members = list(room.recipients)
-        notice = {
-            "type": "presence",
-            "nodeId": None,
-            "groupId": room.id,
-            "payload": {
-                "event": "closed",
-                "groupId": room.id,
-                "groupName": room.name,
-                "memberCount": 0,
-                "reason": reason,
-            },
-            "timestamp": self._now_ms(),
-        }
-        self.deliver(room, Outbound(encode(notice)), None)
+        self.deliver(room, Outbound(closed_notice(room, reason, self._now_ms())), None)
         for member in members:
             member.rooms.pop(room.id, None)
         room.members.clear()
@@ -269,3 +256,20 @@ def kept(history: IHistory, room: Room, head: dict[str, Any], payload: str) -> t
         return splice(head, "payload", payload)
 
     return history.append(room.id, encode_at)
+
+
+def closed_notice(room: Room, reason: str, timestamp: int) -> bytes:
+    """The ``presence`` ``closed`` notice every member of a closed room gets."""
+    return encode({
+        "type": "presence",
+        "nodeId": None,
+        "groupId": room.id,
+        "payload": {
+            "event": "closed",
+            "groupId": room.id,
+            "groupName": room.name,
+            "memberCount": 0,
+            "reason": reason,
+        },
+        "timestamp": timestamp,
+    })

@@ -47,6 +47,7 @@ from wingman_gateway.transports.bridge.resources import bridge_resource
 from wingman_gateway.transports.bridge.session import Bridge
 from wingman_gateway.transports.websocket import GatewayWebSocketFactory, websocket_resource
 from wingman_gateway.web.api import ApiResource
+from wingman_gateway.web.console import console_resource
 from wingman_gateway.web.credential import (
     NO_ADMIN,
     AdminCredential,
@@ -132,6 +133,8 @@ class GatewayService(MultiService):
             self.bridge = Bridge(self.router, config.bridge, reactor)
             self.bridge.setServiceParent(self)
             children[b"bridge"] = bridge_resource(self.bridge)
+        if config.console:
+            children[b"console"] = console_resource()
         # The server API, and /metrics behind the admin credential.
         children[b"api"] = ApiResource(Admin(self.router), self.admin_credential, self.events)
         self.metrics_listener: Listener | None = None

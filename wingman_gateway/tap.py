@@ -33,6 +33,7 @@ class Options(usage.Options):
     optFlags = [
         ["auth", None, "require a token at register (shared --token and/or --keyring)"],
         ["no-bridge", None, "turn off the HTTP bridge (/bridge/send, /bridge/poll, /bridge/sse)"],
+        ["no-console", None, "turn off the web console (/console/)"],
         ["onion", None, "publish the first TCP listener as a Tor onion service (see --tor-control)"],
     ]
     optParameters = [["config", "c", None, "JSON config file (keys as in the README's Config file section)"]] + [

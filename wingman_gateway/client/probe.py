@@ -152,8 +152,10 @@ async def rank_by_load(reactor: Any, urls: Sequence[str], timeout: float) -> lis
         answered, report = results[index]
         if not answered:
             return (2, 0, index)
-        stats = report.get("stats") if isinstance(report.get("stats"), dict) else {}
-        load = stats.get("totalNodes") if isinstance(stats.get("totalNodes"), int) else 0
+        given = report.get("stats")
+        stats: dict[str, Any] = given if isinstance(given, dict) else {}
+        nodes = stats.get("totalNodes")
+        load = nodes if isinstance(nodes, int) else 0
         return (0 if report.get("status") == "healthy" else 1, load, index)
 
     return [urls[index] for index in sorted(range(len(urls)), key=rank)]

@@ -95,6 +95,7 @@ class ClusterMember(Service):
 
     def startService(self) -> None:
         super().startService()
+        self.rooms.events.emit("backplane_state", state="connecting")
         if not self.urls:
             self.offered().addCallback(self._offer)
         self.link.start()
@@ -136,10 +137,12 @@ class ClusterMember(Service):
         for peer in self.rooms.peers.values():
             peer.stale = True
         assert link.up
+        self.rooms.events.emit("backplane_state", state="connected")
         self.check()
 
     def _down(self) -> None:
         self.registered = False
+        self.rooms.events.emit("backplane_state", state="disconnected")
 
     def _send(self, *args: Any) -> defer.Deferred[Any] | None:
         sent = self.link.execute(*args)

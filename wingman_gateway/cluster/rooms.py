@@ -25,13 +25,14 @@ from zope.interface import implementer
 from wingman_gateway import errors
 from wingman_gateway.cluster import wire
 from wingman_gateway.cluster.mirror import Peer, RemoteConnection
+from wingman_gateway.cluster.placement import Placement
 from wingman_gateway.connection import Outbound
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.events import Events
 from wingman_gateway.logs import get_logger
 from wingman_gateway.history import HistorySettings, MemoryHistory, Position, Recovery
 from wingman_gateway.presence import Presence
-from wingman_gateway.rooms import IRooms, kept
+from wingman_gateway.rooms import IRooms, closed_notice, kept
 from wingman_gateway.state import Node, Room
 
 log = get_logger("wingman_gateway.cluster.rooms")
@@ -62,8 +63,7 @@ class ClusterRooms:
         self._rooms: dict[str, Room] = {}
         self._by_name: dict[str, Room] = {}
         # Per room: its members on this gateway, and how many it has on each other gateway.
-        self._here: dict[str, tuple[Node, ...]] = {}
-        self._spread: dict[str, dict[str, int]] = {}
+        self.placement = Placement()
         # Presence notices for this gateway's members, sent once a turn
         # (remote members get them from their own gateway).
         self.presence = Presence(clock, self._now_ms)
@@ -108,12 +108,15 @@ class ClusterRooms:
         if target is not None:
             self.presence.flush_for(target)
             target.send(message)
+            self.events.emit("delivered", {target.conn.transport_name: 1}, None, len(message.data))
             return True
         remote = self._remote.get(node_id)
         if remote is None:
             return False
         gateway = remote.conn.gateway  # type: ignore[attr-defined]
-        if not self._forward(gateway.id, wire.frame(wire.DIRECT, node_id, message.data)):
+        sent = self._forward(gateway.id, wire.frame(wire.DIRECT, node_id, message.data))
+        self._tally(int(sent), int(not sent))
+        if not sent:
             raise GatewayError(
                 errors.UNAVAILABLE,
                 f"node {node_id!r} is on gateway {gateway.name or gateway.id}, "
@@ -166,18 +169,34 @@ class ClusterRooms:
 
     def deliver(self, room: Room, message: Outbound, exclude: Node | None) -> int:
         self.presence.flush(room.id)  # notices of this turn go first
-        count = 0
-        for member in self._here.get(room.id, ()):
-            if member is not exclude:
-                member.send(message)
-                count += 1
-        spread = self._spread.get(room.id)
+        count = self._hand(room.id, message, exclude)
+        spread = self.placement.spread.get(room.id)
         if spread:
             data = wire.frame(wire.BROADCAST, room.id, message.data)
+            forwarded = 0
             for gateway_id, members in spread.items():
                 if self._forward(gateway_id, data):
                     count += members
+                    forwarded += 1
+            self._tally(forwarded, len(spread) - forwarded)
         return count
+
+    def _hand(self, room_id: str, message: Outbound, exclude: Node | None) -> int:
+        """``message`` to this gateway's members of the room but ``exclude`` (one event)."""
+        members = self.placement.here.get(room_id, ())
+        excluded = False
+        for member in members:
+            if member is not exclude:
+                member.send(message)
+            else:
+                excluded = True
+        if members:
+            self.events.emit(
+                "delivered", self.placement.transports[room_id],
+                exclude.conn.transport_name if excluded else None,  # type: ignore[union-attr]
+                len(message.data),
+            )
+        return len(members) - excluded
 
     def publish(
         self, room: Room, head: dict[str, Any], payload: str, exclude: Node | None
@@ -187,6 +206,41 @@ class ClusterRooms:
 
     def recover(self, room: Room, since: Position | None) -> Recovery:
         return self.history.recover(room.id, since)
+
+    def close(self, room: Room, reason: str) -> list[Node]:
+        """Closed on every gateway: each tells its own members, who leave; the room is gone."""
+        members = list(room.recipients)
+        gateways = list(self.placement.spread.get(room.id, ()))
+        link = self.link
+        if gateways and (link is None or not link.up):
+            raise GatewayError(
+                errors.UNAVAILABLE,
+                f"room {room.name!r} has members on other gateways, which cannot be "
+                "reached now (the cluster's Redis is unreachable)",
+            )
+        notice = closed_notice(room, reason, self._now_ms())
+        data = wire.frame(wire.CLOSED, room.id, notice)
+        forwarded = sum(self._forward(gateway_id, data) for gateway_id in gateways)
+        self._tally(forwarded, len(gateways) - forwarded)
+        self._shut(room, notice)
+        return members
+
+    def _shut(self, room: Room, notice: bytes) -> None:
+        """This gateway's part of a close: its members are told and leave; the room is gone here."""
+        local = self.placement.here.get(room.id, ())
+        if local:
+            self.presence.flush(room.id)
+            self._hand(room.id, Outbound(notice), None)
+        self.placement.drop(room.id)
+        for member in room.recipients:
+            member.rooms.pop(room.id, None)
+        room.members.clear()
+        room.recipients, room.transports = (), {}
+        if self._rooms.get(room.id) is room:
+            del self._rooms[room.id]
+            del self._by_name[room.name]
+        for member in local:
+            self._announce(member, None)
 
     def members(self, room: Room) -> list[dict[str, Any]]:
         return [member.describe() for member in room.recipients]
@@ -207,11 +261,9 @@ class ClusterRooms:
         room.add(node)
         node.rooms[room.id] = room
         if isinstance(node.conn, RemoteConnection):
-            spread = self._spread.setdefault(room.id, {})
-            gateway_id = node.conn.gateway.id
-            spread[gateway_id] = spread.get(gateway_id, 0) + 1
+            self.placement.enter_there(room.id, node.conn.gateway.id)
         else:
-            self._here[room.id] = self._here.get(room.id, ()) + (node,)
+            self.placement.enter_here(room.id, node)
         self._tell(room, node, "joined", None)
 
     def _part(self, room: Room, node: Node, reason: str) -> None:
@@ -220,24 +272,19 @@ class ClusterRooms:
         room.remove(node)
         node.rooms.pop(room.id, None)
         if isinstance(node.conn, RemoteConnection):
-            spread = self._spread.get(room.id, {})
-            gateway_id = node.conn.gateway.id
-            spread[gateway_id] = spread.get(gateway_id, 1) - 1
-            if spread[gateway_id] <= 0:
-                del spread[gateway_id]
+            self.placement.part_there(room.id, node.conn.gateway.id)
         else:
-            self._here[room.id] = tuple(m for m in self._here.get(room.id, ()) if m is not node)
+            self.placement.part_here(room.id, node)
         if room.members:
             self._tell(room, node, "left", reason)
         elif self._rooms.get(room.id) is room:
             del self._rooms[room.id]
             del self._by_name[room.name]
-            self._here.pop(room.id, None)
-            self._spread.pop(room.id, None)
+            self.placement.drop(room.id)
 
     def _tell(self, room: Room, node: Node, event: str, reason: str | None) -> None:
         """Presence for this gateway's members; the others tell their own."""
-        if self._here.get(room.id):
+        if self.placement.here.get(room.id):
             self.presence.event(room, node, event, reason)
 
     # -- what goes to Redis -------------------------------------------------
@@ -284,6 +331,13 @@ class ClusterRooms:
         published.addCallbacks(self._published, self._failed)
         return True
 
+    def _tally(self, forwarded: int, lost: int) -> None:
+        """One fan-out's frames to other gateways, for the metrics (once per fan-out)."""
+        if forwarded:
+            self.events.emit("backplane_forwarded", count=forwarded)
+        if lost:
+            self.events.emit("backplane_lost", count=lost)
+
     def outage_losses(self) -> int:
         """Messages not forwarded since the last call (for a periodic log line)."""
         lost, self._outage_losses = self._outage_losses, 0
@@ -295,6 +349,7 @@ class ClusterRooms:
 
     def _failed(self, failure: Any) -> None:
         self.not_forwarded += 1
+        self.events.emit("backplane_lost", count=1)
         log.debug("cluster: a command failed: {why}", why=failure.getErrorMessage())
 
     def _command(self, link: Any, *args: Any) -> None:
@@ -320,17 +375,19 @@ class ClusterRooms:
     def _from_inbox(self, message: bytes) -> None:
         kind, target, data = wire.unframe(message)
         if kind == wire.BROADCAST:
-            members = self._here.get(target, ())
-            if members:
+            if target in self.placement.here:
                 self.presence.flush(target)
-                outbound = Outbound(data)
-                for member in members:
-                    member.send(outbound)
+                self._hand(target, Outbound(data), None)
+        elif kind == wire.CLOSED:
+            room = self._rooms.get(target)
+            if room is not None:
+                self._shut(room, data)
         elif kind == wire.DIRECT:
             node = self._local.get(target)
             if node is not None:
                 self.presence.flush_for(node)
                 node.send(Outbound(data))
+                self.events.emit("delivered", {node.conn.transport_name: 1}, None, len(data))
 
     def peer(self, gateway_id: str) -> Peer:
         peer = self.peers.get(gateway_id)

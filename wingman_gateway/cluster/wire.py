@@ -23,6 +23,7 @@ TTL = 5.0
 
 BROADCAST = b"B"
 DIRECT = b"D"
+CLOSED = b"C"  # a room closed: its notice, for the members on the receiving gateway
 
 
 class Names:

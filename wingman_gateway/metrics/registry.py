@@ -57,7 +57,7 @@ class MetricsResource(Resource):
             refusal = self.gate(request)
             if refusal is not None:
                 return refusal.answer(request)
-        encoder, content_type = choose_encoder(request.getHeader("accept"))
+        encoder, content_type = choose_encoder(request.getHeader("accept") or "")
         request.setHeader(b"content-type", content_type.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")
         return encoder(self.registry)

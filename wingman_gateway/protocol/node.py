@@ -1,8 +1,7 @@
 """``NodeCore``: a node's side of protocol v1, over any runtime and transport.
 
-Requests, replies, the heartbeat answer, reconnecting and rejoining live
-here once; drivers supply the event loop (``Runtime``) and the wire
-(``new_transport``), transports only move text.
+Requests, replies, the heartbeat answer, reconnecting and rejoining live here
+once; drivers supply the loop (``Runtime``) and the wire (``new_transport``).
 """
 
 from __future__ import annotations
@@ -327,7 +326,8 @@ class NodeCore:
         """Send ``message`` to the other members of ``room``; how many there were.
         A retry with the same idempotency ``key`` is delivered only once."""
         payload = {"groupId": self.rooms.get(room, room), "message": message}
-        reply = await self._request("broadcast", payload, **({} if key is None else {"idempotencyKey": key}))
+        extra: dict[str, Any] = {} if key is None else {"idempotencyKey": key}
+        reply = await self._request("broadcast", payload, **extra)
         self.positions.sent(reply["payload"].get("groupName", room), reply["payload"])
         return int(reply["payload"]["recipients"])
 

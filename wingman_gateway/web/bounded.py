@@ -20,6 +20,7 @@ from twisted.web.server import Request
 
 from wingman_gateway.envelope import encode
 from wingman_gateway.web.headers import BadHeader
+from wingman_gateway.web.parts import site_of, transport_of
 
 # How long the rest of a refused body is read and discarded.
 LINGER = 2.0
@@ -43,7 +44,7 @@ class BoundedRequest(Request):
     def handleContentChunk(self, data: bytes) -> None:
         if self._refused:
             return
-        size = self.content.tell() + len(data)
+        size = (self.content.tell() if self.content is not None else 0) + len(data)
         if size > self._limit():
             self._refuse(size)
             return
@@ -55,13 +56,13 @@ class BoundedRequest(Request):
         super().requestReceived(command, path, version)
 
     def _limit(self) -> int:
-        return int(self.channel.site.router.limits.max_payload)
+        return int(site_of(self).router.limits.max_payload)
 
     def _refuse(self, size: int) -> None:
         """Answer 413 now, discard the rest of the body, close."""
         self._refused = True
         self.content = io.BytesIO()
-        site = self.channel.site
+        site = site_of(self)
         # No "100 Continue" after this answer, and nothing kept of the body.
         self.requestHeaders.removeHeader(b"expect")
         # The request line is not handed to the Request before the body is
@@ -80,7 +81,7 @@ class BoundedRequest(Request):
         self.setHeader(b"content-length", b"%d" % len(body))
         self.setHeader(b"connection", b"close")
         self.write(body)
-        transport = self.channel.transport
+        transport = transport_of(self)
         half_close = getattr(transport, "loseWriteConnection", None)
         if half_close is not None:
             half_close()

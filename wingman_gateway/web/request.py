@@ -37,10 +37,16 @@ class GatewayRequest(BoundedRequest):
     def requestReceived(self, command: bytes, path: bytes, version: bytes) -> None:
         # twisted.web parses a POST's Content-Type itself and raises on a bad
         # one, past any handler: check it first, answer 400 in process().
+        # Every value counts (twisted.web reads the first, ``header`` the last),
+        # and only ASCII: twisted.web's parse splits on bytes such as 0x85.
+        for raw in self.requestHeaders.getRawHeaders(b"content-type") or ():
+            if not raw.isascii() or any(b < 0x20 and b != 0x09 or b == 0x7F for b in raw):
+                self._bad = BadHeader("content-type", "is not printable ASCII")
         try:
             header(self, "content-type")
         except BadHeader as bad:
             self._bad = bad
+        if self._bad is not None:
             self.requestHeaders.removeHeader(b"content-type")
         super().requestReceived(command, path, version)
 

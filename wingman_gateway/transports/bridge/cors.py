@@ -11,6 +11,7 @@ import attrs
 from twisted.web.server import Request
 
 from wingman_gateway.web.headers import header
+from wingman_gateway.web.origin import same_origin
 
 ALLOW_METHODS = b"GET, POST, OPTIONS"
 # Everything a bridge client sends beyond the CORS-safelisted headers.
@@ -32,11 +33,12 @@ class CorsPolicy:
     def admit(self, request: Request) -> bool:
         """Add CORS headers for an allowed Origin; False if its Origin is refused.
 
-        A request without ``Origin`` (not from a cross-origin page) passes.
+        A request without ``Origin`` (not from a cross-origin page) passes,
+        and so does one from the gateway's own origin (its console's page).
         """
         request.setHeader(b"vary", b"Origin")
         origin = header(request, "origin")
-        if origin is None:
+        if origin is None or same_origin(origin, request):
             return True
         if not self.allows(origin):
             return False

@@ -26,6 +26,7 @@ from wingman_gateway.errors import HTTP_STATUS, GatewayError
 from wingman_gateway.web.bearer import CHALLENGE, bearer_token
 from wingman_gateway.web.folder import Folder
 from wingman_gateway.web.headers import header, sequence_number
+from wingman_gateway.web.parts import body_of, site_of
 
 SESSION_HEADER = "x-wingman-session"
 _AUTH_CODES = (errors.AUTH_FAILED, errors.NOT_REGISTERED)
@@ -62,7 +63,7 @@ def _refuse(request: Request, code: str, message: str) -> bytes:
 
 
 def _now_ms(request: Request) -> int:
-    return int(request.channel.site.router.now_ms())
+    return int(site_of(request).router.now_ms())
 
 
 def _secret(request: Request, query: bool) -> str | None:
@@ -108,7 +109,7 @@ class _Endpoint(Resource):
         if not hasattr(self, "render_GET"):
             allowed = [m for m in (b"GET", b"POST", b"OPTIONS") if hasattr(self, "render_" + m.decode())]
             raise UnsupportedMethod(allowed)
-        return self.render_GET(request)  # type: ignore[attr-defined]
+        return self.render_GET(request)
 
     def session(self, request: Request) -> BridgeSession | bytes:
         """The live session the request names, or the 401 answer to send."""
@@ -164,7 +165,7 @@ class SendResource(_Endpoint):
     """``POST /bridge/send``: one envelope in, the gateway's direct reply out."""
 
     def render_POST(self, request: Request) -> bytes:
-        body = request.content.read()
+        body = body_of(request)
         secret = _secret(request, query=False)
         if secret is not None:
             session = self.session(request)

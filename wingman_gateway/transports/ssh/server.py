@@ -59,7 +59,8 @@ class GatewayServerTransport(transport.SSHServerTransport):
 
     def _too_slow(self) -> None:
         self._deadline = None
-        log.info("SSH login timed out for {peer}", peer=address_text(self.transport.getPeer()))
+        peer = self.transport.getPeer()  # type: ignore[union-attr]  # connected while the timer runs
+        log.info("SSH login timed out for {peer}", peer=address_text(peer))
         self.sendDisconnect(transport.DISCONNECT_NO_MORE_AUTH_METHODS_AVAILABLE, b"login timeout")
 
     def setService(self, service: Any) -> None:
@@ -67,7 +68,7 @@ class GatewayServerTransport(transport.SSHServerTransport):
         if isinstance(service, connection.SSHConnection):
             self._cancel_deadline()  # logged in
 
-    def connectionLost(self, reason: Any) -> None:
+    def connectionLost(self, reason: Any = None) -> None:
         self._cancel_deadline()
         super().connectionLost(reason)
 
@@ -83,10 +84,10 @@ class GatewayUserAuth(userauth.SSHUserAuthServer):
     _log = CONCH_LOG
 
     attemptsBeforeDisconnect = MAX_AUTH_TRIES
-    loginTimeout = LOGIN_TIMEOUT
+    loginTimeout = LOGIN_TIMEOUT  # type: ignore[assignment]  # Conch reads it as seconds, a float works
 
     def serviceStarted(self) -> None:
-        self.clock = self.transport.factory.clock
+        self.clock = self.transport.factory.clock  # type: ignore[union-attr]  # a service runs on its transport
         super().serviceStarted()
 
     def auth_publickey(self, packet: bytes) -> defer.Deferred[Any]:
@@ -138,12 +139,13 @@ class GatewayConnection(connection.SSHConnection):
     def ssh_CHANNEL_OPEN(self, packet: bytes) -> None:
         channel_type, rest = common.getNS(packet)
         sender = struct.unpack(">L", rest[:4])[0]
-        refusal = self.transport.avatar.refusal(channel_type, rest[12:], len(self.channels))
+        user: Any = self.transport.avatar  # type: ignore[union-attr]  # logged in: our GatewayAvatar
+        refusal = user.refusal(channel_type, rest[12:], len(self.channels))
         if refusal is None:
             super().ssh_CHANNEL_OPEN(packet)
             return
         code, text = refusal
-        self.transport.sendPacket(
+        self.transport.sendPacket(  # type: ignore[union-attr]
             connection.MSG_CHANNEL_OPEN_FAILURE,
             struct.pack(">2L", sender, code) + common.NS(text.encode("utf-8")) + common.NS(b""),
         )
@@ -234,7 +236,7 @@ class GatewayRealm:
     def __init__(self, server: GatewaySSHFactory) -> None:
         self.server = server
 
-    def requestAvatar(self, avatarId: SSHIdentity, mind: Any, *interfaces: Any) -> Any:
+    def requestAvatar(self, avatarId: Any, mind: Any, *interfaces: Any) -> Any:  # an SSHIdentity
         if IConchUser not in interfaces:
             raise NotImplementedError("only SSH users")
         return IConchUser, GatewayAvatar(avatarId, self.server), lambda: None

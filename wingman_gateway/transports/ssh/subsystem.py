@@ -130,7 +130,7 @@ class LineConnection(Protocol):
     def connectionMade(self) -> None:
         self.channel = self.transport.session  # type: ignore[union-attr]
         self.channel.line_connection = self
-        self._socket = socket_transport(self.channel.conn.transport)
+        self._socket = socket_transport(self.channel.conn.transport)  # type: ignore[union-attr]  # an open channel has its connection
         self._open = True
         self.session = self.router.connect(self, grant=self.avatar.identity.entry.grant())
         log.debug("SSH node channel opened by {peer}", peer=self.peer)
@@ -252,7 +252,7 @@ class LineConnection(Protocol):
             return
         channel.buf = b""
         channel.extBuf = []
-        channel.conn.sendClose(channel)
+        channel.conn.sendClose(channel)  # type: ignore[union-attr]  # not closed yet: it has its connection
 
 
 class GatewaySession(SSHSession):
