@@ -37,7 +37,9 @@ deps:
 run: $(VENV)/.installed-run
 	$(VENV)/bin/twistd --nodaemon --pidfile= wingman-gateway --port $(PORT)
 
+# Types first (mypy, config in setup.cfg), then every test.
 test: deps venv
+	$(PY) -m mypy
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 bench: venv

@@ -115,7 +115,7 @@ class _Watched:
             self.link.attempt_failed(failure)
             return failure
 
-        return self.endpoint.connect(factory).addErrback(failed)  # type: ignore[no-any-return]
+        return self.endpoint.connect(factory).addErrback(failed)
 
 
 class RedisLink:
@@ -249,6 +249,6 @@ class RedisLink:
         if conn is None or not self.up:
             return None
         try:
-            return conn.execute_command(*args)  # type: ignore[no-any-return]
+            return conn.execute_command(*args)
         except txredisapi.ConnectionError:
             return None

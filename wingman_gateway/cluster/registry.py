@@ -249,7 +249,11 @@ class ClusterMember(Service):
             if gateway_id in self.rooms.peers and isinstance(fields, dict):
                 self.rooms.reconcile(gateway_id, {str(k): str(v) for k, v in fields.items()})
 
-        read.addBoth(lambda result: (self._loading.discard(gateway_id), result)[1])
+        def done(result: Any) -> Any:
+            self._loading.discard(gateway_id)
+            return result
+
+        read.addBoth(done)
         read.addCallback(loaded)
 
     # -- reports ----------------------------------------------------------------

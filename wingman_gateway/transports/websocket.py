@@ -88,6 +88,9 @@ class GatewayWebSocket(WebSocketServerProtocol):
     """One WebSocket client."""
 
     transport_name = "websocket"
+    # Twisted types a protocol's transport as optional; a connection's code
+    # runs only while it has one (TCP or TLS, with producer methods).
+    transport: Any
     factory: "GatewayWebSocketFactory"
     session: Node | None = None
     _guard: OutboundGuard | None = None
@@ -120,7 +123,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
         )
         self._write = self.transport.write
         self._open = True
-        self.utf8validator = None
+        self.utf8validator = None  # type: ignore[assignment]  # unused once open (we validate)
         self._shed()
         self.session = factory.router.connect(self)
 
@@ -252,14 +255,14 @@ class GatewayWebSocket(WebSocketServerProtocol):
 
     def onMessageFrameEnd(self) -> None:
         if self._oversize:
-            self.frame_data = None
+            self.frame_data = None  # type: ignore[assignment]  # Autobahn's own reset value
             return
         super().onMessageFrameEnd()
 
     def onMessageEnd(self) -> None:
         # The last frame's unmasker is not needed again (each frame has its own).
         self.current_frame_masker = None
-        data, self.message_data = self.message_data, None
+        data, self.message_data = self.message_data, None  # type: ignore[assignment]  # Autobahn's reset
         session = self.session
         if session is None or self.failedByMe:
             return
@@ -267,7 +270,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
         if self._oversize:
             router.refuse(session, router.too_large(self._oversize))
             return
-        router.receive(session, b"".join(data))  # type: ignore[arg-type]
+        router.receive(session, b"".join(data))
 
     # -- slow consumers ------------------------------------------------
 
@@ -305,7 +308,7 @@ def _with_options(factory: WebSocketServerFactory) -> type[GatewayWebSocket]:
 class GatewayWebSocketFactory(WebSocketServerFactory):
     """Builds ``GatewayWebSocket`` connections bound to one Router."""
 
-    protocol = GatewayWebSocket
+    protocol = GatewayWebSocket  # type: ignore[assignment]  # Autobahn builds from the class
 
     def __init__(self, router: Router, clock: IReactorTime, **kwargs: Any) -> None:
         super().__init__(**kwargs)
@@ -329,7 +332,7 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
             closeHandshakeTimeout=ABORT_GRACE,
         )
 
-    def setProtocolOptions(self, **options: Any) -> None:
+    def setProtocolOptions(self, **options: Any) -> None:  # type: ignore[override]  # keywords only, as called
         super().setProtocolOptions(**options)
         self.protocol = _with_options(self)
 
