@@ -186,7 +186,7 @@ def test_root_url_says_what_the_listener_serves(gateway: GatewayProcess) -> None
     assert status == 200 and headers["Content-Type"] == "application/json"
     index = json.loads(body)
     assert index["endpoints"] == {"ws": "/ws", "bridge": "/bridge/", "health": "/health", "stats": "/stats"}
-    assert "console" not in index and index["documentation"]
+    assert index["console"] == "/console/" and index["documentation"]  # the console is on by default
 
 
 def test_twistd_version_names_the_gateway() -> None:
