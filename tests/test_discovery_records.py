@@ -47,9 +47,9 @@ def test_announcements_are_read_leniently_and_checked() -> None:
 def test_discovery_setting_forms() -> None:
     assert parse_discovery("mdns, tailscale,mdns").methods == ("mdns", "tailscale")
     assert parse_discovery(["tailscale"]).methods == ("tailscale",)
-    prd = parse_discovery({"enabled": True, "method": "mdns", "name": "My Gateway",
+    object_form = parse_discovery({"enabled": True, "method": "mdns", "name": "My Gateway",
                            "tailscale": {"apiKey": "k", "tags": ["wingman", "tag:x"]}})
-    assert prd == DiscoverySettings(methods=("mdns",), name="My Gateway", tags=("tag:wingman", "tag:x"),
+    assert object_form == DiscoverySettings(methods=("mdns",), name="My Gateway", tags=("tag:wingman", "tag:x"),
                                     api_key="k")
     assert parse_discovery({"enabled": False, "method": "mdns"}).methods == ()
     for bad, message in ((7, "expected mdns and/or tailscale"), ("mdns,smoke", "unknown discovery method"),

@@ -1,6 +1,6 @@
 """Payloads pass through the real gateway byte for byte; binary frames work like text.
 
-The agent-stream events of the PRD are written by hand with unusual but
+The agent-stream events are written by hand with unusual but
 valid JSON formatting; a gateway that re-serialised them would change the
 text (spacing, ``1e5``, escapes, big integers) even if the values matched.
 """
@@ -24,7 +24,7 @@ from harness.support import (
     running_gateway,
 )
 
-# One hand-written event of each PRD kind. Raw strings: every backslash is JSON's.
+# One hand-written event of each agent-stream kind. Raw strings: every backslash is JSON's.
 EVENTS: dict[str, str] = {
     "agent-start": r'''{ "type" : "agent-start", "agent": "c\u00f6der", "prompt": "Review the auth code — café ☕",
   "sessionId":"sess-\ud83d\ude00" ,"timestamp": 1706000000000 }''',

@@ -61,7 +61,7 @@ async def _mdns(reactor: Any, timeout: float, first: bool, verbose: bool = False
 
 
 def _config_tailscale(path: str | None) -> tuple[tuple[str, ...], str | None]:
-    """Tags and API key from a gateway config file's ``discovery`` (PRD form)."""
+    """Tags and API key from a gateway config file's ``discovery`` (object form)."""
     if not path:
         return (), None
     from wingman_gateway.config import ConfigError, load_file

@@ -1,7 +1,7 @@
 """Discovery settings: which announcers a gateway runs and what clients filter on.
 
 The config file takes either our short form (``"discovery": "mdns,tailscale"``
-or a list) or the PRD's object::
+or a list) or the object form::
 
     {"discovery": {"enabled": true, "method": "mdns", "name": "My Gateway",
                    "tailscale": {"apiKey": "...", "tags": ["wingman-gateway"]}}}
@@ -54,7 +54,7 @@ def _string_list(key: str, value: Any) -> tuple[str, ...]:
 
 
 def parse_discovery(value: Any) -> DiscoverySettings:
-    """Check a ``discovery`` value (flag text, list or PRD object); ValueError says why."""
+    """Check a ``discovery`` value (flag text, list or object form); ValueError says why."""
     if isinstance(value, DiscoverySettings):
         return value
     if not isinstance(value, dict):
