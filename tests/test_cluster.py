@@ -139,7 +139,11 @@ def _sees_member(node: Node, node_id: str | None) -> bool:
 
 
 def _collect(node: Node, kind: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    got: list[dict[str, Any]] = []
+    """The next ``count`` envelopes of ``kind``, in order; others are held for a later collect."""
+    held: list[dict[str, Any]] = node.__dict__.setdefault("_held", [])
+    got = [message for message in held if message["type"] == kind][:count]
+    for message in got:
+        held.remove(message)
     deadline = time.monotonic() + timeout
     while len(got) < count:
         message = node.recv(max(deadline - time.monotonic(), 0.01))
@@ -147,7 +151,7 @@ def _collect(node: Node, kind: str, count: int, timeout: float = 10.0) -> list[d
             got.append(message)
         else:
             assert message["type"] in ("ping", "presence", "ack", "broadcast"), message
-            node.__dict__.setdefault("_held", []).append(message)
+            held.append(message)
     return got
 
 
