@@ -13,8 +13,7 @@ from typing import Any, Iterator
 
 import pytest
 
-from harness.background import stop_all
-from harness.clusterkit import RedisServer, cluster_stats, health_of, presence_events, start_member, wait_formed
+from harness.clusterkit import RedisServer, cluster_stats, health_of, presence_events, running_cluster
 from harness.support import GatewayProcess, Node, NodePool, expect_error, http_get, reply_to, wait_until
 
 
@@ -29,14 +28,8 @@ def redis() -> Iterator[RedisServer]:
 
 @pytest.fixture(scope="module")
 def gateways(redis: RedisServer) -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    try:
-        for name in ("gw1", "gw2", "gw3"):
-            started.append(start_member(redis.url, name))
-        wait_formed(started)
+    with running_cluster(redis.url) as started:
         yield started
-    finally:
-        stop_all(started)
 
 
 @pytest.fixture

@@ -9,7 +9,7 @@ import pytest
 
 from harness.background import stop_all
 from harness.clusterkit import (
-    RedisServer, cluster_stats, health_of, kill_hard, presence_events, start_member, wait_formed,
+    RedisServer, cluster_stats, health_of, kill_hard, presence_events, running_cluster, wait_formed,
 )
 from harness.support import GatewayProcess, Node, NodePool, assert_delivers, expect_error, wait_until
 
@@ -29,14 +29,8 @@ def redis() -> Iterator[list[RedisServer]]:
 
 @pytest.fixture
 def gateways(redis: list[RedisServer]) -> Iterator[list[GatewayProcess]]:
-    started: list[GatewayProcess] = []
-    try:
-        for name in ("gw1", "gw2", "gw3"):
-            started.append(start_member(redis[0].url, name))
-        wait_formed(started)
+    with running_cluster(redis[0].url) as started:
         yield started
-    finally:
-        stop_all(started)
 
 
 @pytest.fixture

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
 import tempfile
-from typing import Any, Iterable
+from typing import Any, Iterable, Iterator
 
-from harness.background import Background
+from harness.background import Background, stop_all
 from harness.support import GatewayProcess, free_tcp_port, http_get, start_gateway, wait_until
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -41,6 +42,19 @@ class RedisServer(Background):
 
 def start_member(redis_url: str, name: str, *args: str, env: dict[str, str] | None = None) -> GatewayProcess:
     return start_gateway("--cluster", redis_url, "--name", name, "--ping-timeout", "60000", *args, env=env)
+
+
+@contextlib.contextmanager
+def running_cluster(redis_url: str, names: Iterable[str] = ("gw1", "gw2", "gw3")) -> Iterator[list[GatewayProcess]]:
+    """Gateways clustered on ``redis_url``, formed (each sees the others); stopped by pid afterwards."""
+    started: list[GatewayProcess] = []
+    try:
+        for name in names:
+            started.append(start_member(redis_url, name))
+        wait_formed(started)
+        yield started
+    finally:
+        stop_all(started)
 
 
 def health_of(gateway: GatewayProcess) -> dict[str, Any]:
