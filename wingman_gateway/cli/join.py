@@ -67,6 +67,10 @@ class LineInput(LineReceiver):
         self._chain.addCallback(lambda _: self._closed())
 
 
+def _silence_stdout() -> None:
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
 class JoinSession:
     """One terminal node: a client, a current room, and the screen."""
 
@@ -89,7 +93,9 @@ class JoinSession:
         except BrokenPipeError:
             # The reader went away (`join --json | head`): end the node quietly.
             self.output_closed = True
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            # Python flushes stdout again at exit; point it at /dev/null then, once the
+            # reactor has let go of descriptor 1 (swapping it under epoll breaks shutdown).
+            self.reactor.addSystemEventTrigger("after", "shutdown", _silence_stdout)
             ensureDeferred(self.quit())
 
     def emit(self, record: dict[str, Any]) -> None:
