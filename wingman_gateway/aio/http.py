@@ -1,7 +1,7 @@
 """The HTTP bridge transport on asyncio (``httpx``): POST to send; an event
 stream, or long polling where a stream cannot be had, to receive.
 
-What to request, and what the answers mean, is ``BridgeSession``'s; this
+What to request, and what the answers mean, is ``BridgeCore``'s; this
 module only makes the requests and keeps the timers it asks for.
 """
 
@@ -14,8 +14,8 @@ import httpx
 
 from wingman_gateway.aio.runtime import FormatLog
 from wingman_gateway.aio.tls import client_context, tls_text
-from wingman_gateway.protocol.bridge_session import (
-    STREAM, Action, BridgeSession, Lost, Request, perform,
+from wingman_gateway.protocol.bridge_core import (
+    STREAM, Action, BridgeCore, Lost, Request, perform,
 )
 from wingman_gateway.protocol.errors import NOT_CONNECTED, ClientError
 from wingman_gateway.protocol.runtime import CLOSE_NORMAL, Receiver
@@ -33,7 +33,7 @@ class HttpTransport:
         stream: bool = True,
     ) -> None:
         self.url = url
-        self._session = BridgeSession(url, log=FormatLog("wingman_gateway.aio.http"), timeout=timeout, stream=stream)
+        self._core = BridgeCore(url, log=FormatLog("wingman_gateway.aio.http"), timeout=timeout, stream=stream)
         self._receiver = receiver
         self._ca_file = ca_file
         self._timeout = timeout
@@ -47,32 +47,32 @@ class HttpTransport:
     @property
     def streaming(self) -> bool:
         """False once fallen back to long polling."""
-        return self._session.streaming
+        return self._core.streaming
 
     # -- the core's Transport -------------------------------------------------
 
     async def open(self) -> None:
         """Probe the bridge with a ``ping``: reachable, bridged, TLS verified."""
-        base = self._session.url.lower()
+        base = self._core.url.lower()
         verify: Any = client_context(self._ca_file) if base.startswith("https:") else True
         self._http = httpx.AsyncClient(verify=verify, timeout=self._timeout, trust_env=False)
         self._opening = asyncio.get_running_loop().create_future()
-        self._run(self._session.open())
+        self._run(self._core.open())
         try:
             await self._opening
         except BaseException:
-            self._session.abandon()
+            self._core.abandon()
             self._stop_all()
             await self._http.aclose()
             raise
 
     def send_text(self, text: str) -> None:
-        self._run(self._session.send(text))
+        self._run(self._core.send(text))
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        self._run(self._session.close(code, reason))
+        self._run(self._core.close(code, reason))
 
-    # -- the session's driver ---------------------------------------------
+    # -- the core's driver ---------------------------------------------
 
     def _run(self, actions: Iterator[Action]) -> None:
         perform(actions, self)
@@ -95,12 +95,12 @@ class HttpTransport:
         except httpx.HTTPError as error:
             self._failed(request, error)
             return
-        self._run(self._session.answered(request, response.status_code, response.content))
+        self._run(self._core.answered(request, response.status_code, response.content))
 
     def _failed(self, request: Request, error: BaseException, timed_out: bool = False) -> None:
         tls = tls_text(error)
         text = repr(error) if tls is None else tls
-        self._run(self._session.failed(request, text, tls=tls is not None, timed_out=timed_out))
+        self._run(self._core.failed(request, text, tls=tls is not None, timed_out=timed_out))
 
     async def _stream(self, request: Request) -> None:
         """One event stream: its answer, then its body as it comes, to its end."""
@@ -117,18 +117,18 @@ class HttpTransport:
             return
         try:
             kind = response.headers.get("content-type", "")
-            self._run(self._session.answered(request, response.status_code, b"", kind))
+            self._run(self._core.answered(request, response.status_code, b"", kind))
             if request not in self._reads:
                 return
             try:
                 async for chunk in response.aiter_bytes():
-                    self._run(self._session.received(request, chunk))
-                    if not self._session.wants(request):
+                    self._run(self._core.received(request, chunk))
+                    if not self._core.wants(request):
                         return
             except httpx.HTTPError as error:
                 self._failed(request, error)
                 return
-            self._run(self._session.ended(request, "stream ended"))
+            self._run(self._core.ended(request, "stream ended"))
         finally:
             self._reads.discard(request)
             await response.aclose()
@@ -142,7 +142,7 @@ class HttpTransport:
 
     def _fire(self, timer: str) -> None:
         self._timers.pop(timer, None)
-        self._run(self._session.fire(timer))
+        self._run(self._core.fire(timer))
 
     def cancel(self, timer: str) -> None:
         call = self._timers.pop(timer, None)

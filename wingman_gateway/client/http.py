@@ -2,7 +2,7 @@
 stream (or long poll) to receive.
 
 For networks where WebSocket is blocked. What to request, and what the
-answers mean, is ``BridgeSession``'s; this module only makes the requests
+answers mean, is ``BridgeCore``'s; this module only makes the requests
 and keeps the timers it asks for.
 """
 
@@ -15,7 +15,6 @@ from typing import Any, Iterator
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
-from twisted.internet.protocol import Protocol
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
@@ -29,10 +28,11 @@ from zope.interface import implementer
 
 from wingman_gateway.client.endpoints import AgentEndpoints
 from wingman_gateway.client.errors import ClientError
+from wingman_gateway.client.sse import StoppableBody
 from wingman_gateway.client.tls import VerifyingPolicy, failure_text
 from wingman_gateway.protocol.bridge import USER_AGENT as BRIDGE_USER_AGENT
-from wingman_gateway.protocol.bridge_session import (
-    FAREWELL, PROBE, STREAM, Action, BridgeSession, Lost, Request, perform,
+from wingman_gateway.protocol.bridge_core import (
+    FAREWELL, PROBE, STREAM, Action, BridgeCore, Lost, Request, perform,
 )
 from wingman_gateway.client.transport import CLOSE_NORMAL, IClientTransport, ITransportReceiver
 from wingman_gateway.logs import get_logger
@@ -51,29 +51,21 @@ def read_body(response: IResponse) -> Deferred[bytes]:
         return readBody(response)
 
 
-class _Body(Protocol):
-    """A stream's body, passed to the session as it arrives."""
+class _Body(StoppableBody):
+    """A stream's body, passed to the core as it arrives."""
 
     def __init__(self, transport: "HttpTransport", request: Request | None) -> None:
         self.owner = transport
         self.request = request
-        self._stopped = False
-
-    def stop(self) -> None:
-        """Stop reading: the connection is closed and the end reported."""
-        if not self._stopped:
-            self._stopped = True
-            if self.transport is not None:
-                self.transport.stopProducing()  # type: ignore[attr-defined]  # a response body's transport is its producer
 
     def dataReceived(self, data: bytes) -> None:
-        if not self._stopped and self.request is not None:
-            self.owner._run(self.owner._session.received(self.request, data))
+        if not self.stopped and self.request is not None:
+            self.owner._run(self.owner._core.received(self.request, data))
 
     def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
         if self.request is not None and self.owner._bodies.pop(self.request, None) is self:
             why = reason.getErrorMessage() if isinstance(reason, Failure) else "stream ended"
-            self.owner._run(self.owner._session.ended(self.request, why))
+            self.owner._run(self.owner._core.ended(self.request, why))
 
 
 @implementer(IClientTransport)
@@ -91,7 +83,7 @@ class HttpTransport:
         stream: bool = True,
     ) -> None:
         self.url = url
-        self._session = BridgeSession(url, log=log, timeout=timeout, stream=stream)
+        self._core = BridgeCore(url, log=log, timeout=timeout, stream=stream)
         self._receiver = receiver
         self._reactor = reactor
         self._pool = HTTPConnectionPool(reactor, persistent=True)
@@ -107,7 +99,7 @@ class HttpTransport:
     @property
     def streaming(self) -> bool:
         """False once fallen back to long polling."""
-        return self._session.streaming
+        return self._core.streaming
 
     # -- IClientTransport -------------------------------------------------
 
@@ -116,21 +108,21 @@ class HttpTransport:
         if self._opening is not None:
             raise RuntimeError("a transport is opened once")
         self._opening = Deferred(self._cancel_open)
-        self._run(self._session.open())
+        self._run(self._core.open())
         return self._opening
 
     def send_text(self, text: str) -> None:
-        self._run(self._session.send(text))
+        self._run(self._core.send(text))
 
     def close(self, code: int = CLOSE_NORMAL, reason: str = "") -> None:
-        if self._session.finished:
+        if self._core.finished:
             return
         if self._opening is not None and not self._opening.called:
             self._opening.cancel()
             return
-        self._run(self._session.close(code, reason))
+        self._run(self._core.close(code, reason))
 
-    # -- the session's driver ---------------------------------------------
+    # -- the core's driver ---------------------------------------------
 
     def _run(self, actions: Iterator[Action]) -> None:
         perform(actions, self)
@@ -147,7 +139,7 @@ class HttpTransport:
         except ClientError as error:
             if request.kind != PROBE:
                 raise
-            self._session.abandon()
+            self._core.abandon()
             self.open_failed(error)
             return None
         if request.kind != STREAM:
@@ -163,24 +155,24 @@ class HttpTransport:
         self._requests.pop(request, None)
         if request.kind != STREAM:
             response, data = answer
-            self._run(self._session.answered(request, response.code, data))
+            self._run(self._core.answered(request, response.code, data))
             return
         kind = (answer.headers.getRawHeaders(b"content-type") or [b""])[0]
         self._responses[request] = answer
-        self._run(self._session.answered(request, answer.code, b"", kind.decode("latin-1")))
+        self._run(self._core.answered(request, answer.code, b"", kind.decode("latin-1")))
         self._discard(request)
 
     def _failed(self, failure: Failure, request: Request) -> None:
         self._requests.pop(request, None)
         text, tls = failure_text(failure)
-        self._run(self._session.failed(request, text, tls=tls, timed_out=bool(failure.check(defer.TimeoutError))))
+        self._run(self._core.failed(request, text, tls=tls, timed_out=bool(failure.check(defer.TimeoutError))))
 
     def _discard(self, request: Request) -> None:
         """A stream's body nobody reads: let it go."""
         response = self._responses.pop(request, None)
         if response is None:
             return
-        if not self._session.finished:
+        if not self._core.finished:
             read_body(response).addErrback(lambda _: None)
             return
         unread = _Body(self, None)
@@ -196,7 +188,7 @@ class HttpTransport:
 
     def _fire(self, timer: str) -> None:
         self._timers.pop(timer, None)
-        self._run(self._session.fire(timer))
+        self._run(self._core.fire(timer))
 
     def cancel(self, timer: str) -> None:
         call = self._timers.pop(timer, None)
@@ -227,7 +219,7 @@ class HttpTransport:
             self._opening.errback(error)
 
     def _cancel_open(self, opening: Deferred[None]) -> None:
-        self._session.abandon()
+        self._core.abandon()
         self._stop_all()
         self._pool.closeCachedConnections()
 

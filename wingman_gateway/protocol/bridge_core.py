@@ -1,6 +1,6 @@
-"""``BridgeSession``: a node's side of the HTTP bridge, without any I/O.
+"""``BridgeCore``: a node's side of the HTTP bridge session, without any I/O.
 
-A driver (Twisted's Agent, httpx) tells the session what happened: a
+A driver (Twisted's Agent, httpx) tells the core what happened: a
 response arrived (``answered``), a request failed (``failed``), stream bytes
 came (``received``), a stream ended (``ended``), a timer fired (``fire``).
 Each call answers with what to do next, as actions, in order: a ``Request``
@@ -185,7 +185,7 @@ def perform(actions: Iterator[Action], driver: Driver) -> None:
         action.apply(driver)
 
 
-class BridgeSession:
+class BridgeCore:
     """One bridge session with a gateway at ``url`` (``http://`` or ``https://``)."""
 
     def __init__(self, url: str, *, log: Log, timeout: float = 10.0, stream: bool = True) -> None:
@@ -197,7 +197,7 @@ class BridgeSession:
         self.cursor = Cursor()
         self.is_open = False
         self.finished = False
-        self.ended = False  # the gateway ended the session (unregister acked)
+        self.session_ended = False  # the gateway ended the session (unregister acked)
         self._base = bridge_base(url)
         self._outbox: deque[bytes] = deque()
         self._posting = False
@@ -226,8 +226,8 @@ class BridgeSession:
             return
         # HTTP has no closing handshake: end the session so that the node
         # leaves its rooms now, not when the session times out.
-        alive = self.secret is not None and not self.ended
-        self.ended = self.ended or alive
+        alive = self.secret is not None and not self.session_ended
+        self.session_ended = self.session_ended or alive
         yield from self._lose(code, reason or "closed", farewell=alive)
 
     def abandon(self) -> None:
@@ -375,10 +375,10 @@ class BridgeSession:
             self.secret = secret
             yield from self._start_reader()
         elif envelope.get("type") == "ack" and payload.get("action") == "unregister":
-            self.ended = True
+            self.session_ended = True
         yield Deliver(text)
         if status == 401 and self.secret is not None and payload.get("code") in SESSION_ENDED:
-            self.ended = True
+            self.session_ended = True
             yield from self._lose(None, f"the bridge session ended: {payload.get('message')}")
 
     def _post_failed(self, text: str) -> Iterator[Action]:
@@ -420,7 +420,7 @@ class BridgeSession:
         if status != 200 or not content_type.startswith("text/event-stream"):
             self._reading = None
             if status == 401:
-                yield from self._session_ended()
+                yield from self._unauthorised()
                 return
             yield from self._fall_back("no event stream from {url} (HTTP {status})", status=status)
             return
@@ -449,7 +449,7 @@ class BridgeSession:
             return
         self._reading = None
         if status == 401:
-            yield from self._session_ended()
+            yield from self._unauthorised()
             return
         try:
             body: dict[str, Any] = json.loads(data) if status == 200 else {}
@@ -487,13 +487,13 @@ class BridgeSession:
         self.log.debug("{why}; reading again in {delay} s", why=why, delay=delay)
         yield Later(READ, delay)
 
-    def _session_ended(self) -> Iterator[Action]:
-        self.ended = True
+    def _unauthorised(self) -> Iterator[Action]:
+        self.session_ended = True
         yield from self._lose(None, "the bridge session ended (HTTP 401)")
 
     def _closed_by_gateway(self, data: str) -> Iterator[Action]:
         code, reason = closed_reason(data)
-        self.ended = True
+        self.session_ended = True
         yield from self._lose(code, reason)
 
     # -- confirming streamed messages -----------------------------------------
