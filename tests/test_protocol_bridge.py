@@ -9,10 +9,11 @@ from typing import Any, Iterator
 import pytest
 
 from wingman_gateway.protocol.bridge import CONFIRM_DELAY, PING, POLL_TIMEOUT, READER_RETRIES, UNREGISTER
-from wingman_gateway.protocol.bridge_core import (
+from wingman_gateway.protocol.bridge_actions import (
     CONFIRM, CONFIRMING, FAREWELL, POLL, PROBE, READ, SEND, SILENT, STREAM,
-    Action, BridgeCore, Cancel, Deliver, Later, Lost, Opened, OpenFailed, Read, Request, Stop,
+    Action, Cancel, Deliver, Later, Lost, Opened, OpenFailed, Read, Request, Stop,
 )
+from wingman_gateway.protocol.bridge_core import BridgeCore
 from wingman_gateway.protocol.errors import CONNECTION_FAILED, NOT_CONNECTED, TLS_ERROR, ClientError
 
 URL = "http://127.0.0.1:9/"

@@ -14,9 +14,8 @@ import httpx
 
 from wingman_gateway.aio.runtime import FormatLog
 from wingman_gateway.aio.tls import client_context, tls_text
-from wingman_gateway.protocol.bridge_core import (
-    STREAM, Action, BridgeCore, Lost, Request, perform,
-)
+from wingman_gateway.protocol.bridge_actions import STREAM, Action, Lost, Request, perform
+from wingman_gateway.protocol.bridge_core import BridgeCore
 from wingman_gateway.protocol.errors import NOT_CONNECTED, ClientError
 from wingman_gateway.protocol.runtime import CLOSE_NORMAL, Receiver
 

@@ -31,9 +31,8 @@ from wingman_gateway.client.errors import ClientError
 from wingman_gateway.client.sse import StoppableBody
 from wingman_gateway.client.tls import VerifyingPolicy, failure_text
 from wingman_gateway.protocol.bridge import USER_AGENT as BRIDGE_USER_AGENT
-from wingman_gateway.protocol.bridge_core import (
-    FAREWELL, PROBE, STREAM, Action, BridgeCore, Lost, Request, perform,
-)
+from wingman_gateway.protocol.bridge_actions import FAREWELL, PROBE, STREAM, Action, Lost, Request, perform
+from wingman_gateway.protocol.bridge_core import BridgeCore
 from wingman_gateway.client.transport import CLOSE_NORMAL, IClientTransport, ITransportReceiver
 from wingman_gateway.logs import get_logger
 
