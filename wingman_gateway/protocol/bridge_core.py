@@ -127,7 +127,7 @@ class BridgeCore:
         if request.kind == STREAM and timed_out:
             return self._stream_unanswered(request)
         if request.kind in (STREAM, POLL):
-            return self._reader_failed(request, text)
+            return self._reader_gone(request, f"reading from {self.url} failed: {text}")
         if request.kind == CONFIRM:
             return self._confirmed(request, False)
         return iter(())
@@ -152,10 +152,7 @@ class BridgeCore:
 
     def ended(self, request: Request, why: str) -> Iterator[Action]:
         """A stream's body ended (``why``)."""
-        if not self.wants(request):
-            return
-        self._reading = None
-        yield from self._reader_retry(f"event stream from {self.url} ended: {why}")
+        return self._reader_gone(request, f"event stream from {self.url} ended: {why}")
 
     def fire(self, timer: str) -> Iterator[Action]:
         """Timer ``timer`` is due."""
@@ -335,11 +332,12 @@ class BridgeCore:
             return
         yield from self._start_reader()
 
-    def _reader_failed(self, request: Request, text: str) -> Iterator[Action]:
+    def _reader_gone(self, request: Request, why: str) -> Iterator[Action]:
+        """The current reader broke: read again, or give up."""
         if not self.wants(request):
             return
         self._reading = None
-        yield from self._reader_retry(f"reading from {self.url} failed: {text}")
+        yield from self._reader_retry(why)
 
     def _reader_retry(self, why: str) -> Iterator[Action]:
         """Re-open the reader after a short delay; after a few failures in a row, give up."""
