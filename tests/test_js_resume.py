@@ -23,7 +23,7 @@ from harness.bridgekit import call
 from harness.browserkit import chromium
 from harness.consolekit import ConsolePage
 from harness.relay import Relay
-from harness.support import GatewayProcess, Node, running_gateway
+from harness.support import GatewayProcess, Node, expect_silence, running_gateway
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "wingman_gateway" / "web" / "static" / "wingman.js"
@@ -162,6 +162,26 @@ def test_a_node_away_longer_than_the_history_reports_a_gap(tmp_path: Path, wire:
     # What the Python core reports: where it was, and the gateway's reason.
     assert events(result, "gap") == [{"room": "short", "since": {"offset": 5, "epoch": epoch}, "reason": "too old"}]
     assert events(result, "recovered") == []
+
+
+@pytest.mark.parametrize("wire", ["ws", "bridge"])
+def test_a_broadcast_sent_again_with_its_key_after_a_reconnect_is_delivered_once(tmp_path: Path, wire: str) -> None:
+    with behind_a_relay(tmp_path) as (gateway, relay):
+        hearer, _ = member(gateway, "hearer", "room")
+        speaker = Listener(f"ws://127.0.0.1:{relay.port}/ws", wire, "room")
+        try:
+            speaker.ask("SEND answer-1 once", "SENT 1")
+            cut_off("disconnect", gateway, relay, speaker)  # as if the ack had been lost
+            speaker.ask("STATE reconnected", "STATE reconnected")
+            speaker.ask("SEND answer-1 once", "SENT 1")  # the first send's recipients
+            speaker.ask("SEND answer-2 after", "SENT 1")
+            heard = [hearer.recv_type("broadcast")["payload"] for _ in range(2)]
+            expect_silence(hearer, ignore=("ping", "presence"))
+            speaker.result()
+        finally:
+            speaker.stop()
+            hearer.close()
+    assert heard == ["once", "after"]
 
 
 @pytest.fixture

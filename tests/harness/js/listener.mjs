@@ -11,6 +11,8 @@
 //   REPLAY EPOCH  -> REPLAYED, after asking the gateway again for the room's
 //                    whole history (since offset 0 of EPOCH) on the same
 //                    connection: every message a duplicate the client must drop
+//   SEND KEY TEXT -> SENT N, once TEXT was broadcast to the room with the
+//                    idempotency key KEY (N: the recipients the ack gives)
 //   END           -> RESULT {...}, and the node closes
 import { createInterface } from "node:readline";
 
@@ -36,7 +38,7 @@ async function until(predicate, what) {
 
 console.log(`READY ${node.nodeId} ${node.chosen}`);
 for await (const line of createInterface({ input: process.stdin })) {
-  const [command, argument] = line.trim().split(/\s+/);
+  const [command, argument, ...rest] = line.trim().split(/\s+/);
   if (command === "WAIT") {
     await until(() => delivered.length >= Number(argument), `${argument} broadcasts`);
     console.log(`HAVE ${argument}`);
@@ -46,6 +48,8 @@ for await (const line of createInterface({ input: process.stdin })) {
   } else if (command === "REPLAY") {
     await node.request("join_group", { groupName: room, since: { offset: 0, epoch: argument } });
     console.log("REPLAYED");
+  } else if (command === "SEND") {
+    console.log(`SENT ${await node.broadcast(room, rest.join(" "), { key: argument })}`);
   } else if (command === "END") {
     console.log("RESULT " + JSON.stringify({ delivered, states, chosen: node.chosen }));
     break;
