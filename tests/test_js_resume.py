@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import contextlib
 import json
+import random
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any, Iterator
@@ -24,10 +26,12 @@ from harness.browserkit import chromium
 from harness.consolekit import ConsolePage
 from harness.relay import Relay
 from harness.support import GatewayProcess, Node, expect_silence, running_gateway
+from wingman_gateway.protocol.positions import Positions
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "wingman_gateway" / "web" / "static" / "wingman.js"
 LISTENER = Path(__file__).parent / "harness" / "js" / "listener.mjs"
+POSITIONS = Path(__file__).parent / "harness" / "js" / "positions.mjs"
 ADMIN = "resume-admin-Hq2w7Nf4kP9s-credential"
 COUNT = 200
 
@@ -93,6 +97,69 @@ def cut_off(how: str, gateway: GatewayProcess, relay: Relay, listener: Listener)
     reply = call(gateway.port, "POST", f"/api/nodes/{listener.node_id}/disconnect", json.dumps({"reason": "cut"}),
                  {"Authorization": f"Bearer {ADMIN}", "Content-Type": "application/json"})
     assert reply.status == 200 and reply.body["disconnected"] is True, reply
+
+
+def random_operations(chance: random.Random, count: int) -> list[list[Any]]:
+    """Position operations as a node meets them: acks and deliveries in two
+    rooms, offsets close together, now and then another epoch or none."""
+    def place(recovered: bool = False) -> dict[str, Any]:
+        if chance.random() < 0.1:
+            return {}  # a gateway without history
+        found: dict[str, Any] = {"offset": chance.randint(0, 12), "epoch": chance.choice(["e1", "e1", "e1", "e2"])}
+        if recovered:
+            found["recovered"] = chance.random() < 0.5
+            if not found["recovered"] and chance.random() < 0.8:
+                found["reason"] = chance.choice(["other epoch", "too old", "unknown offset"])
+        return found
+
+    operations: list[list[Any]] = []
+    for _ in range(count):
+        room = chance.choice(["alpha", "beta"])
+        kind = chance.choices(["delivered", "sent", "joined", "resumed", "get", "forget", "keep"],
+                              [8, 3, 2, 2, 2, 1, 1])[0]
+        if kind in ("delivered", "sent"):
+            operations.append([kind, room, place()])
+        elif kind in ("joined", "resumed"):
+            operations.append([kind, room, place(kind == "resumed"), {}])
+        elif kind == "keep":
+            operations.append([kind, room, [room]])
+        else:
+            operations.append([kind, room])
+    return operations
+
+
+def python_answers(operations: list[list[Any]]) -> list[Any]:
+    """What the Python core's ``Positions`` answers, in JSON's terms."""
+    positions = Positions()
+    answers: list[Any] = []
+    for kind, room, *arguments in operations:
+        if kind == "resumed":
+            answer: Any = positions.resumed(room, positions.get(room), *arguments)
+        elif kind == "keep":
+            answer = positions.keep(*arguments)  # the rooms kept, not one room
+        else:
+            answer = getattr(positions, kind)(room, *arguments)
+        if answer is not None and hasattr(answer, "epoch"):
+            answer = {"offset": answer.offset, "epoch": answer.epoch}
+        answers.append(list(answer) if isinstance(answer, tuple) else answer)
+    return answers
+
+
+def test_positions_answer_as_the_python_core_does() -> None:
+    """The same operations through both: the same positions, duplicates, recovered and gap."""
+    chance = random.Random(20261127)
+    sequences = [random_operations(chance, 60) for _ in range(300)]
+    done = subprocess.run(["node", str(POSITIONS), str(CLIENT)], input=json.dumps(sequences),
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    answers = json.loads(done.stdout)
+    for operations, answered in zip(sequences, answers, strict=True):
+        assert answered == python_answers(operations), operations
+    seen = {kind for operations in sequences for kind, *_ in operations}
+    assert seen == {"delivered", "sent", "joined", "resumed", "get", "forget", "keep"}
+    flat = [answer for answered in answers for answer in answered]
+    assert True in flat and False in flat  # deliveries kept and duplicates dropped
+    assert {answer[0] for answer in flat if isinstance(answer, list)} == {"recovered", "gap"}
 
 
 def events(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
