@@ -23,7 +23,7 @@ from playwright.sync_api import BrowserContext, expect
 from harness.background import Background
 from harness.bridgekit import call
 from harness.browserkit import chromium
-from harness.consolekit import ConsolePage
+from harness.consolekit import ConsolePage, screenshot_dir
 from harness.relay import Relay
 from harness.support import GatewayProcess, Node, expect_silence, running_gateway
 from wingman_gateway.protocol.positions import Positions
@@ -283,5 +283,6 @@ def test_the_console_says_what_was_recovered_and_what_may_be_lost(tmp_path: Path
             expect(chat).to_have_text(["before", "while away"])
             expect(recovered).to_have_count(1)
             console.no_problems()
+            console.page.screenshot(path=str(screenshot_dir() / "room-resumed.png"))
         finally:
             speaker.close()
