@@ -98,7 +98,7 @@ class HttpTransport:
 
     def _failed(self, request: Request, error: BaseException, timed_out: bool = False) -> None:
         tls = tls_text(error)
-        text = repr(error) if tls is None else tls
+        text = (str(error) or type(error).__name__) if tls is None else tls
         self._run(self._core.failed(request, text, tls=tls is not None, timed_out=timed_out))
 
     async def _stream(self, request: Request) -> None:
