@@ -14,6 +14,7 @@ from typing import Iterator
 
 import pytest
 
+from harness.flood import rtts_while
 from harness.support import (
     GatewayProcess,
     Node,
@@ -38,7 +39,8 @@ RTT_BOUND = 0.050
 
 @pytest.fixture(scope="module")
 def gateway() -> Iterator[GatewayProcess]:
-    with running_gateway("--message-burst", "2000") as process:
+    # The decoder test sends five megabytes at once: a byte burst to match.
+    with running_gateway("--message-burst", "2000", "--byte-burst", str(8 * MiB)) as process:
         yield process
 
 
@@ -46,18 +48,6 @@ def adversarial(size: int) -> str:
     """65 brackets, then an unterminated run of escaped quotes: quadratic for a backtracking scan."""
     head = "[" * 65 + '"'
     return head + '\\"' * ((size - len(head)) // 2)
-
-
-def rtts_while(node: Node, running: threading.Event, out: list[float]) -> None:
-    """Ping round trips every 5 ms (within the heartbeat rate limit) while ``running`` is set."""
-    for n in range(4000):
-        if not running.is_set():
-            return
-        started = time.perf_counter()
-        node.send({"type": "ping", "messageId": n})
-        reply_to(node, n)
-        out.append(time.perf_counter() - started)
-        time.sleep(0.005)
 
 
 @pytest.mark.parametrize("shape", ["brackets-and-escaped-quotes", "quotes"])
@@ -70,7 +60,8 @@ def test_a_1mib_adversarial_message_is_answered_fast_while_others_keep_their_rtt
         "quotes": '{"a":' + '"' * size,
     }[shape]
     watcher = nodes("watcher", room="calm")
-    attacker = Node(gateway.url)  # never registers: no token needed for this
+    # Registered: before that, a message over 64 KiB is refused unread.
+    attacker = nodes("attacker")
     rtts: list[float] = []
     running = threading.Event()
     running.set()
@@ -90,7 +81,6 @@ def test_a_1mib_adversarial_message_is_answered_fast_while_others_keep_their_rtt
     finally:
         running.clear()
         pinger.join(10)
-        attacker.close()
     assert max(answers) < ANSWER_BOUND, answers
     assert len(rtts) >= 20
     assert max(rtts) < RTT_BOUND, f"max {max(rtts) * 1000:.1f} ms, median {statistics.median(rtts) * 1000:.1f} ms"
@@ -147,16 +137,23 @@ def test_a_room_cannot_be_split(gateway: GatewayProcess, nodes: NodePool) -> Non
 def test_metadata_is_bounded_and_rss_stays_flat(gateway: GatewayProcess, nodes: NodePool) -> None:
     watcher = nodes("watcher", room="meta")
     pid = gateway.proc.pid
-    # Warm up: one refused megabyte (its transient decode) before measuring.
+    # Warm up: one refused register (its transient decode) before measuring.
     bloat = "[" + ",".join(["{}"] * ((MiB - 200) // 3)) + "]"
+    small_bloat = "[" + ",".join(["{}"] * 2000) + "]"
     start_rss = None
     held = []
     for n in range(41):
         node = Node(gateway.url)
-        node.ws.send('{"type":"register","messageId":"r","payload":{"name":"fat%d","metadata":{"x":%s}}}'
-                     % (n, bloat))
+        register = '{"type":"register","messageId":"r","payload":{"name":"fat%d","metadata":{"x":%s}}}'
+        # A megabyte before registering is refused by its size, never decoded...
+        node.ws.send(register % (n, bloat))
+        expect_error(json.loads(recv_text(node)), "PAYLOAD_TOO_LARGE",
+                     f"message of {len(register % (n, bloat))} bytes exceeds the limit of 65536 bytes"
+                     " before registering")
+        # ...and metadata over --max-metadata that fits is refused by its encoded size.
+        node.ws.send(register % (n, small_bloat))
         reply = reply_to(node, "r", timeout=10)
-        size = len(bloat) + 6
+        size = len(small_bloat) + 6
         expect_error(reply, "INVALID_REQUEST", f"'metadata' is {size} bytes of JSON; the limit is 4096 bytes")
         # The largest metadata allowed is kept, as text.
         ok = node.register(f"fat{n}", metadata={"x": "y" * 4000})

@@ -80,7 +80,7 @@ def test_invalid_and_unknown_messages_are_metered(junk: str) -> None:
 
 def test_large_messages_are_metered_before_they_are_decoded() -> None:
     """Over the limit, a large message is refused without being read at all."""
-    h = Harness(Limits(message_rate=1, message_burst=2))
+    h = Harness(Limits(message_rate=1, message_burst=2, max_unregistered_payload=200_000))
     session, conn = h.connect()
     big_invalid = '{"type": "ping", "messageId": "x", "pad": "' + "a" * 100_000  # unterminated
     big_unknown = '{"type": "ping", "pad": "' + "a" * 100_000 + '", "messageId": "late"}'
@@ -95,6 +95,56 @@ def test_large_messages_are_metered_before_they_are_decoded() -> None:
     [reply] = conn.take()
     assert reply["payload"]["code"] == errors.RATE_LIMITED
     assert "messageId" not in reply  # too far in to be read without decoding
+
+
+def test_bytes_are_metered_before_they_are_decoded() -> None:
+    """The byte bucket refuses a large message unread; small ones still pass, time pays it back."""
+    h = Harness(Limits(byte_rate=10_000, byte_burst=40_000))
+    agent, conn = h.node("agent", "room")
+    _, watcher = h.node("watcher", "room")
+    big = json.dumps({"type": "broadcast", "messageId": "big",
+                      "payload": {"groupName": "room", "message": [{}] * 4000}})
+    assert 12_000 < len(big) < 17_000
+    h.clock.advance(10)
+    conn.take()
+    h.send(agent, big)
+    h.send(agent, big)
+    assert [m["type"] for m in conn.take()] == ["ack", "ack"]
+    h.send(agent, big)
+    [reply] = conn.take()
+    assert reply["messageId"] == "big"
+    payload = reply["payload"]
+    assert payload["code"] == errors.RATE_LIMITED
+    assert payload["message"] == "byte rate limit of 10000 bytes per second (bursts of 40000) exceeded"
+    left = 40_000 - 2 * len(big)
+    wait_ms = int((len(big) - left) / 10_000 * 1000) + 1
+    assert payload["details"] == {"retryAfterMs": wait_ms, "byteRate": 10_000, "byteBurst": 40_000,
+                                  "size": len(big)}
+    assert len(watcher.take()) == 2
+    h.send(agent, dict(BROADCAST, payload={"groupName": "room", "message": "small"}, messageId="s"))
+    assert conn.take()[0]["type"] == "ack"
+    h.clock.advance(wait_ms / 1000 + 0.05)  # and the small message's bytes
+    h.send(agent, big)
+    assert conn.take()[0]["type"] == "ack"
+
+
+def test_before_registering_only_small_messages_are_read() -> None:
+    h = Harness(Limits())
+    session, conn = h.connect()
+    register = json.dumps({"type": "register", "messageId": "r",
+                           "payload": {"name": "a", "metadata": {"x": [{}] * 30_000}}})
+    h.send(session, register)
+    [reply] = conn.take()
+    assert reply["payload"] == {
+        "code": errors.PAYLOAD_TOO_LARGE,
+        "message": f"message of {len(register)} bytes exceeds the limit of 65536 bytes before registering",
+        "details": {"limit": 65536},
+    }
+    ack = h.request(session, conn, "register", {"name": "a"})
+    assert ack["payload"]["limits"]["byteRate"] == 1024 * 1024
+    # Registered, the full --max-payload applies.
+    h.send(session, json.dumps({"type": "ping", "messageId": "p", "pad": "x" * 100_000}))
+    assert conn.take()[0]["type"] == "pong"
 
 
 def test_pings_have_their_own_bucket_and_pongs_are_dropped_quietly() -> None:
@@ -118,13 +168,13 @@ def test_reconnecting_does_not_reset_the_budget() -> None:
     session, conn = h.connect()
     conn.peer = "tcp:10.0.0.7:4000"
     h.router.disconnect(session)  # fresh bucket, nothing owed: not kept
-    assert h.router.budgets.kept() == 0
+    assert h.router.meters.messages.kept() == 0
     first = h.router.connect(_peer_conn("tcp:10.0.0.7:4001"))
     for _ in range(5):
         h.send(first, {"type": "ping"})
         h.send(first, "junk")
     h.router.disconnect(first)
-    assert h.router.budgets.kept() == 1
+    assert h.router.meters.messages.kept() == 1
     again_conn = _peer_conn("tcp:10.0.0.7:4002")
     again = h.router.connect(again_conn)
     h.send(again, "junk")
@@ -194,3 +244,12 @@ def test_settings() -> None:
     assert _limits(**{"rate-limit": "0"}).message_rate == 0
     with pytest.raises(ConfigError, match="rateWindow: needs rateLimit"):
         _limits(**{"rate-window": "1000"})
+    assert (_limits().byte_rate, _limits().byte_burst) == (1024 * 1024, 2 * 1024 * 1024)
+    custom = _limits(**{"byte-rate": "1000", "byte-burst": "5000", "max-payload": "5000"})
+    assert (custom.byte_rate, custom.byte_burst) == (1000, 5000)
+    assert _limits(**{"byte-rate": "0", "byte-burst": "300"}).byte_rate == 0
+    with pytest.raises(ConfigError, match=r"byteBurst: must be at least maxPayload \(a largest message must fit\)"):
+        _limits(**{"byte-burst": "5000"})
+    assert _limits(**{"max-unregistered-payload": "1024", "max-metadata": "512"}).max_unregistered_payload == 1024
+    with pytest.raises(ConfigError, match="maxMetadata: must be less than maxUnregisteredPayload"):
+        _limits(**{"max-unregistered-payload": "1024"})

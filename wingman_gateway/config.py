@@ -73,6 +73,18 @@ SETTINGS: tuple[Setting, ...] = (
     ),
     Setting("message-burst", "messageBurst", checks.integer(1), 500, "messages per connection at once, above the rate"),
     Setting(
+        "byte-rate", "byteRate", checks.integer(0), 1024 * 1024,
+        "bytes a second per connection, sustained, metered before decoding, 0 = off",
+    ),
+    Setting(
+        "byte-burst", "byteBurst", checks.integer(256), 2 * 1024 * 1024,
+        "bytes per connection at once, above the byte rate (at least --max-payload)",
+    ),
+    Setting(
+        "max-unregistered-payload", "maxUnregisteredPayload", checks.integer(256), 64 * 1024,
+        "largest message before a connection registers, bytes (refused unread)",
+    ),
+    Setting(
         "rate-limit", "rateLimit", checks.integer(0), None,
         "older form: N messages per --rate-window, i.e. rate N/window, burst N; 0 = off",
     ),
@@ -302,6 +314,10 @@ def build(
     if values["maxConnections"] and values["connectionReserve"] >= values["maxConnections"]:
         raise ConfigError("connectionReserve: must be less than maxConnections")
 
+    if values["byteRate"] and values["byteBurst"] < values["maxPayload"]:
+        raise ConfigError("byteBurst: must be at least maxPayload (a largest message must fit)")
+    if values["maxMetadata"] >= values["maxUnregisteredPayload"]:
+        raise ConfigError("maxMetadata: must be less than maxUnregisteredPayload (it is sent in register)")
     rate, burst = _message_rate(values)
     limits = Limits(
         max_payload=values["maxPayload"],
@@ -313,6 +329,9 @@ def build(
         max_rooms_per_node=values["maxRoomsPerNode"],
         message_rate=rate,
         message_burst=burst,
+        byte_rate=float(values["byteRate"]),
+        byte_burst=values["byteBurst"],
+        max_unregistered_payload=values["maxUnregisteredPayload"],
         max_metadata=values["maxMetadata"],
         max_buffer=values["maxBuffer"],
         ping_interval=values["pingInterval"] / 1000,

@@ -25,6 +25,13 @@ class Limits:
     # off) and the burst on top; see ratelimit.py.
     message_rate: float = 250.0
     message_burst: int = 500
+    # The same for bytes, as received (before decoding); 0 turns it off.
+    # The burst is never less than max_payload.
+    byte_rate: float = 1 * MiB
+    byte_burst: int = 2 * MiB
+    # Largest message of a connection that has not registered (register,
+    # ping): refused by its size, never decoded.
+    max_unregistered_payload: int = 64 * 1024
     # Largest register.metadata kept for a node, as encoded JSON text.
     max_metadata: int = 4096
     max_buffer: int = 4 * MiB  # unsent bytes per client before it is cut off

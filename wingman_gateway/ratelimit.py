@@ -1,7 +1,7 @@
-"""Message rate limits: a token bucket per connection, remembered per source.
+"""Rate limits: token buckets per connection, remembered per source.
 
 A bucket holds up to ``burst`` tokens and gains ``rate`` tokens a second;
-each message takes one. An agent streaming an answer token by token stays
+each message takes one (from a byte bucket: one per byte). An agent streaming an answer token by token stays
 within the sustained rate, a runaway or hostile client is held to it.
 
 A bucket's debt outlives its connection: when a connection closes with a
@@ -32,7 +32,7 @@ def source_of(peer: str) -> str:
 
 
 class TokenBucket:
-    """``burst`` tokens at most, ``rate`` more each second; one per message."""
+    """``burst`` tokens at most, ``rate`` more each second; one per message (or byte)."""
 
     __slots__ = ("rate", "burst", "tokens", "stamp")
 
@@ -47,13 +47,13 @@ class TokenBucket:
             self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
             self.stamp = now
 
-    def take(self, now: float) -> float:
-        """Take a token: 0 if there was one, else the seconds until there is."""
+    def take(self, now: float, amount: float = 1) -> float:
+        """Take ``amount`` tokens: 0 if there were as many, else the seconds until there are."""
         self._refill(now)
-        if self.tokens >= 1:
-            self.tokens -= 1
+        if self.tokens >= amount:
+            self.tokens -= amount
             return 0.0
-        return (1 - self.tokens) / self.rate
+        return (amount - self.tokens) / self.rate
 
     def full(self, now: float) -> bool:
         self._refill(now)

@@ -27,21 +27,19 @@ from wingman_gateway.connection import (
     Outbound,
     Reply,
 )
-from wingman_gateway.envelope import Envelope, decode, encode, peek_message_id, splice
+from wingman_gateway.envelope import Envelope, decode, encode, splice
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.events import Events
 from wingman_gateway.idempotency import SentKeys, key_of
 from wingman_gateway.limits import Limits
-from wingman_gateway.ratelimit import Budgets, source_of
+from wingman_gateway.metering import Meters
+from wingman_gateway.ratelimit import source_of
 from wingman_gateway.roomrequests import RoomRequests
 from wingman_gateway.rooms import IRooms, LocalRooms
 from wingman_gateway.state import Node
 
 log = get_logger("wingman_gateway.router")
 
-# Heartbeat messages have a bucket of their own, so a node streaming at its
-# limit still answers pings; a refused pong is dropped without an answer.
-HEARTBEAT = frozenset({"ping", "pong"})
 # Messages up to this size are decoded before the rate check, which then
 # knows a heartbeat from a request and can echo the messageId; larger ones
 # are metered before any decoding.
@@ -86,9 +84,7 @@ class Router(RoomRequests):
         self.connections: set[Node] = set()
         self.started_at = clock.seconds()
         self.messages_processed = 0
-        rate, burst = self.limits.message_rate, self.limits.message_burst
-        self.budgets = Budgets(rate, burst)
-        self.heartbeat_budgets = Budgets(rate, burst)
+        self.meters = Meters(self.limits)
         self._handlers: dict[str, Callable[[Node, Envelope], None]] = {
             "register": self._register,
             "unregister": self._unregister,
@@ -109,17 +105,9 @@ class Router(RoomRequests):
         key); such a connection registers without a token.
         """
         now = self.clock.seconds()
-        source = source_of(conn.peer)
-        metered = self.budgets.enabled
-        node = Node(
-            conn=conn,
-            send=conn.send,
-            connected_at=now,
-            last_seen=now,
-            source=source,
-            budget=self.budgets.open(source, now) if metered else None,
-            heartbeat_budget=self.heartbeat_budgets.open(source, now) if metered else None,
-        )
+        node = Node(conn=conn, send=conn.send, connected_at=now, last_seen=now,
+                    source=source_of(conn.peer), budget=None, heartbeat_budget=None)
+        self.meters.attach(node, now)
         node.grant = grant
         self.connections.add(node)
         return node
@@ -134,22 +122,16 @@ class Router(RoomRequests):
         envelope: Envelope | None = None
         label = "invalid"  # the envelope's type for the metrics, once it is known
         try:
-            if len(data) > self.limits.max_payload:
-                raise self.too_large(len(data))
+            if len(data) > self.payload_limit(node):
+                raise self.too_large(len(data), node)
             peeked: GatewayError | None = None
             if len(data) <= PEEK_BYTES:
                 try:
                     envelope = decode(data, self.limits.max_depth)
                 except GatewayError as error:
                     peeked = error
-            kind = envelope.type if envelope is not None else None
-            bucket = node.heartbeat_budget if kind in HEARTBEAT else node.budget
-            if bucket is not None:
-                wait = bucket.take(now)
-                if wait:
-                    if kind == "pong":
-                        return
-                    raise self._rate_limited(wait, data)
+            if not self.meters.admit(node, envelope.type if envelope is not None else None, data, now):
+                return
             if peeked is not None:
                 raise peeked
             if envelope is None:
@@ -168,20 +150,6 @@ class Router(RoomRequests):
             self.refuse(node, error, message_id)
         self.events.emit("received", label, len(data), self.timer() - started)
 
-    def _rate_limited(self, wait: float, data: bytes | str) -> GatewayError:
-        limits = self.limits
-        return GatewayError(
-            errors.RATE_LIMITED,
-            f"rate limit of {limits.message_rate:g} messages per second"
-            f" (bursts of {limits.message_burst}) exceeded",
-            details={
-                "retryAfterMs": int(wait * 1000) + 1,
-                "rate": limits.message_rate,
-                "burst": limits.message_burst,
-            },
-            message_id=peek_message_id(data),
-        )
-
     def disconnect(self, node: Node, reason: str = "disconnected") -> None:
         """The connection is gone: the node leaves its rooms at once."""
         if node.closed:
@@ -192,10 +160,7 @@ class Router(RoomRequests):
             self.events.emit("dropped", transport=node.conn.transport_name, reason=reason)
         if node.expiry is not None and node.expiry.active():
             node.expiry.cancel()
-        now = self.clock.seconds()
-        if node.budget is not None and node.heartbeat_budget is not None:
-            self.budgets.close(node.source, node.budget, now)
-            self.heartbeat_budgets.close(node.source, node.heartbeat_budget, now)
+        self.meters.detach(node, self.clock.seconds())
         if node.node_id is not None:
             if self.admission is not None:
                 self.admission.node_left(node.source)
@@ -226,11 +191,19 @@ class Router(RoomRequests):
             node.conn.close(_CLOSE_FOR.get(error.code, CLOSE_POLICY), error.message)
             self.disconnect(node, error.message)
 
-    def too_large(self, size: int) -> GatewayError:
+    def payload_limit(self, node: Node | None = None) -> int:
+        """The largest message ``node`` may send now (less before it registers)."""
+        if node is not None and node.node_id is None:
+            return min(self.limits.max_unregistered_payload, self.limits.max_payload)
+        return self.limits.max_payload
+
+    def too_large(self, size: int, node: Node | None = None) -> GatewayError:
+        limit = self.payload_limit(node)
+        when = " before registering" if limit < self.limits.max_payload else ""
         return GatewayError(
             errors.PAYLOAD_TOO_LARGE,
-            f"message of {size} bytes exceeds the limit of {self.limits.max_payload} bytes",
-            details={"limit": self.limits.max_payload},
+            f"message of {size} bytes exceeds the limit of {limit} bytes{when}",
+            details={"limit": limit},
         )
 
     # -- timers ---------------------------------------------------------
@@ -369,6 +342,8 @@ class Router(RoomRequests):
                     "maxPayload": self.limits.max_payload,
                     "messageRate": self.limits.message_rate,
                     "messageBurst": self.limits.message_burst,
+                    "byteRate": self.limits.byte_rate,
+                    "byteBurst": self.limits.byte_burst,
                     "maxMetadata": self.limits.max_metadata,
                 },
             },

@@ -44,6 +44,8 @@ class Node:
     expiry: Any = None
     rooms: dict[str, "Room"] = attrs.Factory(dict)
     closed: bool = False
+    # Bytes a second, metered before decoding (metering.py); None when off.
+    byte_budget: TokenBucket | None = None
 
     def __repr__(self) -> str:
         return f"<Node {self.node_id} name={self.name!r} peer={self.conn.peer}>"

@@ -242,7 +242,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
 
     def onMessageFrameBegin(self, length: int) -> None:
         total = self.message_data_total_length + length
-        if self._oversize or total > self.factory.router.limits.max_payload:
+        if self._oversize or total > self.factory.router.payload_limit(self.session):
             self._oversize = total
             self.message_data_total_length = total
             self.frame_data = []
@@ -268,7 +268,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
             return
         router = self.factory.router
         if self._oversize:
-            router.refuse(session, router.too_large(self._oversize))
+            router.refuse(session, router.too_large(self._oversize, session))
             return
         router.receive(session, b"".join(data))
 
