@@ -182,6 +182,7 @@ def test_documented_oversized_message_reply(gateway: GatewayProcess) -> None:
     documented = error_example(errors.PAYLOAD_TOO_LARGE)
     size = int(re.search(r"message of (\d+) bytes", documented["payload"]["message"]).group(1))  # type: ignore[union-attr]
     node = Node(gateway.url)
+    node.register("big")  # before registering, the limit is --max-unregistered-payload
     head = '{"type": "ping", "messageId": "big", "padding": "'
     node.ws.send(head + "x" * (size - len(head) - 2) + '"}')
     Bindings().match(documented, next_envelope(node))
