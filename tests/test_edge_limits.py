@@ -1,5 +1,5 @@
 """Caps and deadlines at the edge, against a real gateway: per-source caps on
-connections and nodes, the request-head deadline, the register deadline, and
+connections and nodes, the request-head and body deadlines, the register deadline, and
 the reserve that keeps /health and registered nodes served when full."""
 
 from __future__ import annotations
@@ -136,7 +136,7 @@ def test_request_head_deadline_is_not_reset_by_trickled_bytes(launch, sockets) -
     status, headers, body = rawhttp.parse_response(answer)
     assert status == 408 and headers["connection"] == "close"
     assert json.loads(body)["payload"] == {
-        "code": "INVALID_REQUEST", "message": "request head not complete within the time allowed"}
+        "code": "INVALID_REQUEST", "message": "request head not complete within 1 s"}
     assert 0.9 < elapsed < 3.0, elapsed
     gateway.wait_for(r"request head from 127\.0\.0\.1:\d+ not complete within 1 s: closed")
     # An idle keep-alive connection is closed too, quietly, after its answer.
@@ -146,6 +146,50 @@ def test_request_head_deadline_is_not_reset_by_trickled_bytes(launch, sockets) -
     status, _, _ = rawhttp.parse_response(rawhttp.read_until_closed(idle, timeout=5))
     assert status == 200
     assert health(gateway)["status"] == "healthy"
+
+
+@pytest.mark.parametrize("framing", [b"Content-Length: 1000", b"Transfer-Encoding: chunked"])
+def test_request_body_deadline_is_not_reset_by_trickled_bytes(launch, sockets, framing: bytes) -> None:
+    gateway = launch("--body-timeout", "1000")
+    watcher = Node(gateway.url)
+    sockets.append(watcher)
+    watcher.register("watcher")
+    sock = rawhttp.open_socket(gateway.port)
+    sockets.append(sock)
+    sock.sendall(b"POST /bridge/send HTTP/1.1\r\nHost: 127.0.0.1:%d\r\n"
+                 b"Content-Type: application/json\r\n%s\r\n\r\n" % (gateway.port, framing))
+    if framing.startswith(b"Transfer"):
+        sock.sendall(b"3e8\r\n")
+    started = time.monotonic()
+    answer = b""
+    sock.settimeout(0.25)
+    for _ in range(40):  # one byte every 0.25 s, for at most 10 s
+        try:
+            sock.sendall(b"{")
+            chunk = sock.recv(4096)
+        except socket.timeout:
+            assert_usable(watcher)  # meanwhile, another node is served
+            continue
+        except OSError:
+            break
+        if not chunk:
+            break
+        answer += chunk
+    elapsed = time.monotonic() - started
+    status, headers, body = rawhttp.parse_response(answer)
+    assert status == 408 and headers["connection"] == "close"
+    assert json.loads(body)["payload"] == {
+        "code": "INVALID_REQUEST", "message": "request body not complete within 1 s"}
+    assert 0.9 < elapsed < 3.0, elapsed
+    gateway.wait_for(r"request body from 127\.0\.0\.1:\d+ not complete within 1 s: closed")
+    # A body that comes in time is answered; a long poll (no body) outlives the deadline.
+    poller = BridgeNode(gateway.port)
+    assert poller.register("poller").status == 200
+    assert poller.request("ping").body["type"] == "pong"
+    held = time.monotonic()
+    polled = poller.poll(timeout=2)
+    assert polled.status == 200 and time.monotonic() - held > 1.5, polled
+    assert_usable(watcher)
 
 
 def test_unregistered_connections_must_register_in_time(launch, sockets) -> None:

@@ -77,6 +77,7 @@ class AdmissionLimits:
     max_nodes_per_source: int = 32
     exempt: tuple[Network, ...] = LOOPBACK
     header_timeout: float = 10.0
+    body_timeout: float = 30.0
     register_timeout: float = 30.0
 
     def connection_cap(self) -> int:

@@ -153,6 +153,10 @@ SETTINGS: tuple[Setting, ...] = (
         "time to send a complete HTTP request head, ms",
     ),
     Setting(
+        "body-timeout", "bodyTimeout", checks.integer(100), 30000,
+        "time to send a whole HTTP request body once its head is in, ms",
+    ),
+    Setting(
         "register-timeout", "registerTimeout", checks.integer(100), 30000,
         "time from connecting to registering, ms",
     ),
@@ -384,6 +388,7 @@ def _admission(values: dict[str, Any], flags: dict[str, Any], file_values: dict[
         max_nodes_per_source=values["maxNodesPerSource"],
         exempt=exempt,
         header_timeout=values["headerTimeout"] / 1000,
+        body_timeout=values["bodyTimeout"] / 1000,
         register_timeout=values["registerTimeout"] / 1000,
     )
 

@@ -183,7 +183,8 @@ class GatewayService(MultiService):
             Listener(
                 description,
                 GatedFactory(
-                    build_site(self.router, health, children, cors, stats, scopes, edge.header_timeout),
+                    build_site(self.router, health, children, cors, stats, scopes, edge.header_timeout,
+                               edge.body_timeout),
                     self.admission,
                 ),
                 reactor,

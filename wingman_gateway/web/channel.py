@@ -3,7 +3,11 @@
 twisted.web's idle timer restarts on every byte, so a client trickling one
 header line every few seconds holds its connection for ever. Here a request
 head must be complete within ``header_timeout`` of the connection opening
-(or of the previous response), however slowly its bytes come.
+(or of the previous response), however slowly its bytes come, and a
+request with a body (``Content-Length`` or chunked) must have all of it
+within ``body_timeout`` of its head; otherwise the answer is 408 and the
+connection closes. Requests without a body (the long poll, the event
+stream, the WebSocket upgrade) have no such deadline once their head is in.
 
 A client may pipeline requests and never read the answers: twisted.web
 answers each at once and keeps the answers in memory. Before a request is
@@ -32,31 +36,43 @@ log = get_logger("wingman_gateway.http")
 # Pipelined requests one connection gets handled in one turn of the event loop.
 REQUESTS_PER_TURN = 32
 
-TIMEOUT_BODY = (
-    b'{"type":"error","payload":{"code":"INVALID_REQUEST",'
-    b'"message":"request head not complete within the time allowed"}}'
-)
+
+
+def _timeout_answer(what: str, seconds: float) -> bytes:
+    body = (
+        b'{"type":"error","payload":{"code":"INVALID_REQUEST",'
+        b'"message":"request %s not complete within %s s"}}' % (what.encode(), b"%g" % seconds)
+    )
+    return (
+        b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
+        b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(body) + body
+    )
 
 
 class GatewayChannel(HTTPChannel):
-    """An ``HTTPChannel`` of a ``GatewaySite`` (which gives ``clock``, ``header_timeout``, ``max_unsent``)."""
+    """An ``HTTPChannel`` of a ``GatewaySite`` (which gives ``clock``, ``header_timeout``,
+    ``body_timeout``, ``max_unsent``)."""
 
     site: Any
     transport: Any
-    _head_deadline: IDelayedCall | None = None
+    _deadline: IDelayedCall | None = None
     _cut = False
     _handled = 0  # requests finished in this turn
     _next_turn: IDelayedCall | None = None
 
     def connectionMade(self) -> None:
         super().connectionMade()
-        self._start_head_deadline()
+        self._start_deadline()
 
     def allHeadersReceived(self) -> None:
-        self._cancel_head_deadline()
+        self._cancel_deadline()
+        if self.length != 0:  # a body follows (None: chunked)
+            timeout = self.site.body_timeout
+            self._deadline = self.site.clock.callLater(timeout, self._late, "body", timeout)
         super().allHeadersReceived()
 
     def allContentReceived(self) -> None:
+        self._cancel_deadline()
         unsent = unsent_bytes(socket_transport(self.transport))
         limit = self.site.max_unsent
         if unsent > limit:
@@ -75,7 +91,7 @@ class GatewayChannel(HTTPChannel):
         if self.paused and self.transport is not None:
             self._networkProducer.pauseProducing()  # after requestDone, which resumes it
         if self.persistent and not self._cut and self.transport is not None:
-            self._start_head_deadline()
+            self._start_deadline()
 
     def _new_turn(self) -> None:
         self._next_turn = None
@@ -89,7 +105,7 @@ class GatewayChannel(HTTPChannel):
     def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self._next_turn is not None and self._next_turn.active():
             self._next_turn.cancel()
-        self._cancel_head_deadline()
+        self._cancel_deadline()
         super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
@@ -98,30 +114,29 @@ class GatewayChannel(HTTPChannel):
 
     # -- deadlines and cut-offs ---------------------------------------------
 
-    def _start_head_deadline(self) -> None:
-        self._cancel_head_deadline()
-        self._head_deadline = self.site.clock.callLater(self.site.header_timeout, self._head_late)
+    def _start_deadline(self) -> None:
+        self._cancel_deadline()
+        timeout = self.site.header_timeout
+        self._deadline = self.site.clock.callLater(timeout, self._late, "head", timeout)
 
-    def _cancel_head_deadline(self) -> None:
-        call, self._head_deadline = self._head_deadline, None
+    def _cancel_deadline(self) -> None:
+        call, self._deadline = self._deadline, None
         if call is not None and call.active():
             call.cancel()
 
-    def _head_late(self) -> None:
-        self._head_deadline = None
+    def _late(self, what: str, timeout: float) -> None:
+        """The request ``what`` ("head" or "body") missed its deadline: 408 if it began, close."""
+        self._deadline = None
         transport = self.transport
         if transport is None or self._cut:
             return
-        started = bool(self._receivedHeaderSize or getattr(self, "_buffer", b""))
+        started = what == "body" or bool(self._receivedHeaderSize or getattr(self, "_buffer", b""))
         if started:
             log.info(
-                "request head from {peer} not complete within {timeout:g} s: closed",
-                peer=address_text(transport.getPeer()), timeout=self.site.header_timeout,
+                "request {what} from {peer} not complete within {timeout:g} s: closed",
+                what=what, peer=address_text(transport.getPeer()), timeout=timeout,
             )
-            transport.write(
-                b"HTTP/1.1 408 Request Timeout\r\nContent-Type: application/json\r\n"
-                b"Connection: close\r\nContent-Length: %d\r\n\r\n" % len(TIMEOUT_BODY) + TIMEOUT_BODY
-            )
+            transport.write(_timeout_answer(what, timeout))
         self._close()
 
     def _cut_off(self, why: str) -> None:

@@ -20,6 +20,8 @@ from wingman_gateway.web.request import GatewayRequest
 
 # Default deadline for a complete request head, seconds (--header-timeout).
 HEADER_TIMEOUT = 10.0
+# Default deadline for a request's whole body once its head is in (--body-timeout).
+BODY_TIMEOUT = 30.0
 
 
 class _Redacted:
@@ -56,15 +58,16 @@ class GatewaySite(Site):
         return [b"http/1.1"]
 
     def __init__(self, root: Resource, router: Router, cors: Any,
-                 header_timeout: float = HEADER_TIMEOUT) -> None:
+                 header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT) -> None:
         super().__init__(root, logFormatter=_access_line)
         # What BoundedRequest needs to refuse a body: the limit, the error,
         # CORS headers so a page can read the refusal, and the clock.
         self.router = router
         self.clock = router.clock
         self.cors = cors
-        # What GatewayChannel needs: the head deadline and the unsent-answer bound.
+        # What GatewayChannel needs: the head and body deadlines, the unsent-answer bound.
         self.header_timeout = header_timeout
+        self.body_timeout = body_timeout
         self.max_unsent = router.limits.max_buffer
 
 
@@ -76,6 +79,7 @@ def build_site(
     stats_check: Callable[[Request], Any] | None = None,
     scopes: Mapping[str, Any] | None = None,
     header_timeout: float = HEADER_TIMEOUT,
+    body_timeout: float = BODY_TIMEOUT,
 ) -> Site:
     """One Site per listener; every Site shares the one Router.
 
@@ -93,7 +97,7 @@ def build_site(
     root.putChild(b"client", client_resource())  # /client/wingman.js
     for name, child in children.items():
         root.putChild(name, child)
-    site = GatewaySite(root, router, cors, header_timeout)
+    site = GatewaySite(root, router, cors, header_timeout, body_timeout)
     site.displayTracebacks = False
     site.noisy = False
     return site
