@@ -52,7 +52,7 @@ class Immediate(Presence):
 
 def run(nodes: int, per_turn: int, immediate: bool) -> tuple[float, int, int]:
     clock = Clock()
-    router = Router(clock, Limits(max_nodes=nodes + 1, message_rate=0))
+    router = Router(clock, Limits(max_nodes=nodes + 1, message_rate=0, byte_rate=0))
     if immediate:
         router.rooms.presence = Immediate(clock, router.now_ms)  # type: ignore[attr-defined]
     tally = [0, 0]
