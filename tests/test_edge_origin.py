@@ -126,3 +126,50 @@ def test_a_browser_page_from_another_origin_cannot_join(tmp_path: Path) -> None:
     finally:
         listed.stop()
         other.stop()
+
+
+REBOUND = "evil.example:3000"  # a page's own name, made to resolve to the gateway
+
+
+def bridge_register(port: int, origin: str, host: str) -> tuple[int, dict]:
+    """A bridge register sent as the page at ``origin`` would, addressed to ``host``."""
+    body = b'{"type":"register","messageId":"r","payload":{"name":"page"}}'
+    status, _, answer = rawhttp.exchange(port, (
+        f"POST /bridge/send HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\n"
+        f"Content-Type: application/json\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n"
+    ).encode() + body)
+    return status, json.loads(answer)
+
+
+def test_a_rebound_name_is_not_the_gateways_own_origin(gateway: GatewayProcess) -> None:
+    """Origin and Host agree, but the name is one the gateway does not know: 403 on /ws and /bridge."""
+    refusal = ("pages served as 'evil.example' may not use this gateway: it does not know that name, "
+               "so the page may belong to another site whose name was made to resolve here "
+               "(DNS rebinding); to allow it, start the gateway with --allowed-host evil.example")
+    status, body = upgrade(gateway.port, f"http://{REBOUND}".encode(), host=REBOUND)
+    assert status == 403
+    assert json.loads(body)["payload"] == {"code": "FORBIDDEN", "message": refusal}
+    status, answer = bridge_register(gateway.port, f"http://{REBOUND}", REBOUND)
+    assert status == 403 and answer["payload"] == {"code": "FORBIDDEN", "message": refusal}
+    assert "Traceback" not in gateway.log
+    # IP literals and localhost are the gateway's own; programs (no Origin) are unaffected.
+    for host in (f"127.0.0.1:{gateway.port}", f"localhost:{gateway.port}", f"[::1]:{gateway.port}"):
+        assert upgrade(gateway.port, f"http://{host}".encode(), host=host)[0] == 101
+    node = Node(gateway.url)
+    try:
+        assert node.register("program")["type"] == "ack"
+        assert_usable(node)
+    finally:
+        node.close()
+
+
+@pytest.mark.parametrize("options", [("--allowed-host", "evil.example"), ("--name", "evil.example"),
+                                     ("--auth", "--token", "secret-token")])
+def test_a_known_name_or_required_auth_admits_the_page(options: tuple[str, ...]) -> None:
+    with running_gateway(*options) as gateway:
+        assert upgrade(gateway.port, f"http://{REBOUND}".encode(), host=REBOUND)[0] == 101
+        status, answer = bridge_register(gateway.port, f"http://{REBOUND}", REBOUND)
+        if "--auth" in options:  # admitted as a page, then held to the token
+            assert (status, answer["payload"]["code"]) == (401, "AUTH_FAILED")
+        else:
+            assert status == 200 and answer["type"] == "ack", answer

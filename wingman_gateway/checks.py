@@ -7,6 +7,7 @@ naming the setting.
 
 from __future__ import annotations
 
+import re
 from typing import Any, Callable
 
 LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
@@ -14,6 +15,22 @@ LOG_LEVELS = ("debug", "info", "warn", "error", "critical")
 
 class ConfigError(ValueError):
     """A setting has a bad value; the message names it."""
+
+
+_HOST_NAME = re.compile(r"(?i)^(?=.{1,253}\.?$)[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?"
+                        r"(?:\.[a-z0-9_](?:[a-z0-9_-]{0,61}[a-z0-9])?)*\.?$")
+
+
+def host_names(key: str, value: Any) -> tuple[str, ...]:
+    """A list of DNS host names (a single string is taken as a list of one), lower case."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, (list, tuple)):
+        raise ConfigError(f"{key}: expected a list of host names, got {value!r}")
+    for name in value:
+        if not isinstance(name, str) or not _HOST_NAME.match(name):
+            raise ConfigError(f"{key}: expected a host name such as gateway.example, got {name!r}")
+    return tuple(name.lower().rstrip(".") for name in value)
 
 
 def integer(minimum: int) -> Callable[[str, Any], int]:

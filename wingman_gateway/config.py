@@ -212,6 +212,7 @@ EXTRA_KEYS = {
     "console": checks.boolean,
     "corsOrigins": bridge_options.check_origins,
     "exemptSources": check_networks,
+    "allowedHosts": checks.host_names,
     "onion": checks.boolean,
 }
 
@@ -250,6 +251,9 @@ class GatewayConfig:
     admin_token_file: str | None = None
     metrics_listen: str | None = None
     audit_log: str | None = None
+    # --allowed-host: names under which the gateway's own pages are trusted
+    # besides IP literals, localhost, its name and the names it listens on.
+    allowed_hosts: tuple[str, ...] = ()
 
     @property
     def metrics(self) -> bool:
@@ -373,6 +377,10 @@ def build(
         admin_token_file=values["adminTokenFile"],
         metrics_listen=values["metricsListen"],
         audit_log=values["auditLog"],
+        allowed_hosts=(
+            checks.host_names("--allowed-host", list(flags["allowed-host"])) if flags.get("allowed-host")
+            else tuple(file_values.get("allowedHosts", ()))
+        ),
     )
 
 

@@ -48,6 +48,7 @@ from wingman_gateway.transports.bridge.session import Bridge
 from wingman_gateway.transports.websocket import GatewayWebSocketFactory, websocket_resource
 from wingman_gateway.web.api import ApiResource
 from wingman_gateway.web.console import console_resource
+from wingman_gateway.web.origin import page_hosts
 from wingman_gateway.web.credential import (
     NO_ADMIN,
     AdminCredential,
@@ -125,12 +126,13 @@ class GatewayService(MultiService):
         # Both follow one origin policy (--cors-origin) for web pages.
         websocket_factory = GatewayWebSocketFactory(self.router, reactor)
         self.bridge: Bridge | None = None
-        origins = CorsPolicy(frozenset(config.bridge.cors_origins if config.bridge else ()))
+        hosts = page_hosts((*config.allowed_hosts, config.name), config.listen, config.require_auth)
+        origins = CorsPolicy(frozenset(config.bridge.cors_origins if config.bridge else ()), hosts)
         children: dict[bytes, Any] = {
-            b"ws": websocket_resource(websocket_factory, origins.allows)
+            b"ws": websocket_resource(websocket_factory, origins.allows, hosts)
         }
         if config.bridge is not None:
-            self.bridge = Bridge(self.router, config.bridge, reactor)
+            self.bridge = Bridge(self.router, config.bridge, reactor, origins)
             self.bridge.setServiceParent(self)
             children[b"bridge"] = bridge_resource(self.bridge)
         if config.console:

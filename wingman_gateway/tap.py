@@ -45,6 +45,7 @@ class Options(usage.Options):
         self["listen"] = []
         self["cors-origin"] = []
         self["exempt-source"] = []
+        self["allowed-host"] = []
 
     def opt_listen(self, description: str) -> None:
         """listener endpoint, repeatable; the default takes IPv4 and IPv6 [default: tcp6:3000:interface=\\:\\:]"""
@@ -57,6 +58,10 @@ class Options(usage.Options):
     def opt_exempt_source(self, network: str) -> None:
         """network (CIDR) not held to the per-source caps, repeatable; none for none [127.0.0.0/8, ::1]"""
         self["exempt-source"].append(network)
+
+    def opt_allowed_host(self, name: str) -> None:
+        """host name under which pages the gateway serves are its own (DNS rebinding guard), repeatable [IPs, localhost, --name, listen names]"""
+        self["allowed-host"].append(name)
 
     def opt_version(self) -> None:
         """print the gateway's and Twisted's versions and exit"""

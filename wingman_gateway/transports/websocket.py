@@ -27,7 +27,7 @@ from wingman_gateway.envelope import encode
 from wingman_gateway.gate import GatedConnection
 from wingman_gateway import errors
 from wingman_gateway.router import Router
-from wingman_gateway.web.origin import origin_refusal
+from wingman_gateway.web.origin import PageHosts, origin_refusal
 from wingman_gateway.state import Node
 
 log = get_logger("wingman_gateway.websocket")
@@ -340,12 +340,15 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
 class GatewayWebSocketResource(WebSocketResource):
     """``/ws``: the upgrade is refused (403) for pages the origin policy does not allow."""
 
-    def __init__(self, factory: GatewayWebSocketFactory, allows: Callable[[str], bool]) -> None:
+    def __init__(
+        self, factory: GatewayWebSocketFactory, allows: Callable[[str], bool], hosts: PageHosts
+    ) -> None:
         super().__init__(factory)
         self._allows = allows
+        self._hosts = hosts
 
     def render(self, request: Any) -> Any:
-        refusal = origin_refusal(self._allows, request)
+        refusal = origin_refusal(self._allows, request, self._hosts)
         if refusal is None:
             return super().render(request)
         router = self._factory.router
@@ -357,7 +360,9 @@ class GatewayWebSocketResource(WebSocketResource):
 
 
 def websocket_resource(
-    factory: GatewayWebSocketFactory, allows: Callable[[str], bool] = lambda origin: False
+    factory: GatewayWebSocketFactory, allows: Callable[[str], bool] = lambda origin: False,
+    hosts: PageHosts = PageHosts(),
 ) -> WebSocketResource:
-    """``/ws``; ``allows`` says which page origins besides the gateway's own may use it."""
-    return GatewayWebSocketResource(factory, allows)
+    """``/ws``; ``allows`` says which page origins besides the gateway's own may use it,
+    ``hosts`` under which names the gateway's own pages are trusted."""
+    return GatewayWebSocketResource(factory, allows, hosts)

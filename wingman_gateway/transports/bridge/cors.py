@@ -11,7 +11,7 @@ import attrs
 from twisted.web.server import Request
 
 from wingman_gateway.web.headers import header
-from wingman_gateway.web.origin import same_origin
+from wingman_gateway.web.origin import PageHosts, host_refusal, same_origin
 
 ALLOW_METHODS = b"GET, POST, OPTIONS"
 # Everything a bridge client sends beyond the CORS-safelisted headers.
@@ -26,6 +26,8 @@ class CorsPolicy:
     """The origins (``scheme://host[:port]``, or ``*``) allowed to use the bridge."""
 
     origins: frozenset[str] = frozenset()
+    # Host names under which the gateway's own pages are trusted (web/origin.py).
+    hosts: PageHosts = PageHosts()
 
     def allows(self, origin: str) -> bool:
         return "*" in self.origins or origin in self.origins
@@ -34,17 +36,27 @@ class CorsPolicy:
         """Add CORS headers for an allowed Origin; False if its Origin is refused.
 
         A request without ``Origin`` (not from a cross-origin page) passes,
-        and so does one from the gateway's own origin (its console's page).
+        and so does one from the gateway's own origin (its console's page)
+        under a host it trusts.
         """
         request.setHeader(b"vary", b"Origin")
         origin = header(request, "origin")
-        if origin is None or same_origin(origin, request):
+        if origin is None:
             return True
         if not self.allows(origin):
-            return False
+            return same_origin(origin, request) and host_refusal(request, self.hosts) is None
+        if same_origin(origin, request):
+            return True
         request.setHeader(b"access-control-allow-origin", origin.encode("utf-8"))
         request.setHeader(b"access-control-expose-headers", EXPOSE_HEADERS)
         return True
+
+    def refusal(self, request: Request) -> str:
+        """Why ``admit`` refused this request."""
+        origin = header(request, "origin") or ""
+        return host_refusal(request, self.hosts) if same_origin(origin, request) else (
+            f"origin {origin[:200]!r} is not allowed to use this gateway's HTTP bridge"
+        )
 
     def preflight(self, request: Request) -> None:
         """Answer an allowed ``OPTIONS`` preflight (after ``admit``)."""

@@ -94,11 +94,7 @@ class _Endpoint(Resource):
     def render(self, request: Request) -> Any:
         request.setHeader(b"cache-control", b"no-store")
         if not self.cors.admit(request):
-            origin = header(request, "origin") or ""
-            return _refuse(
-                request, errors.FORBIDDEN,
-                f"origin {origin[:200]!r} is not allowed to use this gateway's HTTP bridge",
-            )
+            return _refuse(request, errors.FORBIDDEN, self.cors.refusal(request))
         if request.method == b"OPTIONS":
             self.cors.preflight(request)
             return b""

@@ -183,11 +183,13 @@ class BridgeSession:
 class Bridge(Service):
     """The bridge sessions of one gateway, found by their secrets."""
 
-    def __init__(self, router: Router, options: BridgeOptions, clock: Any) -> None:
+    def __init__(
+        self, router: Router, options: BridgeOptions, clock: Any, cors: CorsPolicy | None = None
+    ) -> None:
         self.router = router
         self.options = options
         self.clock = clock
-        self.cors = CorsPolicy(frozenset(options.cors_origins))
+        self.cors = cors if cors is not None else CorsPolicy(frozenset(options.cors_origins))
         self._sessions: dict[bytes, BridgeSession] = {}
         self.setName("http bridge")
 
