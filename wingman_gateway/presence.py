@@ -8,6 +8,13 @@ one ``presence`` whose payload is ``{"event": "batch", "events": [...]}``,
 in order. Each member gets exactly the events that happened while it was a
 member (not its own join); a message sent to the room, or to a member,
 first flushes what is pending, so nothing overtakes a notice.
+
+A turn is not enough when nodes join one after another, each after the
+previous one's ack: every join is its own turn, and 1,000 of them still
+cost 500,000 envelopes. In a room of more than ``CROWD`` members the
+notices are therefore gathered for ``WINDOW`` seconds instead of one turn:
+a member of a big room gets at most one presence envelope per room per
+window, holding every event in order, whatever the rate of joins.
 """
 
 from __future__ import annotations
@@ -20,6 +27,10 @@ from twisted.internet.interfaces import IDelayedCall, IReactorTime
 from wingman_gateway.connection import Outbound
 from wingman_gateway.envelope import encode
 from wingman_gateway.state import Node, Room
+
+# Rooms of more members than this gather presence over WINDOW seconds.
+CROWD = 50
+WINDOW = 0.05
 
 
 @attrs.define
@@ -34,11 +45,16 @@ class _Batch:
 class Presence:
     """Pending presence per room, flushed once a turn (or before other traffic)."""
 
-    def __init__(self, clock: IReactorTime, now_ms: Callable[[], int]) -> None:
+    def __init__(
+        self, clock: IReactorTime, now_ms: Callable[[], int], crowd: int = CROWD, window: float = WINDOW
+    ) -> None:
         self._clock = clock
         self._now_ms = now_ms
+        self._crowd = crowd
+        self._window = window
         self._pending: dict[str, _Batch] = {}
-        self._call: IDelayedCall | None = None
+        self._call: IDelayedCall | None = None  # the end of this turn
+        self._later: IDelayedCall | None = None  # the end of the window, for big rooms
         self.envelopes = 0  # presence envelopes handed to members (for /stats and benchmarks)
 
     def event(self, room: Room, node: Node, event: str, reason: str | None) -> None:
@@ -56,11 +72,23 @@ class Presence:
         batch.events.append((payload, encode(record).decode("ascii")))
         if event == "joined":
             batch.starts[node.node_id] = len(batch.events)  # type: ignore[index]
-        if self._call is None:
+        if len(room.members) > self._crowd:
+            if self._later is None:
+                self._later = self._clock.callLater(self._window, self._flush_window)
+        elif self._call is None:
             self._call = self._clock.callLater(0, self.flush_all)
 
     def flush_all(self) -> None:
+        """The end of a turn: rooms up to ``crowd`` members; big ones wait for their window."""
         self._call = None
+        for room_id, batch in list(self._pending.items()):
+            if len(batch.room.members) <= self._crowd:
+                self.flush(room_id)
+        if self._pending and self._later is None:
+            self._later = self._clock.callLater(self._window, self._flush_window)
+
+    def _flush_window(self) -> None:
+        self._later = None
         while self._pending:
             self.flush(next(iter(self._pending)))
 
