@@ -8,14 +8,14 @@ connect (py-spy, ``benchmarks/loadgen.py storm``).
 
 Here the upgrade every client library sends (``GET``, ``Upgrade:
 websocket``, ``Connection: Upgrade``, version 13, a well-formed key, no
-sub-protocol, extension offer, ``Origin`` or body, no header repeated) is
-checked on the parsed headers and answered ``101`` with the bytes
+sub-protocol, ``Origin`` or body, no header repeated; extension offers
+that Autobahn parses and the gateway declines, as it declines them all)
+is checked on the parsed headers and answered ``101`` with the bytes
 Autobahn would send; the connection is then handed to the Autobahn
 protocol already open (``GatewayWebSocket.open_upgraded``), and Autobahn
 frames from the first byte on. Every other request, valid or not, still
-goes through Autobahn's own handshake, so what it answers (a page's
-extension offer accepted as before, ``400`` with the reason, ``405``,
-``426``, the status page) is exactly what it answered before.
+goes through Autobahn's own handshake, so what it answers (``400`` with
+the reason, ``405``, the status page) is exactly what it answered before.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ import hashlib
 import re
 from typing import Any
 
+from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
 from twisted.protocols.policies import ProtocolWrapper
 from twisted.web.server import Request
 
@@ -37,9 +38,9 @@ _REQUIRED = (b"host", b"upgrade", b"connection", b"sec-websocket-version", b"sec
 # Headers whose presence needs Autobahn's own handshake (negotiation, its
 # origin check, a body it would read as frames).
 _NEGOTIATED = (
-    b"sec-websocket-protocol", b"sec-websocket-extensions", b"origin", b"sec-websocket-origin",
-    b"content-length", b"transfer-encoding",
+    b"sec-websocket-protocol", b"origin", b"sec-websocket-origin", b"content-length", b"transfer-encoding",
 )
+_EXTENSIONS = b"sec-websocket-extensions"
 # What Autobahn's parser (``str.splitlines`` over Latin-1) would take for a
 # line break inside a header, and bytes outside printable ASCII in the
 # request target: such a request gets Autobahn's reading, not this one.
@@ -65,6 +66,9 @@ def plain_key(request: Request) -> bytes | None:
     for name in _NEGOTIATED:
         if headers.hasHeader(name):
             return None
+    offered = headers.getRawHeaders(_EXTENSIONS)
+    if offered is not None and len(offered) != 1:
+        return None
     host = values[b"host"]
     if b":" in host and not host.endswith(b"]") and not host.rpartition(b":")[2].strip().isdigit():
         return None  # Autobahn refuses the port; let it say so
@@ -79,6 +83,28 @@ def plain_key(request: Request) -> bytes | None:
             if _ODD_HEADER.search(value) is not None:
                 return None
     return key
+
+
+def offers_declined(connection: Any, request: Request) -> bool:
+    """True when ``request`` offers no extension, or only offers Autobahn's
+    handshake parses and ``connection``'s options decline (the gateway
+    accepts no permessage-deflate): the answer is then the plain ``101``.
+
+    Browsers, ``websockets`` and Node's ``ws`` all offer permessage-deflate.
+    The offers are read with Autobahn's own parsers, as its handshake reads them.
+    """
+    offered = request.requestHeaders.getRawHeaders(_EXTENSIONS)
+    if offered is None:
+        return True
+    offers = []
+    try:
+        for name, params in connection._parseExtensionsHeader(offered[0].strip().decode("latin-1")):
+            extension = PERMESSAGE_COMPRESSION_EXTENSION.get(name)
+            if extension is not None:
+                offers.append(extension["Offer"].parse(params))
+    except Exception:  # what Autobahn's handshake refuses (400, with its reason)
+        return False
+    return not offers or connection.perMessageCompressionAccept(offers) is None
 
 
 def switching(key: bytes, server: str | None, extra: dict[str, Any]) -> bytes:

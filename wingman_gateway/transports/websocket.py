@@ -31,7 +31,7 @@ from wingman_gateway.envelope import encode
 from wingman_gateway.gate import GatedConnection
 from wingman_gateway import errors
 from wingman_gateway.router import Router
-from wingman_gateway.transports.upgrade import plain_key, resume, switching, take_over
+from wingman_gateway.transports.upgrade import offers_declined, plain_key, resume, switching, take_over
 from wingman_gateway.web.origin import origin_refusal
 from wingman_gateway.state import Node
 
@@ -381,20 +381,27 @@ class GatewayWebSocketResource(WebSocketResource):
         refusal = origin_refusal(self._allows, request)
         if refusal is None:
             key = plain_key(request) if request.channel.transport is not None else None
-            if key is None:
-                return super().render(request)  # Autobahn's own handshake (see ``upgrade``)
-            factory = self._factory
-            connection = factory.buildProtocol(request.transport.getPeer())
-            transport = take_over(request, connection)
-            connection.open_upgraded(transport, switching(key, factory.server, factory.headers))
-            resume(transport)
-            return NOT_DONE_YET
+            if key is not None and self._open(request, key):
+                return NOT_DONE_YET
+            return super().render(request)  # Autobahn's own handshake (see ``upgrade``)
         router = self._factory.router
         request.setResponseCode(403)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return encode({"type": "error", "payload": {"code": errors.FORBIDDEN, "message": refusal},
                        "timestamp": router.now_ms()})
+
+    def _open(self, request: Any, key: bytes) -> bool:
+        """Answer a plain upgrade (``upgrade.plain_key``) and open its connection;
+        False when its extension offers need Autobahn's handshake."""
+        factory = self._factory
+        connection = factory.buildProtocol(request.transport.getPeer())
+        if not offers_declined(connection, request):
+            return False
+        transport = take_over(request, connection)
+        connection.open_upgraded(transport, switching(key, factory.server, factory.headers))
+        resume(transport)
+        return True
 
 
 def websocket_resource(
