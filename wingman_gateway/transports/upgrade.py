@@ -49,6 +49,8 @@ _PLAIN_TARGET = re.compile(rb"/(?!/)[\x21-\x22\x24-\x7e]*")  # no "#" (a fragmen
 
 
 def _has_token(value: bytes, token: bytes) -> bool:
+    if value.lower() == token:  # what clients send
+        return True
     return any(part.strip().lower() == token for part in value.split(b","))
 
 
@@ -143,5 +145,4 @@ def take_over(request: Request, protocol: Any) -> Any:
 
 def resume(transport: Any) -> None:
     """Read from ``transport`` again (twisted.web paused it while the request was served)."""
-    producer = getattr(transport, "_networkProducer", None)
-    (producer if producer is not None else transport).resumeProducing()
+    transport.resumeProducing()
