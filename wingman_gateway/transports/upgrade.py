@@ -98,10 +98,10 @@ def offers_declined(connection: Any, request: Request) -> bool:
     offered = request.requestHeaders.getRawHeaders(_EXTENSIONS)
     if offered is None:
         return True
-    offers = []
+    offers: list[Any] = []
     try:
         for name, params in connection._parseExtensionsHeader(offered[0].strip().decode("latin-1")):
-            extension = PERMESSAGE_COMPRESSION_EXTENSION.get(name)
+            extension: Any = PERMESSAGE_COMPRESSION_EXTENSION.get(name)
             if extension is not None:
                 offers.append(extension["Offer"].parse(params))
     except Exception:  # what Autobahn's handshake refuses (400, with its reason)

@@ -5,7 +5,6 @@ from __future__ import annotations
 import inspect
 from typing import Any, Callable
 
-import txaio
 from autobahn.twisted.resource import WebSocketResource
 from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -133,10 +132,10 @@ class GatewayWebSocket(WebSocketServerProtocol):
         self.state = self.STATE_OPEN
         self.send_state = self.SEND_STATE_GROUND
         self.inside_message = False
-        self.current_frame = None
+        self.current_frame = None  # type: ignore[assignment]  # Autobahn's own value between frames
         self.transport.write(answer)
         self._onOpen()
-        txaio.resolve(self.is_open, None)
+        self.is_open.callback(None)
 
     def _adopt(self) -> None:
         """Take the transport as twisted.web hands it over."""
