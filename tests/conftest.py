@@ -19,6 +19,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness.clusterkit import RedisServer  # noqa: E402
+from harness.sdkkit import FLAVOURS, Flavour  # noqa: E402
 from harness.support import GatewayProcess, NodePool, running_gateway, start_gateway, wait_totals  # noqa: E402
 
 
@@ -117,3 +118,9 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(params=sorted(FLAVOURS))
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    """Each Python client library in turn: the Twisted one and the asyncio one."""
+    return FLAVOURS[request.param]()

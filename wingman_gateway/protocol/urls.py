@@ -12,15 +12,21 @@ from wingman_gateway.protocol.errors import CONNECTION_FAILED, ClientError
 
 TRANSPORTS = ("websocket", "http", "auto")
 _SCHEMES = {"ws": "websocket", "wss": "websocket", "http": "http", "https": "http"}
+# The transport a URL's scheme gets when none is named.
+_DEFAULTS = {"websocket": "auto", "http": "http"}
 
 
 def transport_kind(url: str, kind: str | None) -> str:
-    """``kind`` if given (and known), else the transport ``url``'s scheme speaks."""
+    """``kind`` if given (and known), else the default for ``url``'s scheme.
+
+    A ``ws://`` or ``wss://`` URL means ``auto`` (WebSocket, else the HTTP
+    bridge, as the JavaScript client does); ``http://`` or ``https://`` the bridge.
+    """
     if kind is None:
         scheme = urlsplit(url).scheme.lower()
         if scheme not in _SCHEMES:
             raise ClientError(CONNECTION_FAILED, f"unsupported URL scheme {scheme!r} in {url!r}")
-        return _SCHEMES[scheme]
+        return _DEFAULTS[_SCHEMES[scheme]]
     if kind not in TRANSPORTS:
         raise ClientError(
             CONNECTION_FAILED, f"unknown transport {kind!r} (expected one of {', '.join(TRANSPORTS)})"
@@ -28,7 +34,7 @@ def transport_kind(url: str, kind: str | None) -> str:
     return kind
 
 
-def _gateway_path(path: str) -> str:
+def gateway_path(path: str) -> str:
     """The gateway's base path: ``/ws`` or ``/bridge`` at the end dropped."""
     base = path.rstrip("/")
     for suffix in ("/ws", "/bridge"):
@@ -46,7 +52,7 @@ def _swap_scheme(url: str, plain: str, secure: str, path: str) -> str:
     if scheme in (plain, secure):
         return url
     tls = scheme in ("wss", "https")
-    return urlunsplit((secure if tls else plain, parts.netloc, _gateway_path(parts.path) + path, parts.query, ""))
+    return urlunsplit((secure if tls else plain, parts.netloc, gateway_path(parts.path) + path, parts.query, ""))
 
 
 def as_websocket_url(url: str) -> str:
@@ -62,4 +68,4 @@ def as_http_url(url: str) -> str:
 def bridge_base(url: str) -> str:
     """``http(s)://host:port[/prefix]/bridge`` for a gateway URL (``/ws`` or ``/bridge`` ending dropped)."""
     parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, _gateway_path(parts.path) + "/bridge", "", ""))
+    return urlunsplit((parts.scheme, parts.netloc, gateway_path(parts.path) + "/bridge", "", ""))
