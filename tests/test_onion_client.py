@@ -109,7 +109,9 @@ async def test_an_unreachable_onion_name_fails_cleanly(gateway: GatewayProcess, 
 
     async def scenario() -> None:
         client = flavour.client(f"ws://{ONION}/ws", "alice", reconnect=False, tor_socks=f"tcp:127.0.0.1:{server.port}")
-        assert (await refused(flavour, client.connect())).code == "CONNECTION_FAILED"
+        error = await refused(flavour, client.connect())
+        assert error.code == "CONNECTION_FAILED", error  # the bridge, tried last, says why in words
+        assert error.message.startswith(f"cannot reach http://{ONION}: ") and "Failure" not in error.message, error
         assert server.requests and set(server.requests) == {Request(DOMAIN, ONION, 80)}
 
     try:
