@@ -91,7 +91,7 @@ def failure_text(failure: Failure) -> tuple[str, bool]:
 def _message(reason: Failure) -> str:
     """``reason``'s message; an error that only wraps another failure (as
     txtorcon's ``SocksError`` does when the SOCKS port hangs up) gives that one's."""
-    args = getattr(reason.value, "args", ())
+    args: tuple[Any, ...] = getattr(reason.value, "args", ())
     if len(args) == 1 and isinstance(args[0], Failure):
         return f"{type(reason.value).__name__}: {args[0].getErrorMessage()}"
     return reason.getErrorMessage()
