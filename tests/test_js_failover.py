@@ -8,6 +8,7 @@ gateway processes; over WebSocket (Debian's ``ws``) and over the HTTP bridge."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -19,9 +20,11 @@ from harness.clusterkit import (
     presence_events,
     running_cluster,
 )
+from harness.browserkit import FileServer, chromium
 from harness.jsnode import Listener, events
 from harness.support import GatewayProcess, Node, free_tcp_port, http_get, running_gateway, wait_until
 
+PAGE = Path(__file__).parent / "harness" / "js" / "page.html"
 ROOM = "stream"
 ORIGIN = "http://page.example:8000"
 
@@ -142,3 +145,27 @@ def test_health_answers_the_pages_that_may_use_the_gateway() -> None:
             named = {name.lower(): value for name, value in headers.items()}
             assert status == 200 and '"wingman-gateway"' in body
             assert named.get("access-control-allow-origin") == allowed and named["vary"] == "Origin"
+
+
+def test_a_page_ranks_gateways_that_allow_its_origin(tmp_path: Path) -> None:
+    """In Chromium, a page from another origin reads each gateway's /health:
+    the empty gateway, listed second, is chosen over the loaded one."""
+    pages = FileServer({"/": PAGE, "/scenario.mjs": PAGE.parent / "scenario.mjs"})
+    load: list[Node] = []
+    try:
+        with running_gateway("--cors-origin", pages.origin) as busy, \
+                running_gateway("--cors-origin", pages.origin) as idle, \
+                chromium(tmp_path / "chromium-profile") as browser:
+            load += [member(busy, f"load{index}") for index in range(2)]
+            page = browser.new_page()
+            page.goto(f"{pages.origin}/?gateway=http://127.0.0.1:{busy.port}")
+            page.wait_for_function("window.ready === true")
+            assert page.evaluate("(urls) => chosen(urls)", [busy.url, idle.url]) == idle.url
+            for node in load:
+                node.close()
+            load.clear()
+            assert page.evaluate("(urls) => chosen(urls)", [busy.url, idle.url]) == busy.url  # a tie: the order given
+    finally:
+        for node in load:
+            node.close()
+        pages.stop()
