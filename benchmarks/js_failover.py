@@ -44,6 +44,7 @@ class Lines:
     """A process's stdout lines, each with the monotonic time it arrived."""
 
     def __init__(self, argv: list[str]) -> None:
+        self.name = Path(argv[1] if argv[0] == "node" else argv[0]).name
         self.proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                      stderr=subprocess.DEVNULL, text=True)
         self.lines: list[tuple[float, str]] = []
@@ -66,7 +67,7 @@ class Lines:
                         return stamp, line
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise RuntimeError(f"no such line from {self.proc.args[:3]} within {timeout} s")
+                    raise RuntimeError(f"no such line from {self.name} within {timeout} s")
                 self.seen.wait(min(left, 0.2))
 
     def stop(self) -> None:

@@ -44,7 +44,7 @@ class Listener(Background):
         self.send_line("END")
         found = self.wait_for(r"^RESULT (.*)$", 20, start)
         assert self.wait_exit(15) == 0, self.output
-        return json.loads(found.group(1))  # type: ignore[no-any-return]
+        return json.loads(found.group(1))
 
 
 def events(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
