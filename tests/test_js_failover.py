@@ -7,6 +7,8 @@ gateway processes; over WebSocket (Debian's ``ws``) and over the HTTP bridge."""
 
 from __future__ import annotations
 
+import json
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -21,7 +23,7 @@ from harness.clusterkit import (
     running_cluster,
 )
 from harness.browserkit import FileServer, chromium
-from harness.jsnode import Listener, events
+from harness.jsnode import CLIENT, Listener, events
 from harness.support import GatewayProcess, Node, free_tcp_port, http_get, running_gateway, wait_until
 
 PAGE = Path(__file__).parent / "harness" / "js" / "page.html"
@@ -81,6 +83,7 @@ def test_a_javascript_node_joins_the_least_loaded_gateway_and_fails_over(wire: s
                 assert listener.chosen == ("websocket" if wire == "ws" else "http")
                 first = listener.query("WHERE")
                 assert (first["nodeId"], first["url"]) == (listener.node_id, gw3.url)
+                assert first["opened"] == ([gw3.url] if wire == "ws" else [])  # the others not even tried
                 assert listener.query("MEMBERS") == ["listener", "member", "sender"]
                 await_joined(sender, listener.node_id)
                 for n in range(10):
@@ -96,6 +99,7 @@ def test_a_javascript_node_joins_the_least_loaded_gateway_and_fails_over(wire: s
                 moved = listener.query("WHERE")
                 assert moved["url"] == gw2.url  # 1 node, against 3 on gw1 (and gw3 gone)
                 assert moved["nodeId"] != first["nodeId"]
+                assert moved["opened"] == ([gw3.url, gw2.url] if wire == "ws" else [])
                 await_joined(sender, moved["nodeId"])  # gw1 forwards to it from now on
                 # (the node lost with gw3 may still be listed: gone within the cluster's 6 s)
                 assert set(listener.query("MEMBERS")) == {"listener", "member", "sender"}
@@ -134,6 +138,34 @@ def check_failover(result: dict[str, Any], now: str, before: str, numbered: bool
         assert list(range(10, 20)) == [n for n in numbers if 10 <= n < 20]
     else:
         assert resumed[0]["reason"], resumed
+
+
+def test_a_full_gateway_is_passed_over() -> None:
+    """The least loaded gateway refuses the node (MAX_NODES_REACHED): the next one takes it."""
+    with running_gateway("--max-nodes", "1") as full, running_gateway() as busy:
+        load = [member(full, "load0")] + [member(busy, f"load{index}") for index in (1, 2)]
+        try:
+            listener = Listener([busy.url, full.url], "ws", ROOM)
+            try:
+                where = listener.query("WHERE")
+                # full ranked first (1 node against 2) though listed second, tried, passed over
+                assert where["opened"] == [full.url, busy.url] and where["url"] == busy.url
+                listener.result()
+            finally:
+                listener.stop()
+        finally:
+            for node in load:
+                node.close()
+
+
+@pytest.mark.parametrize("given", ["[]", "[3000]", "null"])
+def test_no_usable_url_list_is_a_clear_error(given: str) -> None:
+    code = f"""
+        const {{ connect }} = await import({json.dumps(str(CLIENT))});
+        try {{ await connect({given}, {{ name: "x" }}); }}
+        catch (error) {{ console.log(error.name + ": " + error.message); }}"""
+    done = subprocess.run(["node", "--input-type=module", "-e", code], capture_output=True, text=True, timeout=30)
+    assert done.stdout.strip() == "TypeError: connect(url) needs a gateway URL or a list of them", done
 
 
 def test_health_answers_the_pages_that_may_use_the_gateway() -> None:

@@ -15,8 +15,9 @@
 //   SEND KEY TEXT -> SENT N, once TEXT was broadcast to the room with the
 //                    idempotency key KEY (N: the recipients the ack gives)
 //   UNTIL N       -> SAW N, once a broadcast whose payload's `n` is N came
-//   WHERE         -> WHERE {"nodeId", "url", "since"}: the node now, its
-//                    gateway and the room's position (null: none offered)
+//   WHERE         -> WHERE {"nodeId", "url", "since", "opened"}: the node now,
+//                    its gateway, the room's position (null: none offered) and
+//                    every WebSocket URL opened so far (wire "ws")
 //   MEMBERS       -> MEMBERS [names]: the room's members, as the gateway says
 //   END           -> RESULT {...}, and the node closes
 import { createInterface } from "node:readline";
@@ -25,7 +26,13 @@ const [clientPath, given, wire, room, optionsJson] = process.argv.slice(2);
 const url = given.startsWith("[") ? JSON.parse(given) : given;
 const { connect } = await import(clientPath);
 const options = { minBackoff: 100, maxBackoff: 500, requestTimeout: 5000, ...JSON.parse(optionsJson || "{}") };
-if (wire === "ws") options.WebSocket = (await import("/usr/share/nodejs/ws/wrapper.mjs")).WebSocket;
+const opened = []; // every WebSocket URL the client opened, in order
+if (wire === "ws") {
+  const { WebSocket } = await import("/usr/share/nodejs/ws/wrapper.mjs");
+  options.WebSocket = class extends WebSocket {
+    constructor(address, ...rest) { super(address, ...rest); opened.push(String(address)); }
+  };
+}
 
 const LIMIT_MS = 30000; // every wait is bounded
 const delivered = [];
@@ -60,7 +67,7 @@ for await (const line of createInterface({ input: process.stdin })) {
     await until(() => delivered.some((payload) => payload?.n === Number(argument)), `broadcast ${argument}`);
     console.log(`SAW ${argument}`);
   } else if (command === "WHERE") {
-    console.log("WHERE " + JSON.stringify({ nodeId: node.nodeId, url: node.url, since: node.positions.get(room) }));
+    console.log("WHERE " + JSON.stringify({ nodeId: node.nodeId, url: node.url, since: node.positions.get(room), opened }));
   } else if (command === "MEMBERS") {
     console.log("MEMBERS " + JSON.stringify((await node.who(room)).map((member) => member.name).sort()));
   } else if (command === "END") {
