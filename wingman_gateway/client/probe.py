@@ -25,6 +25,7 @@ from zope.interface import implementer
 
 from wingman_gateway.client.errors import ClientError
 from wingman_gateway.client.tls import VerifyingPolicy, failure_text
+from wingman_gateway.protocol.urls import beside
 from wingman_gateway.unixhttp import UnixSocket
 
 UNIX_PREFIX = "unix:"
@@ -101,16 +102,16 @@ class HealthError(Exception):
 
 
 def health_url(target: str) -> str:
-    """The /health URL for a gateway given as host[:port], http(s):// or ws(s):// URL
-    (``unix:SOCKET`` stays as it is)."""
+    """The /health URL for a gateway given as host[:port] (port 3000 when none is
+    given), or as an http(s):// or ws(s):// URL (its own port, or the scheme's,
+    and its path prefix kept); ``unix:SOCKET`` stays as it is."""
     if is_unix(target):
         return target
     if "://" not in target:
-        target = "http://" + target
-    parts = urlsplit(target)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    netloc = parts.netloc if parts.port else f"{parts.netloc}:{DEFAULT_PORT}"
-    return urlunsplit((scheme, netloc, "/health", "", ""))
+        parts = urlsplit("http://" + target)
+        netloc = parts.netloc if parts.port else f"{parts.netloc}:{DEFAULT_PORT}"
+        return urlunsplit(("http", netloc, "/health", "", ""))
+    return beside(target, "/health")
 
 
 async def fetch_health(reactor: Any, url: str, timeout: float = 5.0, trust: Trust = Trust()) -> dict[str, Any]:

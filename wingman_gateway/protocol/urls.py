@@ -59,7 +59,14 @@ def as_http_url(url: str) -> str:
     return _swap_scheme(url, "http", "https", "")
 
 
+def beside(url: str, path: str) -> str:
+    """``path`` on the gateway ``url`` names, over http(s): ``ws(s)://host:port[/prefix]/ws``
+    or ``http(s)://host:port[/prefix][/bridge]`` gives ``http(s)://host:port[/prefix]PATH``."""
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme.lower(), parts.scheme.lower())
+    return urlunsplit((scheme, parts.netloc, _gateway_path(parts.path) + path, "", ""))
+
+
 def bridge_base(url: str) -> str:
     """``http(s)://host:port[/prefix]/bridge`` for a gateway URL (``/ws`` or ``/bridge`` ending dropped)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, _gateway_path(parts.path) + "/bridge", "", ""))
+    return beside(url, "/bridge")
