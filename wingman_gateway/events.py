@@ -21,8 +21,11 @@ others by keyword):
 - ``registered`` (node, peer, transport, grant, credential): a node
   registered; ``credential`` is ``none`` (auth off), ``shared``, ``signed``
   or ``ssh-key`` (the grant's ``key_id`` is the key id or fingerprint).
-- ``register_refused`` (peer, transport, reason): a register's credential
-  was refused (``reason`` is one of the short, fixed ``AuthError`` texts).
+- ``register_refused`` (peer, transport, reason, credential, key_id): a
+  register's credential was refused (``reason`` is one of the short, fixed
+  ``AuthError`` texts; ``credential`` the kind the token was taken for,
+  ``none``, ``shared`` or ``signed``; ``key_id`` the key id a signed
+  token's header names, unverified, or None).
 - ``dropped`` (transport, reason): a connection was cut off by the gateway:
   ``reason`` is ``slow consumer`` or ``heartbeat timeout``. On the bridge a
   slow consumer is an event stream nobody reads: the stream is cut off, the
