@@ -7,14 +7,16 @@ import json
 import os
 import signal
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Iterator
 
 import jwt
 import pytest
+from twisted.internet.task import Clock
 
-from harness.bridgekit import BridgeNode, call
+from harness.bridgekit import BridgeNode, Reply, call
 from harness.cli_support import wingman
 from harness.opskit import ADMIN_TOKEN, OpsGateway, value
 from harness.sshkit import (
@@ -234,6 +236,95 @@ def test_kick_closes_the_node_and_tells_its_rooms(site: Site, crowd: NodePool) -
     assert expect_closed(other) == (1008, "disconnected by the gateway's administrator")
 
 
+KICKS = ("api", "cli")
+
+
+def _kick(ops: OpsGateway, node_id: str, reason: str, how: str, home: Path) -> None:
+    """Disconnect a node with ``reason``, through the server API or the ``wingman`` command."""
+    if how == "api":
+        reply = ops.api("POST", f"nodes/{node_id}/disconnect", {"reason": reason})
+        assert reply.status == 200 and reply.body["disconnected"] is True, reply
+    else:
+        (home / "admin-token").write_text(ADMIN_TOKEN + "\n")
+        result = wingman(home, "gateway", "kick", node_id, "--reason", reason,
+                         "--url", f"127.0.0.1:{ops.port}")
+        assert result.returncode == 0 and f"disconnected {node_id}" in result.stdout, result
+    ops.audited("admin_disconnect", nodeId=node_id, reason=reason, admin=_admin_id())
+
+
+def _left(stayer: Node, node_id: str | None, reason: str) -> None:
+    """``stayer`` is told ``node_id`` left its room for ``reason``."""
+    for _ in range(5):
+        presence = stayer.recv_type("presence")
+        if presence["payload"]["event"] == "left":
+            break
+    assert presence["payload"]["event"] == "left" and presence["payload"]["nodeId"] == node_id
+    assert presence["payload"]["reason"] == reason
+
+
+@pytest.mark.parametrize("how", KICKS)
+def test_kick_gives_an_ssh_line_node_a_close_line(site: Site, crowd: NodePool, how: str,
+                                                  tmp_path: Path) -> None:
+    ops = site.ops
+    stayer = crowd("stayer", room=f"ssh-kick-{how}", token=NODE_TOKEN)
+    line = SSHLineNode(site.ssh_port, site.keys["alice"].path)
+    try:
+        line.register("line")
+        assert line.join(f"ssh-kick-{how}")["type"] == "ack"
+        _kick(ops, str(line.node_id), f"kicked by {how}", how, tmp_path)
+        last = line.recv_type("close")
+        assert last["payload"] == {"code": 1008, "reason": f"kicked by {how}"}
+        assert line.proc.wait(10) == 1  # the exit status of a close that is not normal
+        assert f"wingman-gateway: kicked by {how}".encode() in bytes(line.stderr)
+    finally:
+        line.stop()
+    _left(stayer, line.node_id, f"kicked by {how}")
+    assert ops.api("GET", f"nodes/{line.node_id}").status == 404
+    assert stayer.request("ping")["type"] == "pong"
+
+
+@pytest.mark.parametrize("how", KICKS)
+def test_kick_tells_a_bridge_node_where_it_reads(site: Site, crowd: NodePool, how: str,
+                                                 tmp_path: Path) -> None:
+    ops = site.ops
+    room = f"bridge-kick-{how}"
+    stayer = crowd("stayer", room=room, token=NODE_TOKEN)
+    polling, streaming, idle = (_bridge(ops, room) for _ in range(3))
+    polling.drain(kinds=(), timeout=0.2)
+    answers: list[Reply] = []
+    poller = threading.Thread(target=lambda: answers.append(polling.poll(timeout=20)))
+    poller.start()
+    stream = streaming.stream()
+    try:
+        time.sleep(0.5)  # the poll reaches the gateway and is held (nothing is queued)
+        # A held poll's answer carries the close.
+        _kick(ops, str(polling.node_id), "poll kicked", how, tmp_path)
+        poller.join(10)
+        assert answers and answers[0].status == 200
+        assert answers[0].body["closed"] == {"code": 1008, "reason": "poll kicked"}
+        # A stream ends with a close event.
+        _kick(ops, str(streaming.node_id), "stream kicked", how, tmp_path)
+        for _ in range(20):
+            event = stream.next_event()
+            if event["event"] == "close":
+                break
+        assert event["event"] == "close"
+        assert json.loads(event["data"]) == {"code": 1008, "reason": "stream kicked"}
+    finally:
+        stream.close()
+        poller.join(10)
+    # A session that was not being read learns it at its next request: it is gone.
+    _kick(ops, str(idle.node_id), "idle kicked", how, tmp_path)
+    reply = idle.poll(timeout=0)
+    assert reply.status == 401 and reply.code == "AUTH_FAILED"
+    assert reply.body["payload"]["message"] == "unknown or expired bridge session"
+    for node, reason in ((polling, "poll kicked"), (streaming, "stream kicked"),
+                         (idle, "idle kicked")):
+        _left(stayer, node.node_id, reason)
+        assert ops.api("GET", f"nodes/{node.node_id}").status == 404
+    assert stayer.request("ping")["type"] == "pong"
+
+
 def test_closing_a_room_tells_every_member_and_keeps_them_connected(site: Site, crowd: NodePool) -> None:
     ops = site.ops
     members = [crowd(f"m{i}", room="closing", token=NODE_TOKEN) for i in range(3)]
@@ -248,7 +339,11 @@ def test_closing_a_room_tells_every_member_and_keeps_them_connected(site: Site, 
         assert notice["payload"] == {"event": "closed", "groupId": reply.body["groupId"],
                                      "groupName": "closing", "memberCount": 0,
                                      "reason": "end of sprint"}
-    assert http.next_of("presence")["payload"]["event"] in ("joined", "closed")
+    # The bridge member joined last: the closed notice is the one presence it was sent.
+    [closed] = http.drain(kinds=("presence",), timeout=0.5)
+    assert closed["nodeId"] is None and closed["groupId"] == reply.body["groupId"]
+    assert closed["payload"] == notice["payload"]
+    assert http.broadcast("closing", "still here?").code == "GROUP_NOT_FOUND"
     assert ops.api("GET", "rooms/closing/members").status == 404
     assert all(r["name"] != "closing" for r in ops.api("GET", "rooms").body["groups"])
     # The members are still connected and may make the room again.
@@ -277,7 +372,7 @@ def test_the_cli_speaks_the_api(site: Site, crowd: NodePool, tmp_path: Path) -> 
     result = wingman(tmp_path, "gateway", "rooms", "--url", url)
     assert result.returncode == 1 and "HTTP 403 FORBIDDEN" in result.stdout
     (tmp_path / "admin-token").write_text(ADMIN_TOKEN + "\n")
-    result = wingman(tmp_path, "gateway", "kick", member.node_id, "--reason", "bye", "--url", url)
+    result = wingman(tmp_path, "gateway", "kick", str(member.node_id), "--reason", "bye", "--url", url)
     assert result.returncode == 0 and f"disconnected {member.node_id} (cli-member)" in result.stdout
     assert expect_closed(member) == (1008, "bye")
 
@@ -289,7 +384,7 @@ def test_audit_log_records_each_event_and_no_secret(site: Site, crowd: NodePool)
     """Self-contained: every event it checks for, it causes itself."""
     ops = site.ops
     before, earlier = ops.scrape(), len(ops.audit())
-    ring = KeyRing.open(site.ring, _Clock())
+    ring = KeyRing.open(site.ring, _now())
     signed = ring.sign("carol", 600)
     key_id = ring.keys()[0].id
     ghost = jwt.encode({"sub": "ghost", "iss": "wingman-gateway"}, "g" * 32, algorithm="HS256",
@@ -399,9 +494,11 @@ def test_audit_log_records_each_event_and_no_secret(site: Site, crowd: NodePool)
     assert grew("wingman_gateway_api_requests_total", status="4xx") == 1
 
 
-class _Clock:
-    def seconds(self) -> float:
-        return time.time()
+def _now() -> Clock:
+    """A clock at the present moment, for signing tokens as the gateway's key ring would."""
+    clock = Clock()
+    clock.advance(time.time())
+    return clock
 
 
 def _fingerprint(key: UserKey) -> str:
