@@ -296,6 +296,8 @@ def test_bridge_queue_losses_are_counted(tmp_path: Path) -> None:
         assert [listener.recv_type("broadcast")["payload"]["n"] for _ in range(12)] == list(range(12))
         series = gateway.scrape()
         assert value(series, "wingman_gateway_bridge_messages_dropped_total") == 7
+        # Each was handed to the session (a delivery), which kept 5 and dropped 7.
+        assert value(series, "wingman_gateway_deliveries_total", transport="http") == 12
         # The notice waits for room in the queue: not sent yet.
         assert value(series, "wingman_gateway_errors_sent_total", code="MESSAGES_LOST") == 0
         first = idle.poll(timeout=0).body["messages"]
