@@ -9,7 +9,8 @@ import httpx
 
 from wingman_gateway.aio.reach import REQUEST_ERRORS, httpx_options
 from wingman_gateway.protocol.errors import ClientError
-from wingman_gateway.protocol.load import by_load, health_address, is_gateway_report
+from wingman_gateway.protocol.load import by_load, is_gateway_report
+from wingman_gateway.protocol.urls import beside
 
 # A gateway that cannot be reached or does not answer as one: no report.
 _NO_REPORT: tuple[type[Exception], ...] = (*REQUEST_ERRORS, ClientError, TimeoutError, ValueError)
@@ -17,7 +18,7 @@ _NO_REPORT: tuple[type[Exception], ...] = (*REQUEST_ERRORS, ClientError, Timeout
 
 async def health_report(url: str, *, timeout: float, ca_file: str | None, socks: str | None) -> dict[str, Any] | None:
     """The ``/health`` report of the gateway ``url`` names, or None if it gave none."""
-    address = health_address(url)
+    address = beside(url, "/health")  # its own host, port and path prefix
     try:
         options = httpx_options(address, ca_file=ca_file, timeout=timeout, socks=socks)
         async with httpx.AsyncClient(**options) as http:

@@ -26,7 +26,8 @@ from zope.interface import implementer
 from wingman_gateway.client.endpoints import AgentEndpoints
 from wingman_gateway.client.errors import ClientError
 from wingman_gateway.client.tls import VerifyingPolicy, failure_text
-from wingman_gateway.protocol.load import by_load, health_address, is_gateway_report
+from wingman_gateway.protocol.load import by_load, is_gateway_report
+from wingman_gateway.protocol.urls import beside
 from wingman_gateway.unixhttp import UnixSocket
 
 UNIX_PREFIX = "unix:"
@@ -106,16 +107,16 @@ class HealthError(Exception):
 
 
 def health_url(target: str) -> str:
-    """The /health URL for a gateway given as host[:port], http(s):// or ws(s):// URL
-    (``unix:SOCKET`` stays as it is)."""
+    """The /health URL for a gateway given as host[:port] (port 3000 when none is
+    given), or as an http(s):// or ws(s):// URL (its own port, or the scheme's,
+    and its path prefix kept); ``unix:SOCKET`` stays as it is."""
     if is_unix(target):
         return target
     if "://" not in target:
-        target = "http://" + target
-    parts = urlsplit(target)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    netloc = parts.netloc if parts.port else f"{parts.netloc}:{DEFAULT_PORT}"
-    return urlunsplit((scheme, netloc, "/health", "", ""))
+        parts = urlsplit("http://" + target)
+        netloc = parts.netloc if parts.port else f"{parts.netloc}:{DEFAULT_PORT}"
+        return urlunsplit(("http", netloc, "/health", "", ""))
+    return beside(target, "/health")
 
 
 async def fetch_health(
@@ -150,6 +151,6 @@ async def rank_by_load(
 ) -> list[str]:
     """``urls`` (gateways of one cluster) best first (``protocol.load.by_load``):
     every gateway's ``/health`` is asked at once."""
-    probes = [ensureDeferred(fetch_health(reactor, health_address(url), timeout, trust, socks)) for url in urls]
+    probes = [ensureDeferred(fetch_health(reactor, health_url(url), timeout, trust, socks)) for url in urls]
     results = await DeferredList(probes, consumeErrors=True)
     return by_load(urls, [report if answered else None for answered, report in results])

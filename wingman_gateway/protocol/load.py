@@ -8,17 +8,8 @@ gateway that did not answer last (still tried, in the order given).
 from __future__ import annotations
 
 from typing import Any, Mapping, Sequence, TypeGuard
-from urllib.parse import urlsplit, urlunsplit
-
-from wingman_gateway.protocol.urls import as_http_url, gateway_path
 
 SERVICE = "wingman-gateway"
-
-
-def health_address(url: str) -> str:
-    """The ``/health`` URL of the gateway a client URL names (its own host and port)."""
-    parts = urlsplit(as_http_url(url))
-    return urlunsplit((parts.scheme, parts.netloc, gateway_path(parts.path) + "/health", "", ""))
 
 
 def is_gateway_report(report: Any) -> TypeGuard[dict[str, Any]]:

@@ -34,7 +34,7 @@ def transport_kind(url: str, kind: str | None) -> str:
     return kind
 
 
-def gateway_path(path: str) -> str:
+def _gateway_path(path: str) -> str:
     """The gateway's base path: ``/ws`` or ``/bridge`` at the end dropped."""
     base = path.rstrip("/")
     for suffix in ("/ws", "/bridge"):
@@ -52,7 +52,7 @@ def _swap_scheme(url: str, plain: str, secure: str, path: str) -> str:
     if scheme in (plain, secure):
         return url
     tls = scheme in ("wss", "https")
-    return urlunsplit((secure if tls else plain, parts.netloc, gateway_path(parts.path) + path, parts.query, ""))
+    return urlunsplit((secure if tls else plain, parts.netloc, _gateway_path(parts.path) + path, parts.query, ""))
 
 
 def as_websocket_url(url: str) -> str:
@@ -65,7 +65,14 @@ def as_http_url(url: str) -> str:
     return _swap_scheme(url, "http", "https", "")
 
 
+def beside(url: str, path: str) -> str:
+    """``path`` on the gateway ``url`` names, over http(s): ``ws(s)://host:port[/prefix]/ws``
+    or ``http(s)://host:port[/prefix][/bridge]`` gives ``http(s)://host:port[/prefix]PATH``."""
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme.lower(), parts.scheme.lower())
+    return urlunsplit((scheme, parts.netloc, _gateway_path(parts.path) + path, "", ""))
+
+
 def bridge_base(url: str) -> str:
     """``http(s)://host:port[/prefix]/bridge`` for a gateway URL (``/ws`` or ``/bridge`` ending dropped)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, gateway_path(parts.path) + "/bridge", "", ""))
+    return beside(url, "/bridge")
