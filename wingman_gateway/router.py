@@ -312,18 +312,17 @@ class Router(RoomRequests):
         session_id = fields.text(payload, "sessionId", 200)
         metadata = self._metadata(envelope)
         grant = node.grant
-        credential = "ssh-key" if grant is not None else "none"
+        credential = "ssh-key"
         if grant is None:
-            if self.authenticator.required:
-                credential = "shared" if payload.get("token") else "none"
             try:
                 grant = self.authenticator.authenticate(payload.get("token"))
             except AuthError as refusal:
                 self.events.emit("register_refused", peer=node.conn.peer,
-                                 transport=node.conn.transport_name, reason=str(refusal))
+                                 transport=node.conn.transport_name, reason=str(refusal),
+                                 credential=refusal.credential, key_id=refusal.key_id)
                 raise GatewayError(errors.AUTH_FAILED, f"authentication failed: {refusal}", fatal=True)
-            if grant.key_id is not None:
-                credential = "signed"
+            required = self.authenticator.required
+            credential = "signed" if grant.key_id else "shared" if required else "none"
         if self.admission is not None:
             self.admission.check_register(node.source)
         if self.rooms.node_count() >= self.limits.max_nodes:
