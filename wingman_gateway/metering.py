@@ -31,21 +31,21 @@ class Meters:
     limits: Limits
     messages: Budgets = attrs.field(init=False)
     heartbeats: Budgets = attrs.field(init=False)
-    bytes: Budgets = attrs.field(init=False)
+    traffic: Budgets = attrs.field(init=False)  # bytes
 
     def __attrs_post_init__(self) -> None:
         limits = self.limits
         self.messages = Budgets(limits.message_rate, limits.message_burst)
         self.heartbeats = Budgets(limits.message_rate, limits.message_burst)
-        self.bytes = Budgets(limits.byte_rate, limits.byte_burst)
+        self.traffic = Budgets(limits.byte_rate, limits.byte_burst)
 
     def attach(self, node: Node, now: float) -> None:
         """Give a new connection its buckets (taken over from its source's debts)."""
         if self.messages.enabled:
             node.budget = self.messages.open(node.source, now)
             node.heartbeat_budget = self.heartbeats.open(node.source, now)
-        if self.bytes.enabled:
-            node.byte_budget = self.bytes.open(node.source, now)
+        if self.traffic.enabled:
+            node.byte_budget = self.traffic.open(node.source, now)
 
     def detach(self, node: Node, now: float) -> None:
         """The connection closed: a bucket in debt stays with its source."""
@@ -53,7 +53,7 @@ class Meters:
             self.messages.close(node.source, node.budget, now)
             self.heartbeats.close(node.source, node.heartbeat_budget, now)
         if node.byte_budget is not None:
-            self.bytes.close(node.source, node.byte_budget, now)
+            self.traffic.close(node.source, node.byte_budget, now)
 
     def admit(self, node: Node, kind: str | None, data: bytes | str, now: float) -> bool:
         """Take this message from the buckets, or raise ``RATE_LIMITED``.

@@ -54,9 +54,8 @@ class CorsPolicy:
     def refusal(self, request: Request) -> str:
         """Why ``admit`` refused this request."""
         origin = header(request, "origin") or ""
-        return host_refusal(request, self.hosts) if same_origin(origin, request) else (
-            f"origin {origin[:200]!r} is not allowed to use this gateway's HTTP bridge"
-        )
+        refused = host_refusal(request, self.hosts) if same_origin(origin, request) else None
+        return refused or f"origin {origin[:200]!r} is not allowed to use this gateway's HTTP bridge"
 
     def preflight(self, request: Request) -> None:
         """Answer an allowed ``OPTIONS`` preflight (after ``admit``)."""
