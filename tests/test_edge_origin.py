@@ -173,3 +173,20 @@ def test_a_known_name_or_required_auth_admits_the_page(options: tuple[str, ...])
             assert (status, answer["payload"]["code"]) == (401, "AUTH_FAILED")
         else:
             assert status == 200 and answer["type"] == "ack", answer
+
+
+def test_allowed_host_settings() -> None:
+    from wingman_gateway.checks import ConfigError
+    from wingman_gateway.config import build
+    from wingman_gateway.web.origin import page_hosts
+
+    config = build({"allowedHosts": ["Gw.Example."]}, {"allowed-host": ["A.example", "b.example"]}, [], False)
+    assert config.allowed_hosts == ("a.example", "b.example")  # the flag replaces the file's list
+    assert build({"allowedHosts": "Gw.Example."}, {}, [], False).allowed_hosts == ("gw.example",)
+    with pytest.raises(ConfigError, match="--allowed-host: expected a host name such as gateway.example, "
+                                          "got 'http://evil.example'"):
+        build({}, {"allowed-host": ["http://evil.example"]}, [], False)
+    hosts = page_hosts(["gw"], ["tcp:3000:interface=box.lan", "unix:/run/gw.sock"], any_host=False)
+    assert [hosts.trusts(h) for h in ("gw", "BOX.lan.", "::1", "10.1.2.3", "app.localhost", "evil.example")] == [
+        True, True, True, True, True, False]
+    assert page_hosts([], [], any_host=True).trusts("evil.example")

@@ -379,7 +379,7 @@ def build(
         audit_log=values["auditLog"],
         allowed_hosts=(
             checks.host_names("--allowed-host", list(flags["allowed-host"])) if flags.get("allowed-host")
-            else tuple(file_values.get("allowedHosts", ()))
+            else checks.host_names("allowedHosts", file_values.get("allowedHosts", ()))
         ),
     )
 
