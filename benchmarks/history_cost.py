@@ -53,7 +53,7 @@ def run(history: HistorySettings, messages: int, members: int) -> float:
     """CPU microseconds per broadcast."""
     clock = Clock()
     clock.advance(1_700_000_000)
-    router = Router(clock, Limits(message_rate=0, byte_rate=0, max_nodes=members + 1), None, "bench",
+    router = Router(clock, Limits(message_rate=0, max_nodes=members + 1), None, "bench",
                     LocalRooms(clock, MemoryHistory(clock, history)))
     nodes = []
     for n in range(members):

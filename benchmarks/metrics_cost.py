@@ -55,7 +55,7 @@ def build(members: int, metrics: bool) -> tuple[Router, Node]:
     if metrics:
         events.subscribe(MetricsSink())
     clock = Clock()
-    router = Router(clock, Limits(message_rate=0, byte_rate=0), rooms=LocalRooms(clock, events=events), events=events)
+    router = Router(clock, Limits(message_rate=0), rooms=LocalRooms(clock, events=events), events=events)
     nodes = []
     for index in range(members):
         node = router.connect(Buffered())

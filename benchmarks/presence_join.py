@@ -55,7 +55,7 @@ class Immediate(Presence):
 
 def run(nodes: int, per_turn: int, kind: str, gap: float) -> tuple[float, int, int]:
     clock = Clock()
-    router = Router(clock, Limits(max_nodes=nodes + 1, message_rate=0, byte_rate=0))
+    router = Router(clock, Limits(max_nodes=nodes + 1, message_rate=0))
     if kind == "per event":
         router.rooms.presence = Immediate(clock, router.now_ms)  # type: ignore[attr-defined]
     elif kind == "per turn":

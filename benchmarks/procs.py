@@ -154,7 +154,7 @@ def start_gateway(max_nodes: int = 1000, options: tuple[str, ...] = (), cpu: int
         label if label != "gateway" or "--metrics-listen" not in options else "gateway+metrics",
         [
             TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway",
-            "--listen", "tcp:0:interface=127.0.0.1", "--rate-limit", "0", "--byte-rate", "0",
+            "--listen", "tcp:0:interface=127.0.0.1", "--rate-limit", "0",
             "--max-nodes", str(max_nodes), *options,
         ],
         cpu=cpu,

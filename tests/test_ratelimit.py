@@ -248,6 +248,11 @@ def test_settings() -> None:
     custom = _limits(**{"byte-rate": "1000", "byte-burst": "5000", "max-payload": "5000"})
     assert (custom.byte_rate, custom.byte_burst) == (1000, 5000)
     assert _limits(**{"byte-rate": "0", "byte-burst": "300"}).byte_rate == 0
+    # Rate limits off means all of them: no byte budget either.
+    off = Harness(Limits(message_rate=0))
+    session, _ = off.connect()
+    assert session.byte_budget is None and session.budget is None
+    assert _limits(**{"rate-limit": "0", "byte-burst": "300"}).message_rate == 0
     with pytest.raises(ConfigError, match=r"byteBurst: must be at least maxPayload \(a largest message must fit\)"):
         _limits(**{"byte-burst": "5000"})
     assert _limits(**{"max-unregistered-payload": "1024", "max-metadata": "512"}).max_unregistered_payload == 1024

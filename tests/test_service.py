@@ -369,7 +369,7 @@ def test_heartbeat_drops_silent_nodes_and_keeps_answering_ones(launch, connect) 
 def test_slow_consumer_is_cut_off_and_memory_stays_bounded(launch, connect) -> None:
     """A member that stops reading is cut off; the healthy one gets everything in order."""
     limit = 262144
-    gateway = launch("--listen", LOOPBACK, "--max-buffer", str(limit), "--rate-limit", "0", "--byte-rate", "0")
+    gateway = launch("--listen", LOOPBACK, "--max-buffer", str(limit), "--rate-limit", "0")
     pid = gateway.proc.pid
     stats_url = f"http://127.0.0.1:{gateway.port}/stats"
     sender = connect(gateway.url, "sender")

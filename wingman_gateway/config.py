@@ -322,11 +322,11 @@ def build(
     if values["maxConnections"] and values["connectionReserve"] >= values["maxConnections"]:
         raise ConfigError("connectionReserve: must be less than maxConnections")
 
-    if values["byteRate"] and values["byteBurst"] < values["maxPayload"]:
+    rate, burst = _message_rate(values)
+    if values["byteRate"] and rate and values["byteBurst"] < values["maxPayload"]:
         raise ConfigError("byteBurst: must be at least maxPayload (a largest message must fit)")
     if values["maxMetadata"] >= values["maxUnregisteredPayload"]:
         raise ConfigError("maxMetadata: must be less than maxUnregisteredPayload (it is sent in register)")
-    rate, burst = _message_rate(values)
     limits = Limits(
         max_payload=values["maxPayload"],
         max_name_length=values["maxNameLength"],

@@ -25,7 +25,8 @@ class Limits:
     # off) and the burst on top; see ratelimit.py.
     message_rate: float = 250.0
     message_burst: int = 500
-    # The same for bytes, as received (before decoding); 0 turns it off.
+    # The same for bytes, as received (before decoding); 0 turns it off
+    # (and so does a message_rate of 0, which turns all rate limits off).
     # The burst is never less than max_payload.
     byte_rate: float = 1 * MiB
     byte_burst: int = 2 * MiB

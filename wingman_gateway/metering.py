@@ -37,7 +37,9 @@ class Meters:
         limits = self.limits
         self.messages = Budgets(limits.message_rate, limits.message_burst)
         self.heartbeats = Budgets(limits.message_rate, limits.message_burst)
-        self.traffic = Budgets(limits.byte_rate, limits.byte_burst)
+        # Rate limits off (a message rate of 0) means all of them, bytes included.
+        byte_rate = limits.byte_rate if limits.message_rate > 0 else 0.0
+        self.traffic = Budgets(byte_rate, limits.byte_burst)
 
     def attach(self, node: Node, now: float) -> None:
         """Give a new connection its buckets (taken over from its source's debts)."""
