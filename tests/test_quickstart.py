@@ -3,7 +3,7 @@ committed checkout, ``make run`` (a new .venv, the gateway installed from the
 machine's package index), /health answering, then the gateway stopped by its pid.
 
 It takes about as long as ``pip install`` of the gateway's dependencies
-(well under a minute with a warm pip cache)."""
+(about a minute with a warm pip cache)."""
 
 from __future__ import annotations
 
@@ -40,6 +40,7 @@ def test_a_fresh_clone_runs_with_make_run(tmp_path: Path) -> None:
         gateway_pid = int(bound["pid"])
         assert gateway_pid != make.pid  # make runs twistd as its child
         os.kill(gateway_pid, signal.SIGTERM)
-        assert make.wait_exit(30) == 0, make.output
+        make.wait_exit(30)  # twistd ends by the signal it got, so make reports it "Terminated"
+        assert "Received SIGTERM, shutting down." in make.output and "Server Shut Down." in make.output
     finally:
         make.stop()
