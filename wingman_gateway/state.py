@@ -48,6 +48,13 @@ class Node:
     def __repr__(self) -> str:
         return f"<Node {self.node_id} name={self.name!r} peer={self.conn.peer}>"
 
+    @property
+    def registered_id(self) -> str:
+        """``node_id`` where the node is known to be registered (a room member, say)."""
+        if self.node_id is None:
+            raise ValueError(f"{self!r} is not registered")
+        return self.node_id
+
     def describe(self) -> dict[str, Any]:
         """Public description of the node, as other members see it."""
         info: dict[str, Any] = {
@@ -94,11 +101,11 @@ class Room:
         return f"<Room {self.id} {self.name!r} members={len(self.members)}>"
 
     def add(self, node: Node) -> None:
-        self.members[node.node_id] = node  # type: ignore[index]
+        self.members[node.registered_id] = node
         self._snapshot()
 
     def remove(self, node: Node) -> None:
-        self.members.pop(node.node_id, None)  # type: ignore[arg-type]
+        self.members.pop(node.registered_id, None)
         self._snapshot()
 
     def _snapshot(self) -> None:
