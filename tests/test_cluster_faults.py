@@ -103,8 +103,11 @@ def test_redis_outage_keeps_local_routing_and_recovers(
         _drained(node)
     # A sender streams (50 a second, bounded) across the whole outage: Redis
     # stopped and restarted while it sends.
-    local, remote = Collector(alice).start(), Collector(bob).start()
-    stream = Streamer(streamer, "ops", interval=0.02, most=5000, seconds=120).start()
+    local, remote = Collector(alice), Collector(bob)
+    local.start()
+    remote.start()
+    stream = Streamer(streamer, "ops", interval=0.02, most=5000, seconds=120)
+    stream.start()
     try:
         local.wait_for(20)
         remote.wait_for(20)
