@@ -122,16 +122,21 @@ def start_avahi(netns: Netns, directory: Path) -> dict[str, str]:
     return env
 
 
-def run_gateway(netns: Netns, home: Path, name: str, *extra: str) -> tuple[Background, int]:
-    """``wingman gateway run --discovery mdns`` in the namespace; (process, port) once announced.
-    ``extra`` may end with ``--`` and options of the gateway itself."""
+def spawn_run(netns: Netns, home: Path, *args: str) -> tuple[Background, dict[str, Any]]:
+    """``wingman gateway run ARGS`` in the namespace (``args`` may end with ``--``
+    and options of the gateway itself); (process, its ports file) once it listens."""
     home.mkdir(parents=True, exist_ok=True)
     ports_file = home / "run-ports.json"
-    gateway_options = ["--ports-file", str(ports_file)] if "--" in extra else ["--", "--ports-file", str(ports_file)]
-    gateway = netns.spawn(WINGMAN, "gateway", "run", "--listen", "tcp:0:interface=127.0.0.1", "--name", name,
-                          "--discovery", "mdns", "--mdns-interface", "lo", *extra, *gateway_options,
-                          env={"WINGMAN_HOME": str(home)})
-    port = int(wait_ports_file(gateway, str(ports_file))["listeners"][0]["port"])
+    gateway_options = ["--ports-file", str(ports_file)] if "--" in args else ["--", "--ports-file", str(ports_file)]
+    gateway = netns.spawn(WINGMAN, "gateway", "run", *args, *gateway_options, env={"WINGMAN_HOME": str(home)})
+    return gateway, wait_ports_file(gateway, str(ports_file))
+
+
+def run_gateway(netns: Netns, home: Path, name: str, *extra: str) -> tuple[Background, int]:
+    """``wingman gateway run --discovery mdns`` in the namespace; (process, port) once announced."""
+    gateway, bound = spawn_run(netns, home, "--listen", "tcp:0:interface=127.0.0.1", "--name", name,
+                               "--discovery", "mdns", "--mdns-interface", "lo", *extra)
+    port = int(bound["listeners"][0]["port"])
     gateway.wait_for(r"mdns: announced '.*' \(_wingman-gateway\._tcp\.local\.\) on port " + str(port))
     return gateway, port
 
