@@ -22,6 +22,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 
 from harness.clusterkit import RedisServer  # noqa: E402
 from harness.gatewaymark import FromFixture  # noqa: E402
+from harness.opskit import OpsSite  # noqa: E402
+from harness.sdkkit import FLAVOURS, Flavour  # noqa: E402
 from harness.support import GatewayProcess, NodePool, start_gateway, wait_totals  # noqa: E402
 
 
@@ -128,3 +130,21 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def ops_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsSite]:
+    """A gateway with auth, SSH, metrics, the server API and the audit log, one per module."""
+    yield from OpsSite.running(tmp_path_factory.mktemp("ops"))
+
+
+@pytest.fixture
+def ops_nodes(ops_site: OpsSite) -> Iterator[NodePool]:
+    """WebSocket nodes of the module's ``ops_site``, closed after each test."""
+    yield from ops_site.crowd()
+
+
+@pytest.fixture(params=sorted(FLAVOURS))
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    """Each Python client library in turn: the Twisted one and the asyncio one."""
+    return FLAVOURS[request.param]()

@@ -55,7 +55,7 @@ def test_session_header_not_utf8(gateway: GatewayProcess) -> None:
     assert message == "header x-wingman-session is not valid UTF-8"
 
 
-@pytest.mark.parametrize("path", ["/bridge/poll", "/bridge/send", "/ws"])
+@pytest.mark.parametrize("path", ["/bridge/poll", "/bridge/send", "/ws", "/health"])
 def test_origin_not_utf8(gateway: GatewayProcess, path: str) -> None:
     assert bad_request(gateway, path, {"Origin": b"http://" + NOT_UTF8}) == "header origin is not valid UTF-8"
 

@@ -174,6 +174,7 @@ class GatewayService(MultiService):
             stats=self.router.summary,
             now_ms=self.router.now_ms,
             sections=sections,
+            origins=origins.allows,
             **extra,
         )
         cors = self.bridge.cors if self.bridge is not None else None

@@ -81,6 +81,7 @@ class HttpTransport:
         ca_file: str | None = None,
         timeout: float = 10.0,
         stream: bool = True,
+        tor_socks: str | None = None,
     ) -> None:
         self.url = url
         self._core = BridgeCore(url, log=log, timeout=timeout, stream=stream)
@@ -88,7 +89,7 @@ class HttpTransport:
         self._reactor = reactor
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 4
-        endpoints = AgentEndpoints(reactor, VerifyingPolicy(ca_file), timeout)  # .onion: through Tor
+        endpoints = AgentEndpoints(reactor, VerifyingPolicy(ca_file), timeout, tor_socks)  # .onion: through Tor
         self._agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self._pool)
         self._opening: Deferred[None] | None = None
         self._requests: dict[Request, Deferred[Any]] = {}  # cancelled when the session ends

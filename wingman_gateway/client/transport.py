@@ -4,7 +4,7 @@ A transport only moves text frames: requests, replies, reconnecting and
 rejoining live once, in ``GatewayClient``. ``choose.transport_for`` picks the
 transport: ``websocket``, ``http`` (the HTTP bridge: SSE, falling back to
 long polling) or ``auto`` (WebSocket, falling back to HTTP), by name or by
-the URL's scheme (ws/wss: WebSocket, http/https: HTTP).
+the URL's scheme (ws/wss: auto, http/https: HTTP).
 """
 
 from __future__ import annotations
@@ -66,4 +66,5 @@ class TransportFactory(Protocol):
         ca_file: str | None,
         timeout: float,
         kind: str | None = None,
+        tor_socks: str | None = None,
     ) -> IClientTransport: ...

@@ -66,11 +66,13 @@ class WebSocketTransport:
         reactor: Any,
         ca_file: str | None = None,
         timeout: float = 10.0,
+        tor_socks: str | None = None,
     ) -> None:
         self.url = url
         self._receiver = receiver
         self._reactor = reactor
         self._ca_file = ca_file
+        self._tor_socks = tor_socks  # the SOCKS endpoint for a .onion host
         self._timeout = timeout
         self._opening: Deferred[None] | None = None
         self._connecting: Deferred[Any] | None = None
@@ -87,7 +89,7 @@ class WebSocketTransport:
         self._opening = Deferred(self._cancel_open)
         try:
             secure, host, port, _, _, _ = parse_url(self.url)
-            endpoint: Any = endpoint_for(self._reactor, host, port, self._timeout)
+            endpoint: Any = endpoint_for(self._reactor, host, port, self._timeout, self._tor_socks)
             if secure:
                 endpoint = wrapClientTLS(client_options(host, self._ca_file), endpoint)
             factory = _ClientFactory(self.url, reactor=self._reactor)

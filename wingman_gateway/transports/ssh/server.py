@@ -12,7 +12,7 @@ import struct
 from typing import Any, Callable, Iterable
 
 from twisted.conch.avatar import ConchUser
-from twisted.conch.error import ValidPublicKey
+from twisted.conch.error import IgnoreAuthentication, ValidPublicKey
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import _kex, common, connection, forwarding, keys, transport, userauth
 from twisted.conch.ssh.factory import SSHFactory
@@ -116,7 +116,9 @@ class GatewayUserAuth(userauth.SSHUserAuthServer):
         return result
 
     def _refused(self, failure: Failure, packet: bytes) -> Failure:
-        if failure.check(ValidPublicKey):  # a key query, not a login attempt
+        # A key query ("would this key do?"), not a login attempt: Conch
+        # answers an acceptable key with PK_OK and fails it as ignored.
+        if failure.check(ValidPublicKey, IgnoreAuthentication):
             return failure
         try:
             blob = common.getNS(packet[1:], 2)[1]
