@@ -3,7 +3,7 @@ committed checkout, ``make run`` (a new .venv, the gateway installed from the
 machine's package index), /health answering, then the gateway stopped by its pid.
 
 It takes about as long as ``pip install`` of the gateway's dependencies
-(about a minute with a warm pip cache)."""
+(10 s to a minute, by what pip has cached)."""
 
 from __future__ import annotations
 
