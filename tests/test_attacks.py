@@ -10,7 +10,6 @@ import json
 import statistics
 import threading
 import time
-from typing import Iterator
 
 import pytest
 
@@ -26,7 +25,6 @@ from harness.support import (
     recv_text,
     reply_to,
     rss_kib,
-    running_gateway,
     wait_totals,
 )
 
@@ -37,11 +35,8 @@ ANSWER_BOUND = 2.0
 RTT_BOUND = 0.050
 
 
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[GatewayProcess]:
-    # The decoder test sends five megabytes at once: a byte burst to match.
-    with running_gateway("--message-burst", "2000", "--byte-burst", str(8 * MiB)) as process:
-        yield process
+# One for the module; the decoder test sends five megabytes at once: a byte burst to match.
+pytestmark = pytest.mark.gateway("--message-burst", "2000", "--byte-burst", str(8 * MiB), shared=True)
 
 
 def adversarial(size: int) -> str:

@@ -71,7 +71,7 @@ class Presence:
             batch = self._pending[room.id] = _Batch(room)
         batch.events.append((payload, encode(record).decode("ascii")))
         if event == "joined":
-            batch.starts[node.node_id] = len(batch.events)  # type: ignore[index]
+            batch.starts[node.registered_id] = len(batch.events)
         if len(room.members) > self._crowd:
             if self._later is None:
                 self._later = self._clock.callLater(self._window, self._flush_window)
@@ -100,7 +100,7 @@ class Presence:
         count = len(batch.events)
         made: dict[int, Outbound] = {}
         for member in batch.room.recipients:
-            start = batch.starts.get(member.node_id, 0)  # type: ignore[arg-type]
+            start = batch.starts.get(member.registered_id, 0)
             if start >= count:
                 continue
             message = made.get(start)

@@ -161,7 +161,7 @@ class GatewayService(MultiService):
         if self.discovery:
             found = self.discovery
             sections["discovery"] = lambda: {
-                method: announcer.report() for method, announcer in found.items()  # type: ignore[attr-defined]
+                method: announcer.report() for method, announcer in found.items()
             }
         scopes = {}
         extra = {}

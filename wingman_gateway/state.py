@@ -50,6 +50,13 @@ class Node:
     def __repr__(self) -> str:
         return f"<Node {self.node_id} name={self.name!r} peer={self.conn.peer}>"
 
+    @property
+    def registered_id(self) -> str:
+        """``node_id`` where the node is known to be registered (a room member, say)."""
+        if self.node_id is None:
+            raise ValueError(f"{self!r} is not registered")
+        return self.node_id
+
     def describe(self) -> dict[str, Any]:
         """Public description of the node, as other members see it."""
         info: dict[str, Any] = {
@@ -101,13 +108,14 @@ class Room:
     # gateway's time when 10,000 nodes rejoined 100 rooms at once).
 
     def add(self, node: Node) -> None:
-        self._count(self.members.get(node.node_id), -1)  # type: ignore[arg-type]
-        self.members[node.node_id] = node  # type: ignore[index]
+        node_id = node.registered_id
+        self._count(self.members.get(node_id), -1)
+        self.members[node_id] = node
         self._count(node, 1)
         self.recipients = tuple(self.members.values())
 
     def remove(self, node: Node) -> None:
-        self._count(self.members.pop(node.node_id, None), -1)  # type: ignore[arg-type]
+        self._count(self.members.pop(node.registered_id, None), -1)
         self.recipients = tuple(self.members.values())
 
     def _count(self, member: Node | None, change: int) -> None:

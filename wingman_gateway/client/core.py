@@ -87,7 +87,7 @@ class GatewayClient(NodeCore):
     def new_transport(self, link: Link) -> IClientTransport:
         # Link has the receiver's methods; the protocol core declares no zope interface.
         return transport_for(
-            self.url, link,  # type: ignore[arg-type]
+            self.url, link,  # type: ignore[arg-type]  # a receiver by its methods, not by a zope declaration
             reactor=self._reactor, ca_file=self.ca_file, timeout=self.request_timeout, kind=self.transport,
             tor_socks=self.tor_socks,
         )

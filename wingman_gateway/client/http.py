@@ -15,14 +15,15 @@ from typing import Any, Iterator
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     FileBodyProducer,
     HTTPConnectionPool,
-    IResponse,
     readBody,
 )
+from twisted.web.iweb import IResponse
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -61,7 +62,7 @@ class _Body(StoppableBody):
         if not self.stopped and self.request is not None:
             self.owner._run(self.owner._core.received(self.request, data))
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.request is not None and self.owner._bodies.pop(self.request, None) is self:
             why = reason.getErrorMessage() if isinstance(reason, Failure) else "stream ended"
             self.owner._run(self.owner._core.ended(self.request, why))
@@ -135,7 +136,7 @@ class HttpTransport:
                            for name, value in request.headers.items()})
         producer = None if request.body is None else FileBodyProducer(io.BytesIO(request.body))
         try:
-            sent = self._agent.request(request.method.encode("ascii"), request.url.encode("utf-8"), headers, producer)
+            sent: Deferred[Any] = self._agent.request(request.method.encode("ascii"), request.url.encode("utf-8"), headers, producer)
         except ClientError as error:
             if request.kind != PROBE:
                 raise

@@ -14,8 +14,13 @@ from typing import Any, Protocol
 from zope.interface import Attribute, Interface
 
 
-from wingman_gateway.protocol.runtime import CLOSE_NORMAL  # noqa: F401
-from wingman_gateway.protocol.urls import TRANSPORTS, as_http_url, as_websocket_url, transport_kind  # noqa: F401 (re-exported)
+from wingman_gateway.protocol.runtime import CLOSE_NORMAL as CLOSE_NORMAL
+from wingman_gateway.protocol.urls import (  # re-exported for the client's modules
+    TRANSPORTS as TRANSPORTS,
+    as_http_url as as_http_url,
+    as_websocket_url as as_websocket_url,
+    transport_kind as transport_kind,
+)
 
 
 

@@ -24,7 +24,7 @@ from zope.interface import implementer
 
 from wingman_gateway import errors
 from wingman_gateway.cluster import wire
-from wingman_gateway.cluster.mirror import Peer, RemoteConnection
+from wingman_gateway.cluster.mirror import Peer, RemoteConnection, peer_of
 from wingman_gateway.cluster.placement import Placement
 from wingman_gateway.connection import Outbound
 from wingman_gateway.errors import GatewayError
@@ -113,7 +113,7 @@ class ClusterRooms:
         remote = self._remote.get(node_id)
         if remote is None:
             return False
-        gateway = remote.conn.gateway  # type: ignore[attr-defined]
+        gateway = peer_of(remote)
         sent = self._forward(gateway.id, wire.frame(wire.DIRECT, node_id, message.data))
         self._tally(int(sent), int(not sent))
         if not sent:
@@ -193,7 +193,7 @@ class ClusterRooms:
         if members:
             self.events.emit(
                 "delivered", self.placement.transports[room_id],
-                exclude.conn.transport_name if excluded else None,  # type: ignore[union-attr]
+                exclude.conn.transport_name if exclude is not None and excluded else None,
                 len(message.data),
             )
         return len(members) - excluded

@@ -206,7 +206,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         guard = self._guard
-        if guard.paused and not guard.check(len(data)):  # type: ignore[union-attr]
+        if guard is not None and guard.paused and not guard.check(len(data)):
             return
         self._write(data)
 

@@ -93,7 +93,8 @@ class StatsResource(Resource):
         router = self.router
         refusal = self.check(request)
         if refusal is not None:
-            return refusal.answer(request)
+            answer: bytes = refusal.answer(request)
+            return answer
         scope = (request.args.get(b"scope") or [b"gateway"])[0].decode("utf-8", "replace")
         if scope != "gateway":
             if scope not in self.scopes:

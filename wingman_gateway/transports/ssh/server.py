@@ -97,11 +97,12 @@ class GatewayUserAuth(userauth.SSHUserAuthServer):
 
     def _factory(self) -> GatewaySSHFactory:
         assert self.transport is not None  # a login runs on its connection
-        return self.transport.factory
+        factory: GatewaySSHFactory = self.transport.factory
+        return factory
 
     def _peer(self) -> str:
         assert self.transport is not None
-        return address_text(self.transport.transport.getPeer())  # type: ignore[union-attr]
+        return address_text(self.transport.transport.getPeer())  # type: ignore[union-attr]  # a login runs on a connection
 
     def _logged_in(self, result: Any) -> Any:
         identity = result[1].identity
@@ -147,7 +148,7 @@ class GatewayConnection(connection.SSHConnection):
             super().ssh_CHANNEL_OPEN(packet)
             return
         code, text = refusal
-        self.transport.sendPacket(  # type: ignore[union-attr]
+        self.transport.sendPacket(  # type: ignore[union-attr]  # channels open on a connected transport
             connection.MSG_CHANNEL_OPEN_FAILURE,
             struct.pack(">2L", sender, code) + common.NS(text.encode("utf-8")) + common.NS(b""),
         )
