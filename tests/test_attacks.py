@@ -55,7 +55,7 @@ def test_a_1mib_adversarial_message_is_answered_fast_while_others_keep_their_rtt
         "quotes": '{"a":' + '"' * size,
     }[shape]
     watcher = nodes("watcher", room="calm")
-    # Registered: before that, a message over 64 KiB is refused unread.
+    # Registered: before that, a message over 128 KiB is refused unread.
     attacker = nodes("attacker")
     rtts: list[float] = []
     running = threading.Event()
@@ -143,7 +143,7 @@ def test_metadata_is_bounded_and_rss_stays_flat(gateway: GatewayProcess, nodes: 
         # A megabyte before registering is refused by its size, never decoded...
         node.ws.send(register % (n, bloat))
         expect_error(json.loads(recv_text(node)), "PAYLOAD_TOO_LARGE",
-                     f"message of {len(register % (n, bloat))} bytes exceeds the limit of 65536 bytes"
+                     f"message of {len(register % (n, bloat))} bytes exceeds the limit of 131072 bytes"
                      " before registering")
         # ...and metadata over --max-metadata that fits is refused by its encoded size.
         node.ws.send(register % (n, small_bloat))

@@ -1,7 +1,7 @@
 """Decoding is paid for in bytes: one client sending large legal messages as
 fast as it can cannot crowd out the others (default limits).
 
-Before registering, a message over 64 KiB is refused by its size, unread;
+Before registering, a message over 128 KiB is refused by its size, unread;
 after, a byte bucket (1 MiB a second, bursts of 2 MiB) meters every
 message before it is decoded.
 
@@ -60,9 +60,9 @@ def test_an_unregistered_flood_of_megabytes_is_refused_unread(gateway: GatewayPr
     assert tally["codes"] == {"PAYLOAD_TOO_LARGE": tally["sent"]}
     refusal = expect_error(
         tally["replies"]["PAYLOAD_TOO_LARGE"], "PAYLOAD_TOO_LARGE",
-        f"message of {tally['size']} bytes exceeds the limit of 65536 bytes before registering",
+        f"message of {tally['size']} bytes exceeds the limit of 131072 bytes before registering",
     )
-    assert refusal["details"] == {"limit": 65536}
+    assert refusal["details"] == {"limit": 131072}
 
 
 def test_a_registered_flood_of_megabytes_is_held_to_the_byte_rate(gateway: GatewayProcess, nodes: NodePool) -> None:

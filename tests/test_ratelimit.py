@@ -132,13 +132,13 @@ def test_before_registering_only_small_messages_are_read() -> None:
     h = Harness(Limits())
     session, conn = h.connect()
     register = json.dumps({"type": "register", "messageId": "r",
-                           "payload": {"name": "a", "metadata": {"x": [{}] * 30_000}}})
+                           "payload": {"name": "a", "metadata": {"x": [{}] * 60_000}}})
     h.send(session, register)
     [reply] = conn.take()
     assert reply["payload"] == {
         "code": errors.PAYLOAD_TOO_LARGE,
-        "message": f"message of {len(register)} bytes exceeds the limit of 65536 bytes before registering",
-        "details": {"limit": 65536},
+        "message": f"message of {len(register)} bytes exceeds the limit of 131072 bytes before registering",
+        "details": {"limit": 131072},
     }
     ack = h.request(session, conn, "register", {"name": "a"})
     assert ack["payload"]["limits"]["byteRate"] == 1024 * 1024

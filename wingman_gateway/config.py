@@ -81,7 +81,7 @@ SETTINGS: tuple[Setting, ...] = (
         "bytes per connection at once, above the byte rate (at least --max-payload)",
     ),
     Setting(
-        "max-unregistered-payload", "maxUnregisteredPayload", checks.integer(256), 64 * 1024,
+        "max-unregistered-payload", "maxUnregisteredPayload", checks.integer(256), 128 * 1024,
         "largest message before a connection registers, bytes (refused unread)",
     ),
     Setting(

@@ -32,7 +32,7 @@ class Limits:
     byte_burst: int = 2 * MiB
     # Largest message of a connection that has not registered (register,
     # ping): refused by its size, never decoded.
-    max_unregistered_payload: int = 64 * 1024
+    max_unregistered_payload: int = 128 * 1024  # a largest token (64 KiB) and metadata fit
     # Largest register.metadata kept for a node, as encoded JSON text.
     max_metadata: int = 4096
     max_buffer: int = 4 * MiB  # unsent bytes per client before it is cut off
