@@ -234,16 +234,27 @@ def test_a_message_crosses_redis_once_per_gateway(
     assert ack["payload"]["recipients"] == 5
     for listener in listeners:
         assert listener.recv_type("broadcast")["payload"] == "one"
-    assert publish_count(redis) - before == 1  # five recipients on gw2: one frame
-    # Each gateway subscribes to the directory and its own inbox, nothing else.
+    assert publish_count(redis) - before == 1  # one PUBLISH, by the script, for both gateways
+    # Each gateway subscribes to the directory, its own inbox, and the
+    # channel of each room it has members of: here gw1 and gw2 follow epsilon's.
     channels = redis_cli(redis, "PUBSUB", "CHANNELS", "wingman:*").split()
-    assert len(channels) == 4 and "wingman:0:directory" in channels
-    # A room on one gateway alone costs Redis nothing.
+    room = f"wingman:0:room:{ack['payload']['groupId']}"
+    assert sorted(c.split(":")[2] for c in channels) == ["directory", "inbox", "inbox", "inbox", "room"]
+    assert room in channels
+    assert redis_cli(redis, "PUBSUB", "NUMSUB", room).split() == [room, "2"]
+    # A room on one gateway alone: one frame, to that gateway only.
     lonely = [pools[2]("x", "zeta"), pools[2]("y", "zeta")]
     before = publish_count(redis)
-    assert lonely[0].request("broadcast", {"groupName": "zeta", "message": 1})["payload"]["recipients"] == 1
+    sent = lonely[0].request("broadcast", {"groupName": "zeta", "message": 1})["payload"]
+    assert sent["recipients"] == 1
     assert lonely[1].recv_type("broadcast")["payload"] == 1
-    assert publish_count(redis) == before
+    assert publish_count(redis) == before + 1
+    zeta = f"wingman:0:room:{sent['groupId']}"
+    assert redis_cli(redis, "PUBSUB", "NUMSUB", zeta).split() == [zeta, "1"]
+    # The last member here leaves: the gateway stops following the room.
+    for node in lonely:
+        node.close()
+    wait_until(lambda: redis_cli(redis, "PUBSUB", "NUMSUB", zeta).split() == [zeta, "0"], 5, "unsubscribed")
 
 
 def test_node_ids_are_unique_across_the_cluster(pools: list[NodePool]) -> None:

@@ -21,7 +21,6 @@ from wingman_gateway.state import Node, Room
 BEAT = 1.0
 TTL = 5.0
 
-BROADCAST = b"B"
 DIRECT = b"D"
 CLOSED = b"C"  # a room closed: its notice, for the members on the receiving gateway
 
