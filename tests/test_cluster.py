@@ -13,7 +13,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from harness.clusterkit import RedisServer, cluster_stats, health_of, presence_events, running_cluster
+from harness.clusterkit import (
+    RedisServer, cluster_stats, collect, expect_no_more, health_of, presence_events, running_cluster,
+)
 from harness.support import GatewayProcess, Node, NodePool, expect_error, http_get, reply_to, wait_until
 
 
@@ -111,17 +113,17 @@ def test_broadcast_reaches_every_member_once_in_order(pools: list[NodePool]) -> 
             sender.send({"type": "broadcast", "messageId": f"{index}-{number}",
                          "payload": {"groupName": "beta", "message": {"n": number, "from": index}}})
     for index, sender in enumerate(senders):
-        acks = _collect(sender, "ack", count)
+        acks = collect(sender, "ack", count)
         assert [a["payload"]["recipients"] for a in acks] == [len(everyone) - 1] * count
-        got = _collect(sender, "broadcast", count)  # the other sender's, never its own
+        got = collect(sender, "broadcast", count)  # the other sender's, never its own
         assert [m["payload"]["n"] for m in got] == list(range(count))
         assert {m["payload"]["from"] for m in got} == {1 - index}
     for receiver in receivers:
-        got = _collect(receiver, "broadcast", 2 * count)
+        got = collect(receiver, "broadcast", 2 * count)
         for index in (0, 1):
             ordered = [m["payload"]["n"] for m in got if m["payload"]["from"] == index]
             assert ordered == list(range(count)), ordered
-        _expect_no_more(receiver, "broadcast")
+        expect_no_more(receiver, "broadcast")
 
 
 def _sees_member(node: Node, node_id: str | None) -> bool:
@@ -129,36 +131,6 @@ def _sees_member(node: Node, node_id: str | None) -> bool:
     node.send({"type": "join_group", "messageId": f"peek{node._next_id}", "payload": {"groupName": "beta"}})
     reply = reply_to(node, f"peek{node._next_id}")
     return any(m["nodeId"] == node_id for m in reply["payload"]["members"])
-
-
-def _collect(node: Node, kind: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The next ``count`` envelopes of ``kind``, in order; others are held for a later collect."""
-    held: list[dict[str, Any]] = node.__dict__.setdefault("_held", [])
-    got = [message for message in held if message["type"] == kind][:count]
-    for message in got:
-        held.remove(message)
-    deadline = time.monotonic() + timeout
-    while len(got) < count:
-        message = node.recv(max(deadline - time.monotonic(), 0.01))
-        if message["type"] == kind:
-            got.append(message)
-        else:
-            assert message["type"] in ("ping", "presence", "ack", "broadcast"), message
-            held.append(message)
-    return got
-
-
-def _expect_no_more(node: Node, kind: str, seconds: float = 0.5) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        try:
-            message = node.recv(left)
-        except TimeoutError:
-            return
-        assert message["type"] != kind, f"duplicate: {message}"
 
 
 def test_direct_reaches_the_gateway_holding_the_target(pools: list[NodePool]) -> None:

@@ -4,7 +4,8 @@ It runs on a thread of its own with plain sockets, so it relays for a
 client on any event loop (Twisted's reactor, or asyncio holding the
 thread). ``cut()`` resets every relayed connection, both sides (SO_LINGER
 0: the peers see a reset, as when a network path dies), and the relay
-keeps accepting new connections.
+keeps accepting new connections; ``hold()`` cuts them and resets every new
+one until ``release()`` (a path that stays down for a while).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Relay:
         self._cuts = 0
         self._cut_done = threading.Event()
         self._stopping = False
+        self.refusing = False
         self._thread = threading.Thread(target=self._run, name="relay", daemon=True)
         self._thread.start()
 
@@ -39,6 +41,14 @@ class Relay:
         if not self._cut_done.wait(timeout):
             raise AssertionError("the relay did not cut within the timeout")
         return self._last_cut
+
+    def hold(self) -> int:
+        """Cut every connection and reset every new one until ``release``."""
+        self.refusing = True
+        return self.cut()
+
+    def release(self) -> None:
+        self.refusing = False
 
     def stop(self) -> None:
         self._stopping = True
@@ -72,6 +82,10 @@ class Relay:
             for sock in readable:
                 if sock is self.listener:
                     client, _ = self.listener.accept()
+                    if self.refusing:
+                        client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, _RESET)
+                        client.close()
+                        continue
                     upstream = socket.create_connection(self.target, timeout=5)
                     self._peer[client], self._peer[upstream] = upstream, client
                     continue
