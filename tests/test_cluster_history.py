@@ -20,8 +20,8 @@ from harness.clusterkit import (
 from harness.relay import Relay
 from harness.support import GatewayProcess, Node, NodePool, wait_until
 
-SIZE = 6
-TTL_MS = 1500
+SIZE = 50
+TTL_MS = 4000
 
 
 @pytest.fixture(scope="module")
@@ -116,7 +116,7 @@ def test_a_node_resumes_on_another_gateway_while_messages_stream(
     join_since(back, "stream", since)
     send_many(speaker, "stream", "s", range(8, 40))  # while the join reads the history
     ack = collect(back, "ack", 1)[0]
-    assert ack["payload"]["recovered"] is True, ack
+    assert ack["payload"]["recovered"] is True, ack["payload"]
     assert ack["payload"]["epoch"] == since["epoch"]
     got = collect(back, "broadcast", 36)
     assert [m["offset"] for m in got] == list(range(since["offset"] + 1, since["offset"] + 37))
