@@ -105,8 +105,8 @@ class RoomRequests:
         recovering.addCallback(self._joined, node, envelope, room, created)
 
     def _joined(self, recovery: Recovery, node: Node, envelope: Envelope, room: Room, created: bool) -> None:
-        if node.closed or node.rooms.get(room.id) is not room:
-            return  # gone, or left, while its position was read
+        if node.closed:
+            return  # gone while the room's position was read
         self._ack(
             node,
             envelope,
@@ -120,8 +120,9 @@ class RoomRequests:
                 **recovery.fields(),
             },
         )
-        for data in recovery.messages:
-            node.send(Outbound(data))
+        if node.rooms.get(room.id) is room:  # not left meanwhile
+            for data in recovery.messages:
+                node.send(Outbound(data))
 
     def _check_may_join(self, node: Node, room_name: str) -> None:
         if node.grant is not None and not node.grant.may_join(room_name):

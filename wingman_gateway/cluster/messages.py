@@ -131,7 +131,10 @@ class RoomMessages:
     ) -> Published:
         log.warn("cluster: publishing to room {room} failed ({why}); delivered here only",
                  room=room.name, why=failure.getErrorMessage())
-        return self._unnumbered(room, encoded, exclude, gateways)
+        published = self._unnumbered(room, encoded, exclude, gateways)
+        if self.link is not None and self.link.up:
+            self.fill_holes()  # Redis answers, but did not number it: a hole at once
+        return published
 
     def _unnumbered(self, room: Room, encoded: bytes, exclude: Node | None, gateways: int) -> Published:
         """Redis cannot be had: this gateway's members only, without a position."""
