@@ -1,7 +1,7 @@
 """Request/ack round trips through each Python client: what the shared
 protocol core and each driver cost, against a bare ``websockets`` loop.
 
-    .venv/bin/python benchmarks/clients.py [--runs 5] [--count 2000]
+    .venv/bin/python benchmarks/clients.py [--runs 5] [--count 2000] [--bridge]
 
 Each run starts a fresh gateway (stopped by its pid), then measures, each
 client in its own process and in turn (the order rotates per run): one node
@@ -9,6 +9,9 @@ sends ``--count`` broadcasts one after another, each awaited until its ack,
 to a room with one other member (the same client kind, reading everything).
 Prints acked broadcasts per second per run, the medians, and each median's
 ratio to the bare ``websockets`` baseline measured in the same runs.
+With ``--bridge`` the two library clients talk over the HTTP bridge
+(``http://`` URL: posts, and an event stream to read) instead of WebSocket;
+the baseline stays the bare ``websockets`` loop.
 Everything stays on 127.0.0.1.
 """
 
@@ -113,6 +116,7 @@ def main() -> int:
     parser.add_argument("--count", type=int, default=2000)
     parser.add_argument("--measure", choices=CLIENTS)
     parser.add_argument("--url")
+    parser.add_argument("--bridge", action="store_true", help="the library clients over the HTTP bridge")
     args = parser.parse_args()
     if args.measure:
         print(f"{measure(args.measure, args.url, args.count):.1f}")
@@ -123,9 +127,12 @@ def main() -> int:
     for run in range(args.runs):
         server = start_gateway()
         try:
-            url = f"ws://127.0.0.1:{server.port}/ws"
             order = CLIENTS[run % 3:] + CLIENTS[: run % 3]
             for client in order:
+                if args.bridge and client != "websockets":
+                    url = f"http://127.0.0.1:{server.port}"
+                else:
+                    url = f"ws://127.0.0.1:{server.port}/ws"
                 done = subprocess.run(
                     [sys.executable, __file__, "--measure", client, "--url", url, "--count", str(args.count)],
                     capture_output=True, text=True, timeout=300,
@@ -140,7 +147,8 @@ def main() -> int:
     baseline = statistics.median(rates["websockets"])
     for client in CLIENTS:
         median = statistics.median(rates[client])
-        print(f"{client:>10}: median {median:8.1f} acked broadcasts/s, {median / baseline:.2f} x bare websockets")
+        over = " (HTTP bridge)" if args.bridge and client != "websockets" else ""
+        print(f"{client:>10}{over}: median {median:8.1f} acked broadcasts/s, {median / baseline:.2f} x bare websockets")
     return 0
 
 

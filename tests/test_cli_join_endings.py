@@ -185,7 +185,10 @@ def test_root_url_says_what_the_listener_serves(gateway: GatewayProcess) -> None
     status, headers, body = http_get(gateway, "/")
     assert status == 200 and headers["Content-Type"] == "application/json"
     index = json.loads(body)
-    assert index["endpoints"] == {"ws": "/ws", "bridge": "/bridge/", "health": "/health", "stats": "/stats"}
+    assert index["endpoints"] == {
+        "ws": "/ws", "bridge": "/bridge/", "health": "/health", "stats": "/stats", "client": "/client/wingman.js",
+    }
+    assert index["admin"] == {"metrics": "/metrics", "api": "/api/"}  # behind the admin credential
     assert index["console"] == "/console/" and index["documentation"]  # the console is on by default
 
 

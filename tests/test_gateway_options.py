@@ -218,7 +218,7 @@ def test_index_without_a_console() -> None:
     root = Resource()
     root.putChild(b"bridge", Resource())
     index = _index(root)
-    assert "console" not in index and index["endpoints"] == {"bridge": "/bridge/"}
+    assert "console" not in index and index["endpoints"] == {"bridge": "/bridge/"} and "admin" not in index
     assert index["service"] == "wingman-gateway" and index["version"] == __version__
 
 

@@ -119,7 +119,12 @@ def test_node_reconnects_and_rejoins_after_a_restart(wire: str) -> None:
         result = json.loads(line.group(1))
         for states in result["states"].values():
             assert states[0] == "disconnected" and states[-1] == "reconnected"
-            assert set(states[1:-1]) == {"reconnecting"}
+            assert set(states[1:-1]) == {"reconnecting", "gap"}
+        # The restarted gateway kept no history: each room says so.
+        assert result["gaps"] == {
+            "alice": [{"room": "alpha", "reason": "other epoch"}, {"room": "second", "reason": "other epoch"}],
+            "bob": [{"room": "alpha", "reason": "other epoch"}],
+        }
         assert result["newId"] and result["sameRoom"]
         assert result["rooms"] == ["alpha", "second"]
         assert result["recipients"] == 1 and result["heard"] == "after restart"

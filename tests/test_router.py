@@ -321,6 +321,25 @@ def test_room_limits() -> None:
     assert h.request(c, c_conn, "join_group", {"groupName": "r1"})["type"] == "ack"
 
 
+def test_short_name_limit_still_takes_ids() -> None:
+    """Ids are 16 characters whatever the name limit: rooms and nodes are still reached by id."""
+    h = Harness(Limits(max_name_length=4))
+    a, a_conn = h.node("a", "ops")
+    b, b_conn = h.node("b", "ops")
+    room_id = next(iter(a.rooms))
+    a_conn.take()
+    reply = h.request(a, a_conn, "broadcast", {"groupId": room_id, "message": "by id"}, messageId=1)
+    assert reply["payload"]["recipients"] == 1
+    reply = h.request(a, a_conn, "direct", {"targetNodeId": b.node_id, "message": 2}, messageId=2)
+    assert reply["payload"]["delivered"] is True
+    reply = h.request(a, a_conn, "join_group", {"groupName": "longer", "createIfNotExists": True})
+    assert error_code(reply) == errors.INVALID_REQUEST
+    assert reply["payload"]["message"] == "'groupName' is longer than 4 characters"
+    reply = h.request(a, a_conn, "broadcast", {"groupId": "x" * 17, "message": 1})
+    assert reply["payload"]["message"] == "'groupId' is longer than 16 characters"
+    assert [m["payload"] for m in b_conn.take() if m["type"] in ("broadcast", "direct")] == ["by id", 2]
+
+
 def test_auth_failure_is_fatal_and_secret_free() -> None:
     h = Harness(authenticator=Authenticator(required=True, shared_token="s3cret-token"))
     session, conn = h.connect()

@@ -61,7 +61,7 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("max-payload", "maxPayload", checks.integer(256), 1024 * 1024, "largest message, bytes"),
     Setting("max-rooms", "maxRooms", checks.integer(1), 10000, "most rooms at once"),
     Setting("max-rooms-per-node", "maxRoomsPerNode", checks.integer(1), 100, "most rooms one node joins"),
-    Setting("max-name-length", "maxNameLength", checks.integer(1), 100, "longest node/room name"),
+    Setting("max-name-length", "maxNameLength", checks.integer(1), 100, "longest node/room name (ids, 16 characters, are always taken)"),
     Setting(
         "max-description-length", "maxDescriptionLength", checks.integer(1), 500,
         "longest room description",

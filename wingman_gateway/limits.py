@@ -5,6 +5,8 @@ from __future__ import annotations
 import attrs
 
 MiB = 1024 * 1024
+# Node and room ids are 16 hex digits, whatever names may be.
+ID_LENGTH = 16
 
 
 @attrs.frozen
@@ -28,3 +30,8 @@ class Limits:
     max_buffer: int = 4 * MiB  # unsent bytes per client before it is cut off
     ping_interval: float = 30.0
     ping_timeout: float = 60.0
+
+    @property
+    def max_reference_length(self) -> int:
+        """The longest ``groupId``/``targetNodeId``: an id or a name, so never shorter than an id."""
+        return max(self.max_name_length, ID_LENGTH)

@@ -44,9 +44,8 @@ class RoomRequests:
 
     def _room_names(self, envelope: Envelope) -> tuple[str | None, str | None]:
         sources = (envelope.payload, envelope.fields)
-        limit = self.limits.max_name_length
-        group_id = fields.first_text(sources, "groupId", limit)
-        group_name = fields.first_text(sources, "groupName", limit)
+        group_id = fields.first_text(sources, "groupId", self.limits.max_reference_length)
+        group_name = fields.first_text(sources, "groupName", self.limits.max_name_length)
         if group_id is None and group_name is None:
             raise GatewayError(errors.INVALID_REQUEST, "'groupId' or 'groupName' is required")
         return group_id, group_name

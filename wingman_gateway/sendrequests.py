@@ -83,7 +83,7 @@ class SendRequests:
     def _direct(self, node: Node, envelope: Envelope) -> None:
         node_id = self._registered(node)
         target_id = fields.first_text(
-            (envelope.payload, envelope.fields), "targetNodeId", self.limits.max_name_length
+            (envelope.payload, envelope.fields), "targetNodeId", self.limits.max_reference_length
         )
         if target_id is None:
             raise GatewayError(errors.INVALID_REQUEST, "'targetNodeId' is required")

@@ -11,7 +11,20 @@ from twisted.python.failure import Failure
 from wingman_gateway.protocol.sse import MAX_LINE, Event, EventParser, StreamTooLong  # noqa: F401
 
 
-class EventStreamProtocol(Protocol):
+class StoppableBody(Protocol):
+    """A response body that can be given up: ``stop()`` closes its connection."""
+
+    stopped = False
+
+    def stop(self) -> None:
+        """Stop reading: the connection is closed and ``connectionLost`` follows."""
+        if not self.stopped:
+            self.stopped = True
+            if self.transport is not None:
+                self.transport.stopProducing()  # type: ignore[attr-defined]  # a response body's transport is its producer
+
+
+class EventStreamProtocol(StoppableBody):
     """Parses ``text/event-stream`` as the body arrives (``EventParser``).
 
     ``on_bytes`` is called once, when the first bytes come (the stream is
@@ -24,17 +37,9 @@ class EventStreamProtocol(Protocol):
         self.on_bytes: Callable[[], None] | None = on_bytes
         self.done: Deferred[Failure] = Deferred()
         self._parser = EventParser()
-        self._stopped = False
-
-    def stop(self) -> None:
-        """Stop reading: the connection is closed and ``done`` fires."""
-        if not self._stopped:
-            self._stopped = True
-            if self.transport is not None:
-                self.transport.stopProducing()  # type: ignore[attr-defined]  # a response body's transport is its producer
 
     def dataReceived(self, data: bytes) -> None:
-        if self._stopped:
+        if self.stopped:
             return
         if self.on_bytes is not None:
             on_bytes, self.on_bytes = self.on_bytes, None
@@ -42,7 +47,7 @@ class EventStreamProtocol(Protocol):
         try:
             for event in self._parser.feed(data):
                 self.on_event(event)
-                if self._stopped:
+                if self.stopped:
                     return
         except StreamTooLong:
             self.stop()

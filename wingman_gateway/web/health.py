@@ -15,12 +15,14 @@ from wingman_gateway.router import Router
 SERVICE = "wingman-gateway"
 
 
-def json_response(request: Request, status: int, body: dict[str, Any]) -> bytes:
-    """``body`` as the JSON answer, never cached."""
+def json_response(request: Request, status: int, body: dict[str, Any], indent: int | None = None) -> bytes:
+    """``body`` as the JSON answer, never cached (``indent``: for people reading it with curl)."""
     request.setResponseCode(status)
     request.setHeader(b"content-type", b"application/json")
     request.setHeader(b"cache-control", b"no-store")
-    return json.dumps(body).encode("utf-8")
+    if indent is None:
+        return json.dumps(body).encode("utf-8")
+    return (json.dumps(body, indent=indent) + "\n").encode("utf-8")
 
 
 @attrs.frozen

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from importlib import metadata
 
 from twisted.web.resource import Resource
 from twisted.web.server import Request
 
 from wingman_gateway import __version__
+from wingman_gateway.web.health import json_response
 
 # Where people read about the gateway when the package names no web address.
 README = "README.rst of the wingman-gateway source (also its package description: pip show -v wingman-gateway)"
@@ -42,11 +42,21 @@ class IndexResource(Resource):
         body: dict[str, object] = {"service": "wingman-gateway", "version": __version__}
         if b"console" in served:
             body["console"] = "/console/"
-        body["endpoints"] = {
-            path: f"/{path}" + ("/" if path == "bridge" else "")
-            for path in ("ws", "bridge", "health", "stats") if path.encode() in served
-        }
+        body["endpoints"] = {name: path for name, path in ENDPOINTS.items() if name.encode() in served}
+        admin = {name: path for name, path in ADMIN_ENDPOINTS.items() if name.encode() in served}
+        if admin:
+            body["admin"] = admin  # behind the admin credential
         body["documentation"] = documentation()
-        request.setHeader(b"content-type", b"application/json")
-        request.setHeader(b"cache-control", b"no-store")
-        return (json.dumps(body, indent=2) + "\n").encode("utf-8")
+        return json_response(request, 200, body, indent=2)
+
+
+# What a listener may serve, by its resource's name: where each is found.
+ENDPOINTS = {
+    "ws": "/ws",
+    "bridge": "/bridge/",
+    "health": "/health",
+    "stats": "/stats",
+    "client": "/client/wingman.js",
+}
+# What needs the admin credential.
+ADMIN_ENDPOINTS = {"metrics": "/metrics", "api": "/api/"}

@@ -74,8 +74,10 @@ export async function reconnects(connect, url, restart, options = {}) {
   const bob = await connect(url, { name: "bob", rooms: ["alpha"], ...quick, ...options });
   const before = { alice: alice.nodeId, alpha: alice.rooms.get("alpha") };
   const states = { alice: [], bob: [] };
+  const gaps = { alice: [], bob: [] };
   const back = (node, name) => new Promise((resolve) => node.on("state", (event, details) => {
     states[name].push(event);
+    if (event === "gap") gaps[name].push({ room: details.room, reason: details.reason });
     if (event === "reconnected") resolve(details);
   }));
   const aliceBack = back(alice, "alice");
@@ -86,6 +88,7 @@ export async function reconnects(connect, url, restart, options = {}) {
   const bobMessages = bob[Symbol.asyncIterator]();
   const out = {
     states: { alice: [...states.alice], bob: [...states.bob] },
+    gaps,
     newId: alice.nodeId !== before.alice && details.nodeId === alice.nodeId,
     rooms: [...alice.rooms.keys()].sort(),
     sameRoom: alice.rooms.get("alpha") === bob.rooms.get("alpha") && alice.rooms.get("alpha") !== before.alpha,

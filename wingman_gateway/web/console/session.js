@@ -160,6 +160,10 @@ export class Session extends EventTarget {
 
   nodeState(node, event, details) {
     if (node !== this.node) return;
+    if (event === "recovered" || event === "gap") {
+      this.rooms.get(details?.room)?.stream.resumed(event, details); // the line draws itself
+      return;
+    }
     if (event === "disconnected") {
       this.state = node.reconnecting ? "reconnecting" : "offline";
       this.problem = details?.reason ? `disconnected: ${details.reason}` : null;

@@ -142,9 +142,21 @@ export class RoomStream {
     this.chat({ timestamp: Date.now(), direct: Boolean(to), to }, text, true);
   }
 
-  /** A line about the room itself: presence, closing. */
-  notice(text) {
-    this.append(el("p", { class: "entry notice" }, el("time", {}, clock()), el("span", { class: "what" }, text)));
+  /** A line about the room itself: presence, closing, resuming. */
+  notice(text, kind = null) {
+    this.append(el("p", { class: kind ? `entry notice ${kind}` : "entry notice" },
+      el("time", {}, clock()), el("span", { class: "what" }, text)));
+  }
+
+  /** How the room resumed after a reconnect (the client's `recovered` or
+   * `gap`): what was said meanwhile follows, or some of it is lost. */
+  resumed(event, details) {
+    if (event === "recovered") {
+      const missed = Number(details?.missed ?? 0);
+      this.notice(`${missed} missed message${missed === 1 ? "" : "s"} recovered`, "recovered");
+    } else {
+      this.notice(`messages may have been lost while away (${details?.reason ?? "unknown"})`, "gap");
+    }
   }
 
   head(message) {

@@ -13,6 +13,11 @@
 // streamed event stream), so Node 20 needs no package. `transport: "auto"`
 // (the default for ws:// URLs) falls back to the bridge when the WebSocket
 // upgrade fails; http(s):// URLs use the bridge.
+//
+// Resuming: the node remembers each room's position (the last `offset` and
+// `epoch` it has seen), rejoins with `since` after a reconnect, drops a
+// broadcast it has already delivered and reports `recovered` or `gap` as a
+// state event; `broadcast(room, message, {key})` sends with an idempotency key.
 
 const CLOSE_NORMAL = 1000;
 const FINAL_ON_RECONNECT = new Set(["AUTH_FAILED"]);
@@ -325,13 +330,104 @@ class BridgeWire {
   }
 }
 
-// -- the node ----------------------------------------------------------------
+// -- positions: where the node is in each room, for resuming ----------------
 
-function payloadPosition(place) {
-  if (!place || typeof place !== "object") return null;
-  return Number.isInteger(place.offset) && place.epoch !== undefined && place.epoch !== null
-    ? { offset: place.offset, epoch: place.epoch } : null;
+const MAX_OWN = 1000; // own positions waiting for earlier deliveries, per room
+
+/** The first `{offset, epoch}` pair among `places` (envelope, payload), or null. */
+function findPosition(...places) {
+  for (const place of places) {
+    if (!place || typeof place !== "object") continue;
+    if (Number.isInteger(place.offset) && place.epoch !== undefined && place.epoch !== null) {
+      return { offset: place.offset, epoch: place.epoch };
+    }
+  }
+  return null;
 }
+
+/** Each room's position, by room name. The gateway numbers each room's
+ * broadcasts (`offset`, in an `epoch`); the node remembers the last offset up
+ * to which it has seen everything (what others sent, and its own sends, which
+ * the gateway acknowledges with their position instead of delivering them
+ * back), asks for what came after it when it rejoins (`since`), drops a
+ * broadcast it has already delivered, and tells the application whether it
+ * got all of it (`recovered`) or not (`gap`). Over the HTTP bridge a send's
+ * ack can overtake deliveries that precede it: its offset waits in `own`
+ * until they have come. */
+class Positions {
+  constructor() { this.rooms = new Map(); } // name -> {epoch, last, own}
+
+  /** The `since` to rejoin `room` with, or null when nothing is known. */
+  get(room) {
+    const known = this.rooms.get(room);
+    return known ? { offset: known.last, epoch: known.epoch } : null;
+  }
+
+  room(room, position, last) {
+    let known = this.rooms.get(room);
+    if (!known || known.epoch !== position.epoch) {
+      known = { epoch: position.epoch, last, own: new Set() };
+      this.rooms.set(room, known);
+    }
+    return known;
+  }
+
+  static advance(known, offset) {
+    known.last = Math.max(known.last, offset);
+    while (known.own.has(known.last + 1)) known.last += 1;
+    for (const own of known.own) if (own <= known.last) known.own.delete(own);
+  }
+
+  /** A join ack: the room's position then (a new epoch replaces the old). */
+  joined(room, ack, envelope) {
+    const position = findPosition(ack, envelope);
+    if (position) Positions.advance(this.room(room, position, position.offset), position.offset);
+  }
+
+  /** A broadcast's ack: the position of the node's own message. */
+  sent(room, ack) {
+    const position = findPosition(ack);
+    if (!position) return;
+    const known = this.room(room, position, position.offset - 1);
+    if (position.offset > known.last && known.own.size < MAX_OWN) {
+      known.own.add(position.offset);
+      Positions.advance(known, known.last);
+    }
+  }
+
+  /** A broadcast in `room`; false if it was delivered (or sent) before. */
+  delivered(room, envelope) {
+    const position = findPosition(envelope); // never the payload: that is the sender's
+    if (!position) return true;
+    const known = this.room(room, position, position.offset - 1);
+    if (position.offset <= known.last || known.own.has(position.offset)) return false;
+    Positions.advance(known, position.offset);
+    return true;
+  }
+
+  /** After a rejoin from `since`: [event, details] to tell (`recovered` or
+   * `gap`), or null when there was nothing to resume. */
+  resumed(room, since, ack, envelope) {
+    if (!since) { this.joined(room, ack, envelope); return null; }
+    const details = { room, since: { offset: since.offset, epoch: since.epoch } };
+    if (ack.recovered === true) {
+      // The missed messages follow the ack; they move the position on.
+      details.missed = Number.isInteger(ack.offset) ? ack.offset - since.offset : 0;
+      return ["recovered", details];
+    }
+    details.reason = ack.reason ?? "history off";
+    this.joined(room, ack, envelope);
+    return ["gap", details];
+  }
+
+  forget(room) { this.rooms.delete(room); }
+
+  keep(rooms) {
+    for (const room of [...this.rooms.keys()]) if (!rooms.includes(room)) this.rooms.delete(room);
+  }
+}
+
+// -- the node ----------------------------------------------------------------
 
 class MessageStream {
   constructor(onEnd) { this.buffer = []; this.waiting = null; this.ended = false; this.onEnd = onEnd; }
@@ -383,7 +479,7 @@ export class Node {
     this.WebSocketClass = options.WebSocket ?? globalThis.WebSocket;
     this.nodeId = null;
     this.rooms = new Map(); // name -> id
-    this.positions = new Map(); // name -> {offset, epoch}
+    this.positions = new Positions();
     this.descriptions = new Map();
     this.connected = false;
     this.closed = false;
@@ -401,8 +497,13 @@ export class Node {
     this.reconnecting = null;
   }
 
-  /** `on("message", fn)` for every delivered message; `on("state", fn)` for
-   * connected, disconnected, reconnecting, reconnected. Returns a remover. */
+  /** `on("message", fn)` for every delivered message; `on("state", fn)` with
+   * `(event, details)` for connected, disconnected, reconnecting, reconnected,
+   * and, for each room resumed after a reconnect, `recovered` ({room, since,
+   * missed}: what was said while away follows, in order) or `gap` ({room,
+   * since, reason}: messages may have been lost; reason is the gateway's:
+   * "other epoch", "too old", "unknown offset" or "history off"). A broadcast
+   * already delivered is never delivered again. Returns a remover. */
   on(event, callback) {
     if (!this.listeners[event]) throw new TypeError(`unknown event ${event}`);
     this.listeners[event].add(callback);
@@ -548,19 +649,26 @@ export class Node {
     }
   }
 
+  /** Join every room this node was in again, by name, from its last position
+   * (`since`); tell `recovered` or `gap` for each; drop those refused. */
   async rejoin() {
     const joined = new Map();
     for (const name of [...this.rooms.keys()]) {
+      const since = this.positions.get(name);
+      let reply;
       try {
-        const reply = await this.request("join_group", this.joinPayload(name, true, this.descriptions.get(name), this.positions.get(name)), true);
-        joined.set(reply.payload.groupName, reply.payload.groupId);
-        this.notePosition(reply.payload.groupName, payloadPosition(reply.payload) ?? payloadPosition(reply));
+        reply = await this.request("join_group", this.joinPayload(name, true, this.descriptions.get(name), since), true);
       } catch (error) {
         if (CONNECTION_CODES.has(error.code)) throw error;
-        this.descriptions.delete(name);
-        this.positions.delete(name);
+        continue;
       }
+      const ack = reply.payload;
+      joined.set(ack.groupName, ack.groupId);
+      const resumed = this.positions.resumed(ack.groupName, since, ack, reply);
+      if (resumed) this.emit(...resumed);
     }
+    for (const name of this.rooms.keys()) if (!joined.has(name)) this.descriptions.delete(name);
+    this.positions.keep([...joined.keys()]);
     this.rooms = joined;
     return joined;
   }
@@ -570,12 +678,6 @@ export class Node {
     if (description !== undefined) payload.description = description;
     if (since) payload.since = { offset: since.offset, epoch: since.epoch };
     return payload;
-  }
-
-  notePosition(room, position) {
-    if (!position) return;
-    const known = this.positions.get(room);
-    if (!known || known.epoch !== position.epoch || position.offset > known.offset) this.positions.set(room, position);
   }
 
   async close() {
@@ -609,7 +711,7 @@ export class Node {
     const ack = reply.payload;
     this.rooms.set(ack.groupName, ack.groupId);
     if (description !== undefined) this.descriptions.set(ack.groupName, description);
-    this.notePosition(ack.groupName, payloadPosition(ack) ?? payloadPosition(reply));
+    this.positions.joined(ack.groupName, ack, reply);
     return ack;
   }
 
@@ -618,12 +720,18 @@ export class Node {
     const name = reply.payload.groupName ?? room;
     this.rooms.delete(name);
     this.descriptions.delete(name);
-    this.positions.delete(name);
+    this.positions.forget(name);
     return reply.payload;
   }
 
-  async broadcast(room, message) {
-    const reply = await this.request("broadcast", { groupId: this.rooms.get(room) ?? room, message });
+  /** Send `message` to the other members of `room`; how many there were. A
+   * retry with the same idempotency `key` (say, after a reconnect, when the
+   * first ack was lost) is delivered only once: the gateway answers it with the
+   * first send's recipients. */
+  async broadcast(room, message, { key } = {}) {
+    const fields = key === undefined ? undefined : { idempotencyKey: key };
+    const reply = await this.request("broadcast", { groupId: this.rooms.get(room) ?? room, message }, false, fields);
+    this.positions.sent(reply.payload.groupName ?? room, reply.payload);
     return reply.payload.recipients;
   }
 
@@ -644,13 +752,13 @@ export class Node {
     return reply.payload.members;
   }
 
-  request(type, payload, internal = false) {
+  request(type, payload, internal = false, fields = undefined) {
     if (!this.wire || !(internal || this.connected)) {
       const state = this.closed ? "the client is closed" : "not connected to the gateway";
       return Promise.reject(new WingmanError("NOT_CONNECTED", this.reconnecting ? `${state} (reconnecting)` : state));
     }
     const messageId = `${this.prefix}-${++this.ids}`;
-    const envelope = { type, messageId };
+    const envelope = { type, messageId, ...fields };
     if (payload !== undefined) envelope.payload = payload;
     const text = JSON.stringify(envelope);
     const answer = new Promise((resolve, reject) => { this.pending.set(messageId, { resolve, reject }); });
@@ -694,7 +802,7 @@ export class Node {
     const message = toMessage(envelope);
     if (kind === "broadcast") {
       const room = message.groupName ?? [...this.rooms].find(([, id]) => id === message.groupId)?.[0];
-      if (room) this.notePosition(room, payloadPosition(envelope));
+      if (room && !this.positions.delivered(room, envelope)) return; // delivered before a reconnect already
     }
     if (this.held) {
       if (this.held.length < 100) this.held.push(message);
