@@ -112,16 +112,21 @@ def test_a_node_resumes_on_another_gateway_while_messages_stream(
     listener.close()
     send_many(speaker, "stream", "s", range(4, 8))
     collect(keeper, "broadcast", 8)
-    back = pools[2]("back")
-    join_since(back, "stream", since)
-    send_many(speaker, "stream", "s", range(8, 40))  # while the join reads the history
-    ack = collect(back, "ack", 1)[0]
-    assert ack["payload"]["recovered"] is True, ack["payload"]
-    assert ack["payload"]["epoch"] == since["epoch"]
-    got = collect(back, "broadcast", 36)
-    assert [m["offset"] for m in got] == list(range(since["offset"] + 1, since["offset"] + 37))
-    assert [m["payload"]["n"] for m in got] == list(range(4, 40))
-    expect_no_more(back, "broadcast", 0.3)
+    backs = []
+    for index, gateway in enumerate((2, 0, 1)):  # on every gateway, the speaker's too
+        back = pools[gateway](f"back{index}")
+        join_since(back, "stream", since)
+        backs.append(back)
+        send_many(speaker, "stream", "s", range(8 + 10 * index, 18 + 10 * index))  # while it resumes
+    for back in backs:
+        ack = collect(back, "ack", 1)[0]
+        assert ack["payload"]["recovered"] is True, ack["payload"]
+        assert ack["payload"]["epoch"] == since["epoch"]
+        got = collect(back, "broadcast", 34)
+        assert [m["offset"] for m in got] == list(range(since["offset"] + 1, since["offset"] + 35))
+        assert [m["payload"]["n"] for m in got] == list(range(4, 38))
+    for back in backs:
+        expect_no_more(back, "broadcast", 0.3)
 
 
 def test_unresumable_positions_are_told_why(gateways: list[GatewayProcess], pools: list[NodePool]) -> None:

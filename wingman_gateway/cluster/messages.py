@@ -66,6 +66,10 @@ class RoomMessages:
     def messages_init(self) -> None:
         # room id -> the nodes joining it whose frames are held
         self._joining: dict[str, dict[Node, Held]] = {}
+        # room id -> nodes that joined with their last offset sent: a frame
+        # numbered up to it may still come (published before the position was
+        # read, but arriving after the answer, on the other connection).
+        self._floors: dict[str, dict[Node, int]] = {}
         self._channels: dict[bytes, str] = {}  # room channel -> room id
         self._holes: set[str] = set()  # rooms with messages sent unnumbered (Redis down)
 
@@ -82,6 +86,7 @@ class RoomMessages:
         """No member of the room left here."""
         channel = self.history.channel(room_id)
         self._channels.pop(channel.encode("ascii"), None)
+        self._floors.pop(room_id, None)
         if self.link is not None:
             self.link.unsubscribe(channel)
 
@@ -162,30 +167,42 @@ class RoomMessages:
         label, _, data = rest.partition(b" ")
         exclude = self._local.get(sender.decode("ascii", "replace")) if sender != b"-" else None
         self.presence.flush(room_id)  # notices of this turn go first
-        joining = self._joining.get(room_id)
-        if joining:
-            offset = int(label) if label != b"-" else None
-            for node, held in joining.items():
-                if node is not exclude:
-                    held.append((offset, Outbound(data)))
-        self._hand(room_id, Outbound(data), exclude, joining)
+        joining, floors = self._joining.get(room_id), self._floors.get(room_id)
+        if not joining and not floors:
+            self._hand(room_id, Outbound(data), exclude)
+            return
+        offset = int(label) if label != b"-" else None
+        skip: set[Node] = set()
+        for node, held in (joining or {}).items():
+            if node is not exclude:
+                held.append((offset, Outbound(data)))
+                skip.add(node)
+        if floors and offset is not None:
+            for node, floor in list(floors.items()):
+                if offset <= floor:
+                    skip.add(node)  # it had this one already, with its join
+                else:
+                    del floors[node]  # the channel is past it: nothing older will come
+            if not floors:
+                del self._floors[room_id]
+        self._hand(room_id, Outbound(data), exclude, skip)
 
     def _hand(
-        self, room_id: str, message: Outbound, exclude: Node | None, held: dict[Node, Held] | None = None
+        self, room_id: str, message: Outbound, exclude: Node | None, skip: set[Node] | None = None
     ) -> int:
-        """``message`` to this gateway's members of the room but ``exclude`` and those ``held`` (one event)."""
+        """``message`` to this gateway's members of the room but ``exclude`` and ``skip`` (one event)."""
         members = self.placement.here.get(room_id, ())
         excluded = False
         for member in members:
             if member is exclude:
                 excluded = True
-            elif not held or member not in held:
+            elif not skip or member not in skip:
                 member.send(message)
         if members:
             transports = self.placement.transports[room_id]
-            if held:
+            if skip:
                 transports = dict(transports)
-                for member in held:
+                for member in skip:
                     name = member.conn.transport_name
                     transports[name] = transports.get(name, 0) - (member is not exclude)
             self.events.emit(
@@ -241,6 +258,10 @@ class RoomMessages:
             if offset is None or last is None or offset > last:
                 node.send(message)
                 self.events.emit("delivered", {node.conn.transport_name: 1}, None, len(message.data))
+                if offset is not None:
+                    last = offset
+        if last is not None:
+            self._floors.setdefault(room.id, {})[node] = last
 
 
 def _text(value: Any) -> str:
