@@ -30,6 +30,7 @@ from typing import Any, Callable
 from twisted.internet import defer
 from twisted.python.failure import Failure
 
+from wingman_gateway.cluster.wire import Names
 from wingman_gateway.history import (
     OTHER_EPOCH, TOO_OLD, UNKNOWN_OFFSET, HistorySettings, Position, Recovery,
 )
@@ -156,9 +157,9 @@ def _text(value: Any) -> str:
 class RedisHistory:
     """Room order and history in Redis, through the cluster's command connection."""
 
-    def __init__(self, settings: HistorySettings, prefix: str, execute: Callable[..., Any]) -> None:
+    def __init__(self, settings: HistorySettings, names: Names, execute: Callable[..., Any]) -> None:
         self.settings = settings
-        self.prefix = prefix
+        self.names = names
         self.execute = execute  # RedisLink.execute: a Deferred, or None while Redis is unreachable
         self._publish = Script(PUBLISH)
         self._recover = Script(RECOVER)
@@ -166,10 +167,10 @@ class RedisHistory:
 
     def keys(self, room_id: str) -> list[str]:
         """The room's order hash and stream."""
-        return [f"{self.prefix}order:{room_id}", f"{self.prefix}history:{room_id}"]
+        return [self.names.order(room_id), self.names.history(room_id)]
 
     def channel(self, room_id: str) -> str:
-        return f"{self.prefix}room:{room_id}"
+        return self.names.room(room_id)
 
     def publish(
         self, room_id: str, head: bytes, rest: bytes, sender: str, recipients: int, key: str | None,
@@ -178,7 +179,7 @@ class RedisHistory:
         receivers, duplicate) or None while Redis is unreachable."""
         settings = self.settings
         order, stream = self.keys(room_id)
-        marker = f"{self.prefix}sent:{room_id}:{key}" if key is not None else order
+        marker = self.names.sent(room_id, key) if key is not None else order
         return self._publish.run(self.execute, [order, stream, marker], [
             secrets.token_hex(8), settings.size, int(settings.ttl * 1000), int(max(ORDER_TTL, settings.ttl) * 1000),
             self.channel(room_id), sender, head, rest, recipients, int(WINDOW * 1000),

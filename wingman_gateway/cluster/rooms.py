@@ -67,7 +67,7 @@ class ClusterRooms(Directory, RoomMessages):
         self.presence = Presence(clock, self._now_ms)
         # Room order and history, in Redis.
         self.history = RedisHistory(
-            history if history is not None else HistorySettings(), names.prefix, self._execute
+            history if history is not None else HistorySettings(), names, self._execute
         )
         self.messages_init()
         # Messages for other gateways: published, and not forwarded (Redis down).
