@@ -14,10 +14,9 @@ import pytest
 
 from harness.background import stop_all
 from harness.clusterkit import (
-    RedisServer, collect, expect_no_more, health_of, members_known, running_cluster, start_member,
-    wait_formed,
+    RedisServer, collect, expect_no_more, health_of, members_known, placed, relayed_cluster,
+    running_cluster, start_member, wait_formed,
 )
-from harness.relay import Relay
 from harness.support import GatewayProcess, Node, NodePool, wait_until
 
 SIZE = 50
@@ -192,10 +191,7 @@ def test_the_epoch_outlives_a_gateway_restart(redis: RedisServer) -> None:
     gateways = [start_member(url, "r1", *args), start_member(url, "r2", *args)]
     try:
         wait_formed(gateways)
-        speaker, listener = Node(gateways[1].url), Node(gateways[0].url)
-        for node, name in ((speaker, "speaker"), (listener, "listener")):
-            assert node.register(name)["type"] == "ack" and node.join("kept")["type"] == "ack"
-        members_known(gateways, "kept", 2)
+        speaker, listener = placed(gateways, "kept", {"speaker": 1, "listener": 0})
         send_many(speaker, "kept", "s", range(3))
         seen = collect(listener, "broadcast", 3)
         port = gateways[0].port
@@ -233,21 +229,12 @@ def test_history_off_in_a_cluster_numbers_nothing(redis: RedisServer) -> None:
                 pool.close_all()
 
 
-def test_a_redis_outage_leaves_a_hole_nobody_resumes_across(tmp_path: Any) -> None:
+def test_a_redis_outage_leaves_a_hole_nobody_resumes_across() -> None:
     """Redis stays up, but the gateways lose their path to it (a relay held):
     local members still get everything, unnumbered; a resume across the
     outage is told ``too old``, one during it ``history unavailable``."""
-    redis = RedisServer()
-    relay = Relay(redis.port)
-    url = f"redis://127.0.0.1:{relay.port}"
-    gateways: list[GatewayProcess] = []
-    try:
-        gateways = [start_member(url, "h1", "--rate-limit", "0"), start_member(url, "h2", "--rate-limit", "0")]
-        wait_formed(gateways)
-        alice, alice2, bob = Node(gateways[0].url), Node(gateways[0].url), Node(gateways[1].url)
-        for node, name in ((alice, "alice"), (alice2, "alice2"), (bob, "bob")):
-            assert node.register(name)["type"] == "ack" and node.join("ops")["type"] == "ack"
-        members_known(gateways, "ops", 3)
+    with relayed_cluster(("h1", "h2"), "--rate-limit", "0") as (relay, gateways):
+        alice, alice2, bob = placed(gateways, "ops", {"alice": 0, "alice2": 0, "bob": 1})
         send_many(alice, "ops", "a", range(2))
         before = collect(bob, "broadcast", 2)
         collect(alice2, "broadcast", 2)
@@ -278,7 +265,29 @@ def test_a_redis_outage_leaves_a_hole_nobody_resumes_across(tmp_path: Any) -> No
         assert collect(returning, "ack", 1)[0]["payload"]["recovered"] is True
         for node in (alice, alice2, bob, late, returning):
             node.close()
-    finally:
-        stop_all(gateways)
-        relay.stop()
-        redis.stop()
+
+
+def test_frames_read_after_a_resume_are_not_delivered_twice() -> None:
+    """A gateway's subscription and its commands are two connections: here the
+    subscription's frames come 0.3 s late (a relay slows that connection
+    only), so frames published before a join read the history arrive after
+    its answer. The resuming node still gets each message once."""
+    with relayed_cluster(("l1", "l2"), "--rate-limit", "0", lag_after=b"SUBSCRIBE", lag=0.3) as (_, gateways):
+        speaker, keeper, listener = placed(gateways, "slow", {"speaker": 0, "keeper": 1, "listener": 1})
+        send_many(speaker, "slow", "s", range(2))
+        seen = collect(listener, "broadcast", 2)
+        since = {"offset": seen[-1]["offset"], "epoch": seen[-1]["epoch"]}
+        listener.close()
+        send_many(speaker, "slow", "s", range(2, 20))
+        collect(speaker, "ack", 20)  # numbered: their frames are on their slow way to l2
+        back = Node(gateways[1].url)
+        assert back.register("back")["type"] == "ack"
+        join_since(back, "slow", since)
+        send_many(speaker, "slow", "s", range(20, 30))
+        ack = collect(back, "ack", 1)[0]["payload"]
+        assert ack["recovered"] is True, ack
+        got = collect(back, "broadcast", 28)
+        assert [m["payload"]["n"] for m in got] == list(range(2, 30))
+        expect_no_more(back, "broadcast", 0.8)
+        for node in (speaker, keeper, back):
+            node.close()

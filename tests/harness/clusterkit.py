@@ -11,6 +11,7 @@ import time
 from typing import Any, Iterable, Iterator
 
 from harness.background import Background, stop_all
+from harness.relay import Relay
 from harness.support import GatewayProcess, Node, free_tcp_port, http_get, start_gateway, wait_until
 
 REDIS_SERVER = "/usr/bin/redis-server"
@@ -151,3 +152,34 @@ def members_known(gateways: list[GatewayProcess], room: str, count: int, timeout
         return True
 
     wait_until(known, timeout, f"{count} members of {room} on every gateway")
+
+
+@contextlib.contextmanager
+def relayed_cluster(
+    names: Iterable[str], *args: str, lag_after: bytes | None = None, lag: float = 0.0
+) -> Iterator[tuple[Relay, list[GatewayProcess]]]:
+    """A redis-server of its own and gateways (given ``args``) that reach it
+    through a ``Relay`` the test can hold or slow; formed. All stopped afterwards."""
+    redis = RedisServer()
+    relay = Relay(redis.port, lag_after, lag)
+    started: list[GatewayProcess] = []
+    try:
+        url = f"redis://127.0.0.1:{relay.port}"
+        started = [start_member(url, name, *args) for name in names]
+        wait_formed(started)
+        yield relay, started
+    finally:
+        stop_all(started)
+        relay.stop()
+        redis.stop()
+
+
+def placed(gateways: list[GatewayProcess], room: str, where: dict[str, int]) -> list[Node]:
+    """Nodes named as ``where`` says, each on its gateway (by index), registered and in ``room``."""
+    nodes = []
+    for name, index in where.items():
+        node = Node(gateways[index].url)
+        assert node.register(name)["type"] == "ack" and node.join(room)["type"] == "ack"
+        nodes.append(node)
+    members_known(gateways, room, len(nodes))
+    return nodes
