@@ -3,9 +3,11 @@ PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PORT ?= 3000
+# More gateway options for `make run`, e.g. ARGS="--host 127.0.0.1".
+ARGS ?=
 PYTEST_ARGS ?=
 # Debian packages the test suite drives for real.
-TEST_DEBS ?= python3-venv openssl systemd procps tmux iproute2 dbus avahi-daemon avahi-utils chromium openssh-client openssh-server curl tor nodejs node-ws podman runc debootstrap podman-compose golang-github-containernetworking-plugin-dnsname prometheus redis-server
+TEST_DEBS ?= python3-venv git openssl systemd procps tmux iproute2 dbus avahi-daemon avahi-utils chromium openssh-client openssh-server curl tor nodejs node-ws podman runc debootstrap podman-compose golang-github-containernetworking-plugin-dnsname prometheus redis-server
 
 .PHONY: run test deps venv bench clean
 
@@ -35,7 +37,7 @@ deps:
 	fi
 
 run: $(VENV)/.installed-run
-	$(VENV)/bin/twistd --nodaemon --pidfile= wingman-gateway --port $(PORT)
+	$(VENV)/bin/twistd --nodaemon --pidfile= wingman-gateway --port $(PORT) $(ARGS)
 
 # Types first (mypy, config in setup.cfg), then every test.
 test: deps venv

@@ -22,11 +22,14 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable
 
+from wingman_gateway import portsfile
+
 HERE = Path(__file__).resolve().parent
 TWISTD = str(Path(sys.executable).with_name("twistd"))
 SERVER_CPU = 0
 GENERATOR_CPU = 1
-_LISTENING = re.compile(r"listening on .*?\(?([\d.]+):(\d+)\)?\s*$")
+_LISTENING = re.compile(  # the yardstick servers (autobahn, baseline) print this
+    r"listening on .*?\(?([\d.]+):(\d+)\)?\s*$")
 _CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
@@ -57,13 +60,20 @@ def _preexec(cpu: int) -> Any:
 
 
 class Server:
-    """A server process this generator started; stopped by its own pid only."""
+    """A server process this generator started; stopped by its own pid only.
+
+    A gateway (``twistd … wingman-gateway …``) is given a ``--ports-file`` and
+    its port is read from there; the yardstick servers print theirs."""
 
     def __init__(self, label: str, argv: list[str], timeout: float = 20.0, cpu: int = SERVER_CPU) -> None:
         self.label = label
         self.log_file = tempfile.NamedTemporaryFile(
             prefix=f"bench-{label}-", suffix=".log", delete=False
         )
+        self.ports_file: str | None = None
+        if "wingman-gateway" in argv:
+            self.ports_file = self.log_file.name + ".ports.json"
+            argv = [*argv, "--ports-file", self.ports_file]
         self.proc = subprocess.Popen(
             argv,
             stdin=subprocess.DEVNULL,
@@ -78,16 +88,27 @@ class Server:
     def _wait_port(self, timeout: float) -> int:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            for line in Path(self.log_file.name).read_text(errors="replace").splitlines():
-                match = _LISTENING.search(line)
-                if match:
-                    return int(match.group(2))
+            port = self._bound_port()
+            if port is not None:
+                return port
             if self.proc.poll() is not None:
                 break
             time.sleep(0.05)
         tail = self.log_tail()
         self.stop()
         raise RuntimeError(f"{self.label} did not start; log:\n{tail}")
+
+    def _bound_port(self) -> int | None:
+        """The first TCP port of the ports file (a gateway), or of the ``listening on`` line."""
+        if self.ports_file is not None:
+            bound = portsfile.read(self.ports_file)
+            ports = [entry["port"] for entry in (bound or {}).get("listeners", []) if "port" in entry]
+            return int(ports[0]) if ports else None
+        for line in Path(self.log_file.name).read_text(errors="replace").splitlines():
+            match = _LISTENING.search(line)
+            if match:
+                return int(match.group(2))
+        return None
 
     def log_tail(self, lines: int = 30) -> str:
         text = Path(self.log_file.name).read_text(errors="replace").splitlines()
@@ -141,10 +162,12 @@ class Server:
                 os.kill(self.pid, signal.SIGKILL)
                 self.proc.wait(timeout)
         self.log_file.close()
-        try:
-            os.unlink(self.log_file.name)
-        except OSError:
-            pass
+        for path in (self.log_file.name, self.ports_file):
+            try:
+                if path is not None:
+                    os.unlink(path)
+            except OSError:
+                pass
 
 
 def start_gateway(max_nodes: int = 1000, options: tuple[str, ...] = (), cpu: int = SERVER_CPU,

@@ -3,7 +3,9 @@
 ``gateway`` is the one real-gateway fixture. A test or module configures
 it with a marker: ``@pytest.mark.gateway("--max-payload", "4096")`` gives
 the options; ``shared=True`` keeps one such gateway for the whole module
-(each test then leaves it empty again, as the ``nodes`` fixture checks).
+(each test then leaves it empty again, as the ``nodes`` fixture checks);
+``twistd=[...]`` gives options of twistd itself (``--logger``); an option
+written ``FromFixture("name")`` is that fixture's value (a file the test made).
 """
 
 from __future__ import annotations
@@ -19,12 +21,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent))
 
 from harness.clusterkit import RedisServer  # noqa: E402
-from harness.support import GatewayProcess, NodePool, running_gateway, start_gateway, wait_totals  # noqa: E402
+from harness.gatewaymark import FromFixture  # noqa: E402
+from harness.opskit import OpsSite  # noqa: E402
+from harness.sdkkit import FLAVOURS, Flavour  # noqa: E402
+from harness.support import GatewayProcess, NodePool, start_gateway, wait_totals  # noqa: E402
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line(
-        "markers", "gateway(*options, shared=False): options of the `gateway` fixture's process"
+        "markers", "gateway(*options, shared=False, twistd=()): options of the `gateway` fixture's process"
     )
 
 
@@ -53,14 +58,22 @@ def gateway(
 ) -> Iterator[GatewayProcess]:
     """A real gateway process, configured by the closest ``gateway`` marker."""
     marker = request.node.get_closest_marker("gateway")
-    options = tuple(str(arg) for arg in marker.args) if marker else ()
+    options = tuple(
+        str(request.getfixturevalue(arg.name)) if isinstance(arg, FromFixture) else str(arg)
+        for arg in (marker.args if marker else ())
+    )
+    twistd = tuple(str(arg) for arg in marker.kwargs.get("twistd", ())) if marker else ()
     if marker is not None and marker.kwargs.get("shared"):
-        if options not in _module_gateways:
-            _module_gateways[options] = start_gateway(*options)
-        yield _module_gateways[options]
+        key = (*twistd, "wingman-gateway", *options)
+        if key not in _module_gateways:
+            _module_gateways[key] = start_gateway(*options, twistd=twistd)
+        yield _module_gateways[key]
         return
-    with running_gateway(*options) as process:
-        yield process
+    gateway = start_gateway(*options, twistd=twistd)
+    try:
+        yield gateway
+    finally:
+        gateway.stop()
 
 
 @pytest.fixture
@@ -117,3 +130,21 @@ def redis_server() -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="module")
+def ops_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsSite]:
+    """A gateway with auth, SSH, metrics, the server API and the audit log, one per module."""
+    yield from OpsSite.running(tmp_path_factory.mktemp("ops"))
+
+
+@pytest.fixture
+def ops_nodes(ops_site: OpsSite) -> Iterator[NodePool]:
+    """WebSocket nodes of the module's ``ops_site``, closed after each test."""
+    yield from ops_site.crowd()
+
+
+@pytest.fixture(params=sorted(FLAVOURS))
+def flavour(request: pytest.FixtureRequest) -> Flavour:
+    """Each Python client library in turn: the Twisted one and the asyncio one."""
+    return FLAVOURS[request.param]()

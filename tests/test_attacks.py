@@ -10,7 +10,6 @@ import json
 import statistics
 import threading
 import time
-from typing import Iterator
 
 import pytest
 
@@ -36,10 +35,7 @@ ANSWER_BOUND = 2.0
 RTT_BOUND = 0.050
 
 
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[GatewayProcess]:
-    with running_gateway("--message-burst", "2000") as process:
-        yield process
+pytestmark = pytest.mark.gateway("--message-burst", "2000", shared=True)  # one for the module
 
 
 def adversarial(size: int) -> str:

@@ -18,8 +18,10 @@ from harness.bridgekit import (
     bridge_node,
     call,
     error_of,
+    flood_until_unread,
     raw_request,
     read_head,
+    stalled_stream,
 )
 from harness.support import (
     GatewayProcess,
@@ -311,20 +313,9 @@ def test_a_stream_nobody_reads_is_dropped_and_its_messages_stay_queued(
         ws.register("ws")
         ws.join("alpha")
         alice = bridge_node(gateway, "alice", "alpha")
-        # A stream on a socket with a tiny receive buffer, never read.
-        sock = socket.socket()
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
-        sock.settimeout(10)
-        sock.connect(("127.0.0.1", gateway.port))
-        sock.sendall(f"GET /bridge/sse HTTP/1.1\r\nHost: x\r\nX-Wingman-Session: {alice.secret}\r\n\r\n".encode())
-        block = "b" * 200_000
-        sent = 0
-        for n in range(80):
-            ws.request("broadcast", {"groupId": "alpha", "message": {"n": n, "pad": block}})
-            sent = n + 1
-            if "is not read" in gateway.log:
-                break
-        gateway.wait_for(r"event stream of node \w+ is not read \(\d+ bytes unsent\): dropped")
+        assert alice.secret is not None
+        sock = stalled_stream(gateway.port, alice.secret)
+        sent = flood_until_unread(gateway, ws, "alpha")
         sock.close()
         # The session lives on; a poll gets what was queued, from the start.
         first = alice.poll(after=0, timeout=0).body["messages"]

@@ -47,10 +47,14 @@ def test_join_over_the_http_bridge(gateway: GatewayProcess, tmp_path: Path, url_
         ws.close()
 
 
-def test_auto_transport_through_a_proxy_that_refuses_websocket(gateway: GatewayProcess, tmp_path: Path) -> None:
+@pytest.mark.parametrize("flags", [(), ("--auto-transport",), ("--transport", "auto")])
+def test_auto_transport_through_a_proxy_that_refuses_websocket(
+    gateway: GatewayProcess, tmp_path: Path, flags: tuple[str, ...]
+) -> None:
+    """``auto`` is the default; the older ``--auto-transport`` still says the same."""
     proxy = ProxyProcess(gateway.port)
     ws = Node(gateway.url)
-    cli = LineProcess(tmp_path, "gateway", "join", f"127.0.0.1:{proxy.port}", "--auto-transport", "--json",
+    cli = LineProcess(tmp_path, "gateway", "join", f"127.0.0.1:{proxy.port}", *flags, "--json",
                       "--name", "term", "--group", "ops")
     try:
         assert ws.register("ws")["type"] == "ack" and ws.join("ops")["type"] == "ack"

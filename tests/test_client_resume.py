@@ -18,15 +18,10 @@ import pytest
 import pytest_twisted
 
 from harness.relay import Relay
-from harness.sdkkit import FLAVOURS, Flavour, Inbox, States
+from harness.sdkkit import Flavour, Inbox, States
 from harness.support import GatewayProcess, Node, running_gateway
 
 COUNT = 300
-
-
-@pytest.fixture(params=sorted(FLAVOURS))
-def flavour(request: pytest.FixtureRequest) -> Flavour:
-    return FLAVOURS[request.param]()
 
 
 # The whole stream fits in the room's history, however late the listener is back.

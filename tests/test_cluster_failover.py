@@ -12,10 +12,9 @@ import pytest_twisted
 
 from harness.background import stop_all
 from harness.cli_support import LineProcess, converse
-from harness.clientkit import Inbox, StateLog, sleep, within
 from harness.clusterkit import RedisServer, cluster_stats, kill_hard, start_member, wait_formed
+from harness.sdkkit import Flavour, Inbox, States
 from harness.support import GatewayProcess, Node, wait_until
-from wingman_gateway.client import GatewayClient
 
 
 @pytest.fixture
@@ -41,35 +40,36 @@ def idle_nodes(gateway: GatewayProcess, count: int) -> list[Node]:
     return nodes
 
 
-async def dead(gateway: GatewayProcess) -> None:
-    """kill -9, waited for without blocking the reactor."""
+async def dead(flavour: Flavour, gateway: GatewayProcess) -> None:
+    """kill -9, waited for without blocking the client's loop."""
     os.kill(gateway.pid, signal.SIGKILL)
     for _ in range(200):
         if gateway.proc.poll() is not None:
             return
-        await sleep(0.05)
+        await flavour.sleep(0.05)
 
 
 @pytest_twisted.ensureDeferred
 async def test_the_client_library_picks_the_least_loaded_and_fails_over(
-    cluster: tuple[RedisServer, list[GatewayProcess]],
+    cluster: tuple[RedisServer, list[GatewayProcess]], flavour: Flavour,
 ) -> None:
+    """Both Python clients, given the three gateways as a list."""
     _, (gw1, gw2, gw3) = cluster
     load = idle_nodes(gw1, 2) + idle_nodes(gw2, 1)
-    watcher = GatewayClient(gw1.url, "watcher", request_timeout=5.0)
-    client = GatewayClient([gw1.url, gw2.url, gw3.url], "mobile", request_timeout=5.0,
-                           min_backoff=0.1, max_backoff=0.5)
-    try:
-        await within(watcher.connect())
-        await within(watcher.join("ops"))
-        inbox = Inbox(watcher)
-        states = StateLog(client)
-        first_id = await within(client.connect())
+
+    async def scenario() -> None:
+        watcher = flavour.client(gw1.url, "watcher")
+        client = flavour.client([gw1.url, gw2.url, gw3.url], "mobile")
+        await flavour.within(watcher.connect())
+        await flavour.within(watcher.join("ops"))
+        inbox = Inbox(flavour, watcher)
+        states = States(flavour, client)
+        first_id = await flavour.within(client.connect())
         assert client.url == gw3.url  # nobody on it yet
-        await within(client.join("ops"))
+        await flavour.within(client.join("ops"))
         joined = await inbox.next("presence", lambda m: m.payload["event"] == "joined")
         assert joined.payload["nodeId"] == first_id
-        await dead(gw3)
+        await dead(flavour, gw3)
         moved = await states.wait_for("reconnected", 15)
         assert moved["url"] == gw2.url  # 1 node, against 3 on gw1
         assert moved["rooms"] == {"ops": joined.payload["groupId"]}
@@ -77,16 +77,15 @@ async def test_the_client_library_picks_the_least_loaded_and_fails_over(
         assert left.payload["nodeId"] == first_id and left.payload["reason"] == "gateway lost"
         again = await inbox.next("presence", lambda m: m.payload["event"] == "joined", timeout=6)
         assert again.payload["nodeId"] == client.node_id != first_id
-        for _ in range(100):  # gw2 too has noticed that gw3 is gone (each gateway on its own beat)
-            if len(cluster_stats(gw2)["cluster"]["gateways"]) == 2:
-                break
-            await sleep(0.1)
-        assert await within(client.broadcast("ops", {"after": "failover"})) == 1
+        await flavour.until(lambda: len(cluster_stats(gw2)["cluster"]["gateways"]) == 2, 10,
+                            "gw2 noticing that gw3 is gone")  # each gateway on its own beat
+        assert await flavour.within(client.broadcast("ops", {"after": "failover"})) == 1
         heard = await inbox.next("broadcast")
         assert heard.payload == {"after": "failover"} and heard.from_node_id == client.node_id
+
+    try:
+        await flavour.run(scenario)
     finally:
-        await within(client.close(), 15)
-        await within(watcher.close(), 15)
         for node in load:
             node.close()
 

@@ -11,6 +11,7 @@ from harness.background import stop_all
 from harness.clusterkit import (
     RedisServer, cluster_stats, health_of, kill_hard, presence_events, running_cluster, wait_formed,
 )
+from harness.streams import Collector, Streamer
 from harness.support import GatewayProcess, Node, NodePool, assert_delivers, expect_error, wait_until
 
 # What the README promises: a dead gateway is gone within TTL + beat (6 s).
@@ -82,17 +83,6 @@ def test_a_killed_gateway_is_noticed_within_the_bound(
     assert "gateway gw3 is gone (gateway lost); 3 of its nodes removed" in gateways[0].log
 
 
-def _pending(node: Node) -> list[dict[str, Any]]:
-    """Everything that arrives within a moment."""
-    got = []
-    for _ in range(1000):
-        try:
-            got.append(node.recv(0.3))
-        except TimeoutError:
-            break
-    return got
-
-
 def _drained(node: Node) -> bool:
     try:
         while True:
@@ -104,44 +94,65 @@ def _drained(node: Node) -> bool:
 def test_redis_outage_keeps_local_routing_and_recovers(
     redis: list[RedisServer], gateways: list[GatewayProcess], pools: list[NodePool]
 ) -> None:
-    alice = pools[0]("alice", "ops")
-    alice2 = pools[0]("alice2", "ops")
-    bob = pools[1]("bob", "ops")
+    streamer = pools[0]("streamer", "ops")
+    alice = pools[0]("alice", "ops")  # on the streamer's gateway
+    bob = pools[1]("bob", "ops")  # across Redis
+    carol = pools[0]("carol")  # asks for a direct message to bob during the outage
     wait_until(lambda: cluster_stats(gateways[0])["groups"]["groups"][0]["memberCount"] == 3, 3, "members known")
-    for node in (alice, alice2, bob):
+    for node in (streamer, alice, bob, carol):
         _drained(node)
-    assert_delivers(alice, bob, "ops")
-    alice2.recv_type("broadcast")
-    redis[0].stop()
+    # A sender streams (50 a second, bounded) across the whole outage: Redis
+    # stopped and restarted while it sends.
+    local, remote = Collector(alice), Collector(bob)
+    local.start()
+    remote.start()
+    stream = Streamer(streamer, "ops", interval=0.02, most=5000, seconds=120)
+    stream.start()
+    try:
+        local.wait_for(20)
+        remote.wait_for(20)
+        redis[0].stop()
 
-    def degraded() -> dict[str, Any] | None:
-        report = health_of(gateways[0])
-        return report if report["status"] == "degraded" else None
+        def degraded() -> dict[str, Any] | None:
+            report = health_of(gateways[0])
+            return report if report["status"] == "degraded" else None
 
-    report = wait_until(degraded, 5, "/health degraded")
-    assert report["cluster"]["state"] == "degraded"
-    assert report["cluster"]["reason"].startswith("lost the connection to redis://127.0.0.1:")
-    # Local members still get everything; what had to cross is counted and logged.
-    for number in range(20):
-        ack = alice.request("broadcast", {"groupName": "ops", "message": number})
-        assert ack["payload"]["recipients"] == 1, ack
-        assert alice2.recv_type("broadcast")["payload"] == number
-    refused = alice.request("direct", {"targetNodeId": bob.node_id, "message": "hello?"})
-    expect_error(refused, "UNAVAILABLE")
-    assert health_of(gateways[0])["cluster"]["notForwarded"] >= 21
-    gateways[0].wait_for(r"messages for other gateways are not forwarded")
-    gateways[0].wait_for(r"\d+ messages for other gateways were not forwarded \(Redis unreachable\)")
-    redis[0] = redis[0].restarted()
-    wait_formed(gateways, timeout=15)
-    for gateway in gateways:
-        wait_until(lambda: cluster_stats(gateway)["nodes"]["totalNodes"] == 3, 5, "state rebuilt")
+        report = wait_until(degraded, 5, "/health degraded")
+        assert report["cluster"]["state"] == "degraded"
+        assert report["cluster"]["reason"].startswith("lost the connection to redis://127.0.0.1:")
+        during = stream.sent
+        wait_until(lambda: stream.sent >= during + 50, 10, "50 messages sent during the outage")
+        refused = carol.request("direct", {"targetNodeId": bob.node_id, "message": "hello?"})
+        expect_error(refused, "UNAVAILABLE")
+        # What had to cross is counted and logged.
+        assert health_of(gateways[0])["cluster"]["notForwarded"] >= 51
+        gateways[0].wait_for(r"messages for other gateways are not forwarded")
+        gateways[0].wait_for(r"\d+ messages for other gateways were not forwarded \(Redis unreachable\)")
+        redis[0] = redis[0].restarted()
+        wait_formed(gateways, timeout=15)
+        for gateway in gateways:
+            wait_until(lambda: cluster_stats(gateway)["nodes"]["totalNodes"] == 4, 5, "state rebuilt")
+        # Crossing works again while the stream goes on.
+        back = stream.sent
+        wait_until(lambda: len([n for n in remote.payloads() if n >= back]) >= 20, 10, "the stream reaching bob again")
+    finally:
+        sent = stream.stop()
+    wait_until(lambda: len(local.payloads()) >= sent, 10, "every message at alice")
+    wait_until(lambda: (remote.payloads() or [None])[-1] == sent - 1, 10, "the last message at bob")
+    local.stop()
+    remote.stop()
+    assert stream.refused == []  # every broadcast was accepted, outage or not
+    # The local member got every message, in order, with no gap and no duplicate.
+    assert local.payloads() == list(range(sent))
+    # Across Redis: those sent during the outage are lost (and counted), none twice or out of order.
+    crossed = remote.payloads()
+    assert crossed == sorted(set(crossed)) and crossed[0] == 0 and crossed[-1] == sent - 1
+    assert during > 20 and back > during + 50 and len(crossed) < sent
     # Nobody was taken for lost: the outage made no presence churn.
-    for node in (alice, alice2, bob):
-        assert [m for m in _pending(node) if m["type"] == "presence"] == []
+    assert [m for m in local.received + remote.received if m["type"] == "presence"] == []
     assert_delivers(alice, bob, "ops")
-    assert alice2.recv_type("broadcast")["fromNodeId"] == alice.node_id
-    assert_delivers(bob, alice2, "ops")
-    assert alice.recv_type("broadcast")["fromNodeId"] == bob.node_id
-    ack = bob.request("direct", {"targetNodeId": alice.node_id, "message": "back"})
+    assert streamer.recv_type("broadcast")["fromNodeId"] == alice.node_id
+    assert_delivers(bob, alice, "ops")
+    ack = bob.request("direct", {"targetNodeId": carol.node_id, "message": "back"})
     assert ack["type"] == "ack", ack
-    assert alice.recv_type("direct")["payload"] == "back"
+    assert carol.recv_type("direct")["payload"] == "back"

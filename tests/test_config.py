@@ -12,25 +12,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from twisted.internet.task import Clock
-from twisted.python import usage
 
-from wingman_gateway.tap import Options, makeService
+from harness.startup import refusal
+from wingman_gateway.tap import Options
 
 LOOPBACK = "tcp:0:interface=127.0.0.1"
-
-
-def refusal(args: list[str]) -> str:
-    """Why the gateway refuses to start with ``args`` (options, then the service)."""
-    options = Options()
-    try:
-        options.parseOptions(args)
-        makeService(options, Clock())
-    except usage.UsageError as error:
-        return str(error)
-    except SystemExit as exit:
-        return str(exit.code)
-    raise AssertionError(f"{args} were accepted")
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,7 @@ import pytest
 
 from harness.background import Background
 from harness.cli_support import WINGMAN
-from harness.netns import Netns, discover, run_gateway, start_avahi
+from harness.netns import Netns, discover, run_gateway, spawn_run, start_avahi
 
 from wingman_gateway import __version__
 
@@ -187,9 +187,8 @@ def test_a_busy_mdns_port_is_reported_and_the_gateway_keeps_serving(netns: Netns
         time.sleep(60)
         """))
     holder.wait_for("holding")
-    gateway = netns.spawn(WINGMAN, "gateway", "run", "--listen", "tcp:0:interface=127.0.0.1",
-                          "--discovery", "mdns", env={"WINGMAN_HOME": str(tmp_path)})
-    port = gateway.wait_for(r"listening on \S+ \(127\.0\.0\.1:(\d+)\)").group(1)
+    gateway, bound = spawn_run(netns, tmp_path, "--listen", "tcp:0:interface=127.0.0.1", "--discovery", "mdns")
+    port = bound["listeners"][0]["port"]
     gateway.wait_for(r"mdns: cannot announce the gateway: UDP port 5353 is held by a program "
                      r"that does not share it")
     health = netns.run(WINGMAN, "gateway", "health", f"127.0.0.1:{port}", "--json")
@@ -237,13 +236,13 @@ def test_txt_names_tls_ssh_and_no_bridge(netns: Netns, tmp_path: Path) -> None:
     keys = tmp_path / "authorized_keys"
     public = ed25519.Ed25519PrivateKey.generate().public_key()
     keys.write_bytes(public.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH))
-    gateway = netns.spawn(
-        WINGMAN, "gateway", "run", "--listen", pki.endpoint(), "--name", "vault", "--discovery", "mdns",
+    gateway, bound = spawn_run(
+        netns, tmp_path / "home", "--listen", pki.endpoint(), "--name", "vault", "--discovery", "mdns",
         "--", "--ssh", "tcp:0:interface=127.0.0.1", "--ssh-authorized-keys", str(keys), "--no-bridge",
-        env={"WINGMAN_HOME": str(tmp_path / "home")},
     )
-    port = int(gateway.wait_for(r"listening on ssl:\S+ \(127\.0\.0\.1:(\d+)\)").group(1))
-    ssh_port = gateway.wait_for(r"SSH server on \S+ \(127\.0\.0\.1:(\d+)\)").group(1)
+    [listener] = bound["listeners"]
+    assert listener["kind"] == "ssl"
+    port, ssh_port = int(listener["port"]), str(bound["ssh"]["port"])
     gateway.wait_for(r"mdns: announced 'vault'")
     result = discover(netns, "--json", "--timeout", "3000")
     assert result.returncode == 0, result.stderr

@@ -8,7 +8,6 @@ import os
 import socket
 import struct
 import time
-from typing import Iterator
 
 import pytest
 
@@ -20,16 +19,12 @@ from harness.support import (
     health,
     raw_websocket,
     rss_kib,
-    running_gateway,
 )
 
 LIMIT = 256 * 1024
 
 
-@pytest.fixture
-def gateway() -> Iterator[GatewayProcess]:
-    with running_gateway("--max-buffer", str(LIMIT), "--rate-limit", "0") as process:
-        yield process
+pytestmark = pytest.mark.gateway("--max-buffer", LIMIT, "--rate-limit", "0")
 
 
 def ping_frame(payload: bytes) -> bytes:
@@ -98,21 +93,21 @@ def test_ping_flood_never_read_is_closed_and_memory_stays_bounded(gateway: Gatew
     assert_delivers(bob, alice, "room")
 
 
-def test_pings_within_the_budget_get_the_latest_pong() -> None:
+@pytest.mark.gateway("--max-buffer", "1024")
+def test_pings_within_the_budget_get_the_latest_pong(gateway: GatewayProcess) -> None:
     """Two PINGs in one read are answered by one PONG carrying the latest payload."""
-    with running_gateway("--max-buffer", "1024") as gateway:
-        sock = raw_websocket(gateway.port, receive_buffer=65536)
-        try:
-            sock.sendall(ping_frame(b"first") + ping_frame(b"second"))
-            sock.settimeout(5)
-            data = b""
-            for _ in range(100):
-                data += sock.recv(4096)
-                if server_frames(data):
-                    break
-            assert server_frames(data)[0] == (0xA, b"second")
-        finally:
-            sock.close()
+    sock = raw_websocket(gateway.port, receive_buffer=65536)
+    try:
+        sock.sendall(ping_frame(b"first") + ping_frame(b"second"))
+        sock.settimeout(5)
+        data = b""
+        for _ in range(100):
+            data += sock.recv(4096)
+            if server_frames(data):
+                break
+        assert server_frames(data)[0] == (0xA, b"second")
+    finally:
+        sock.close()
 
 
 def test_pipelined_requests_never_read_are_cut_off(gateway: GatewayProcess, nodes: NodePool) -> None:

@@ -5,26 +5,22 @@ a failure."""
 
 from __future__ import annotations
 
-from typing import Iterator
 
 import pytest
 
 from harness import rawhttp
 from harness.bridgekit import BridgeNode
-from harness.support import GatewayProcess, running_gateway
+from harness.support import GatewayProcess
 
 TOKEN = "header-test-token"
 NOT_UTF8 = b"\xff\xfe"
 SUPERSCRIPT_TWO = "\u00b2".encode("utf-8")  # a digit to str.isdigit(), not to int()
 
 
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[GatewayProcess]:
-    with running_gateway("--auth", "--token", TOKEN) as process:
-        yield process
+pytestmark = pytest.mark.gateway("--auth", "--token", TOKEN, shared=True)  # one for the module
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def secret(gateway: GatewayProcess) -> str:
     node = BridgeNode(gateway.port)
     assert node.register("reader", token=TOKEN).status == 200
@@ -59,7 +55,7 @@ def test_session_header_not_utf8(gateway: GatewayProcess) -> None:
     assert message == "header x-wingman-session is not valid UTF-8"
 
 
-@pytest.mark.parametrize("path", ["/bridge/poll", "/bridge/send", "/ws"])
+@pytest.mark.parametrize("path", ["/bridge/poll", "/bridge/send", "/ws", "/health"])
 def test_origin_not_utf8(gateway: GatewayProcess, path: str) -> None:
     assert bad_request(gateway, path, {"Origin": b"http://" + NOT_UTF8}) == "header origin is not valid UTF-8"
 

@@ -7,13 +7,11 @@ from __future__ import annotations
 
 import json
 import re
-from typing import Iterator
-
 import pytest
 
 from harness import rawhttp
 from harness.bridgekit import BridgeNode
-from harness.support import TWISTD, GatewayProcess, Node, wait_totals, wait_until
+from harness.support import GatewayProcess, Node, wait_totals, wait_until
 
 # A lone surrogate (cannot be encoded), ESC sequences, and a line break that
 # would forge a log line of its own.
@@ -26,26 +24,18 @@ LOGGERS = {
 }
 
 
-@pytest.fixture(params=sorted(LOGGERS))
-def gateway(request: pytest.FixtureRequest) -> Iterator[GatewayProcess]:
-    process = GatewayProcess(
-        ["--listen", "tcp:0:interface=127.0.0.1"],
-        command=[TWISTD, "--nodaemon", "--pidfile=", *LOGGERS[request.param], "wingman-gateway",
-                 "--listen", "tcp:0:interface=127.0.0.1"],
-    )
-    process.format = request.param  # type: ignore[attr-defined]
-    try:
-        process.wait_listening()
-        yield process
-    finally:
-        process.stop()
+# Every test runs once per log format, on a gateway logging through it.
+each_logger = pytest.mark.parametrize(
+    "log_format", [pytest.param(name, marks=pytest.mark.gateway(twistd=LOGGERS[name])) for name in sorted(LOGGERS)]
+)
 
 
 def lines_about(gateway: GatewayProcess, what: str) -> list[str]:
     return [line for line in gateway.lines if what in line]
 
 
-def test_untrusted_names_are_escaped_and_every_event_is_written(gateway: GatewayProcess) -> None:
+@each_logger
+def test_untrusted_names_are_escaped_and_every_event_is_written(gateway: GatewayProcess, log_format: str) -> None:
     node = Node(gateway.url)
     reply = node.register(NAME)
     assert reply["type"] == "ack" and reply["payload"]["name"] == NAME
@@ -56,7 +46,7 @@ def test_untrusted_names_are_escaped_and_every_event_is_written(gateway: Gateway
     left = lines_about(gateway, "left: ")
     assert len(registered) == 1 and len(left) == 1, gateway.log
     for line in registered + left:
-        if gateway.format == "json":  # type: ignore[attr-defined]
+        if log_format == "json":
             record = json.loads(line)
             assert record["name"] == ESCAPED and ESCAPED in record["message"]
         else:
@@ -67,7 +57,8 @@ def test_untrusted_names_are_escaped_and_every_event_is_written(gateway: Gateway
     assert "UnicodeEncodeError" not in gateway.log
 
 
-def test_session_secrets_in_query_strings_are_redacted(gateway: GatewayProcess) -> None:
+@each_logger
+def test_session_secrets_in_query_strings_are_redacted(gateway: GatewayProcess, log_format: str) -> None:
     node = BridgeNode(gateway.port)
     assert node.register("reader").status == 200
     secret = node.secret

@@ -8,7 +8,6 @@ import json
 import os
 import ssl
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
@@ -19,10 +18,7 @@ from harness.support import GatewayProcess, Node, assert_usable, make_pki, runni
 LISTED = "http://app.example:8080"
 
 
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[GatewayProcess]:
-    with running_gateway("--cors-origin", LISTED) as process:
-        yield process
+pytestmark = pytest.mark.gateway("--cors-origin", LISTED, shared=True)  # one for the module
 
 
 def upgrade(port: int, origin: bytes | None, host: str | None = None,

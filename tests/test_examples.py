@@ -15,7 +15,7 @@ from typing import Iterator
 import pytest
 
 from harness.background import Background
-from harness.support import GatewayProcess, Node, running_gateway
+from harness.support import GatewayProcess, Node
 
 ROOT = Path(__file__).resolve().parent.parent
 EXAMPLES = ROOT / "examples"
@@ -34,10 +34,7 @@ MODELS = {
 }
 
 
-@pytest.fixture(scope="module")
-def gateway() -> Iterator[GatewayProcess]:
-    with running_gateway("--auth", "--token", TOKEN) as process:
-        yield process
+pytestmark = pytest.mark.gateway("--auth", "--token", TOKEN, shared=True)  # one for the module
 
 
 @pytest.fixture

@@ -20,41 +20,17 @@ from typing import Any, Iterator
 import pytest
 from playwright.sync_api import BrowserContext, expect
 
-from harness.background import Background
 from harness.bridgekit import call
 from harness.browserkit import chromium
 from harness.consolekit import ConsolePage, screenshot_dir
+from harness.jsnode import CLIENT, Listener, events
 from harness.relay import Relay
 from harness.support import GatewayProcess, Node, expect_silence, running_gateway
 from wingman_gateway.protocol.positions import Positions
 
-ROOT = Path(__file__).resolve().parent.parent
-CLIENT = ROOT / "wingman_gateway" / "web" / "static" / "wingman.js"
-LISTENER = Path(__file__).parent / "harness" / "js" / "listener.mjs"
 POSITIONS = Path(__file__).parent / "harness" / "js" / "positions.mjs"
 ADMIN = "resume-admin-Hq2w7Nf4kP9s-credential"
 COUNT = 200
-
-
-class Listener(Background):
-    """``listener.mjs`` under Node: one JavaScript node in ``room``, driven by lines."""
-
-    def __init__(self, url: str, wire: str, room: str, **options: Any) -> None:
-        super().__init__(["node", str(LISTENER), str(CLIENT), url, wire, room, json.dumps(options)], stdin=True)
-        ready = self.wait_for(r"^READY (\S+) (\S+)$", 20)
-        self.node_id, self.chosen = ready.group(1), ready.group(2)
-
-    def ask(self, command: str, answer: str, timeout: float = 40.0) -> None:
-        start = len(self.lines)
-        self.send_line(command)
-        self.wait_for(f"^{re.escape(answer)}$", timeout, start)
-
-    def result(self) -> dict[str, Any]:
-        start = len(self.lines)
-        self.send_line("END")
-        found = self.wait_for(r"^RESULT (.*)$", 20, start)
-        assert self.wait_exit(15) == 0, self.output
-        return json.loads(found.group(1))  # type: ignore[no-any-return]
 
 
 @contextlib.contextmanager
@@ -160,10 +136,6 @@ def test_positions_answer_as_the_python_core_does() -> None:
     flat = [answer for answered in answers for answer in answered]
     assert True in flat and False in flat  # deliveries kept and duplicates dropped
     assert {answer[0] for answer in flat if isinstance(answer, list)} == {"recovered", "gap"}
-
-
-def events(result: dict[str, Any], name: str) -> list[dict[str, Any]]:
-    return [details for event, details in result["states"] if event == name]
 
 
 # Over the bridge a reset inside a session is resumed by the session's seq

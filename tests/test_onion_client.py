@@ -1,4 +1,4 @@
-"""Reaching a ``.onion`` gateway: the client hands the name to Tor's SOCKS port.
+"""Reaching a ``.onion`` gateway: both Python clients hand the name to Tor's SOCKS port.
 
 A SOCKS5 server run by the test on loopback stands in for tor: it records
 what was asked for and forwards to a real gateway. That the recorded request
@@ -14,14 +14,12 @@ from typing import Iterator
 import pytest
 import pytest_twisted
 
-from harness.cli_support import LineProcess
-from harness.clientkit import Inbox, within
+from harness.cli_support import LineProcess, converse
+from harness.sdkkit import Flavour, Inbox, refused
 from harness.socks5 import DOMAIN, Request, Socks5Server
 from harness.support import GatewayProcess, Node, free_tcp_port
-from harness.cli_support import converse
-from wingman_gateway.client import ClientError, GatewayClient
-from wingman_gateway.client.endpoints import TOR_SOCKS_VARIABLE
 from wingman_gateway.onion.keys import OnionKey
+from wingman_gateway.protocol.tor import TOR_SOCKS_VARIABLE
 
 ONION = f"{OnionKey.generate().address}.onion"
 
@@ -38,25 +36,40 @@ def socks(gateway: GatewayProcess) -> Iterator[Socks5Server]:
 @pytest.mark.parametrize("url", [f"ws://{ONION}/ws", f"http://{ONION}"])
 @pytest_twisted.ensureDeferred
 async def test_client_library_reaches_an_onion_gateway_through_socks(
-    gateway: GatewayProcess, socks: Socks5Server, monkeypatch: pytest.MonkeyPatch, url: str
+    gateway: GatewayProcess, socks: Socks5Server, flavour: Flavour, monkeypatch: pytest.MonkeyPatch, url: str
+) -> None:
+    """The ``tor_socks`` option names the SOCKS port (it wins over the variable, here a dead port)."""
+    monkeypatch.setenv(TOR_SOCKS_VARIABLE, f"tcp:127.0.0.1:{free_tcp_port()}")
+
+    async def scenario() -> None:
+        alice = flavour.client(url, "alice", reconnect=False, tor_socks=f"tcp:127.0.0.1:{socks.port}")
+        bob = flavour.client(gateway.url, "bob", reconnect=False)
+        await flavour.within(alice.connect())
+        await flavour.within(bob.connect())
+        assert socks.requests and set(socks.requests) == {Request(DOMAIN, ONION, 80)}
+        await flavour.within(alice.join("hidden"))
+        await flavour.within(bob.join("hidden"))
+        alice_inbox, bob_inbox = Inbox(flavour, alice), Inbox(flavour, bob)
+        assert await flavour.within(alice.broadcast("hidden", {"via": "tor"})) == 1
+        assert (await bob_inbox.next("broadcast")).payload == {"via": "tor"}
+        await flavour.within(bob.direct(alice.node_id, "back"))
+        assert (await alice_inbox.next("direct")).payload == "back"
+
+    await flavour.run(scenario)
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_socks_port_defaults_to_the_variable(
+    gateway: GatewayProcess, socks: Socks5Server, flavour: Flavour, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.setenv(TOR_SOCKS_VARIABLE, f"tcp:127.0.0.1:{socks.port}")
-    alice = GatewayClient(url, "alice", request_timeout=5.0, reconnect=False)
-    bob = GatewayClient(gateway.url, "bob", request_timeout=5.0, reconnect=False)
-    try:
-        await within(alice.connect())
-        await within(bob.connect())
-        assert socks.requests and set(socks.requests) == {Request(DOMAIN, ONION, 80)}
-        await within(alice.join("hidden"))
-        await within(bob.join("hidden"))
-        alice_inbox, bob_inbox = Inbox(alice), Inbox(bob)
-        assert await within(alice.broadcast("hidden", {"via": "tor"})) == 1
-        assert (await bob_inbox.next("broadcast")).payload == {"via": "tor"}
-        await within(bob.direct(alice.node_id, "back"))
-        assert (await alice_inbox.next("direct")).payload == "back"
-    finally:
-        await within(alice.close())
-        await within(bob.close())
+
+    async def scenario() -> None:
+        alice = flavour.client(f"ws://{ONION}/ws", "alice", reconnect=False)
+        await flavour.within(alice.connect())
+        assert socks.requests == [Request(DOMAIN, ONION, 80)]
+
+    await flavour.run(scenario)
 
 
 def test_join_command_reaches_an_onion_gateway_through_socks(
@@ -89,16 +102,35 @@ def test_join_says_so_when_the_tor_socks_port_does_not_answer(gateway: GatewayPr
 
 
 @pytest_twisted.ensureDeferred
-async def test_an_unreachable_onion_name_fails_cleanly(gateway: GatewayProcess, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The SOCKS server refuses the connection (as tor does for a service it cannot reach)."""
+async def test_an_unreachable_onion_name_fails_cleanly(gateway: GatewayProcess, flavour: Flavour) -> None:
+    """The SOCKS server refuses the connection (as tor does for a service it cannot reach);
+    every attempt (WebSocket, then the bridge) asked for the name, never an address."""
     server = Socks5Server(free_tcp_port())  # forwards to a port nobody listens on
-    monkeypatch.setenv(TOR_SOCKS_VARIABLE, f"tcp:127.0.0.1:{server.port}")
-    client = GatewayClient(f"ws://{ONION}/ws", "alice", request_timeout=5.0, reconnect=False)
+
+    async def scenario() -> None:
+        client = flavour.client(f"ws://{ONION}/ws", "alice", reconnect=False, tor_socks=f"tcp:127.0.0.1:{server.port}")
+        error = await refused(flavour, client.connect())
+        assert error.code == "CONNECTION_FAILED", error  # the bridge, tried last, says why in words
+        assert error.message.startswith(f"cannot reach http://{ONION}: ") and "Failure" not in error.message, error
+        assert server.requests and set(server.requests) == {Request(DOMAIN, ONION, 80)}
+
     try:
-        with pytest.raises(ClientError) as raised:
-            await within(client.connect())
-        assert raised.value.code == "CONNECTION_FAILED"
-        assert server.requests == [Request(DOMAIN, ONION, 80)]
+        await flavour.run(scenario)
     finally:
-        await within(client.close())
         server.stop()
+
+
+@pytest_twisted.ensureDeferred
+async def test_the_asyncio_client_needs_a_tcp_socks_endpoint() -> None:
+    """python-socks speaks to TCP SOCKS ports only: another endpoint kind is refused by name."""
+    from harness.sdkkit import AsyncioFlavour
+
+    flavour = AsyncioFlavour()
+
+    async def scenario() -> None:
+        client = flavour.client(f"ws://{ONION}/ws", "alice", reconnect=False, tor_socks="unix:/run/tor/socks")
+        error = await refused(flavour, client.connect())
+        assert error.code == "CONNECTION_FAILED"
+        assert "Tor's SOCKS port must be a tcp:HOST:PORT endpoint here, not 'unix:/run/tor/socks'" in error.message
+
+    await flavour.run(scenario)

@@ -12,7 +12,7 @@ from typing import Iterator
 
 import pytest
 
-from harness.bridgekit import call
+from harness.bridgekit import bridge_node, call, flood_until_unread, stalled_stream
 from harness.opskit import ADMIN_TOKEN, OpsGateway, Prometheus, parse, total, value
 from harness.support import (
     Node,
@@ -279,4 +279,69 @@ def test_sighup_rereads_the_admin_token(tmp_path: Path) -> None:
         gateway.process.wait_for("cannot re-read admin token file")
         assert gateway.api("GET", "rooms", token="the-next-admin-token-0b3c").status == 200
     finally:
+        gateway.stop()
+
+
+def test_bridge_queue_losses_are_counted(tmp_path: Path) -> None:
+    gateway = OpsGateway(tmp_path, "--bridge-queue", "5", "--rate-limit", "0")
+    pool = NodePool(gateway.process)
+    try:
+        sender = pool("sender", room="full")
+        listener = pool("listener", room="full")
+        idle = bridge_node(gateway.process, "idle", "full")  # joins last: no presence queued
+        wait_until(lambda: listener.recv_type("presence"), 5, "the bridge node's presence")
+        for n in range(12):  # the idle session takes 5, then drops 7
+            ack = sender.request("broadcast", {"groupId": "full", "message": {"n": n}})
+            assert ack["payload"]["recipients"] == 2
+        assert [listener.recv_type("broadcast")["payload"]["n"] for _ in range(12)] == list(range(12))
+        series = gateway.scrape()
+        assert value(series, "wingman_gateway_bridge_messages_dropped_total") == 7
+        # Each was handed to the session (a delivery), which kept 5 and dropped 7.
+        assert value(series, "wingman_gateway_deliveries_total", transport="http") == 12
+        # The notice waits for room in the queue: not sent yet.
+        assert value(series, "wingman_gateway_errors_sent_total", code="MESSAGES_LOST") == 0
+        first = idle.poll(timeout=0).body["messages"]
+        assert [item["envelope"]["payload"]["n"] for item in first] == [0, 1, 2, 3, 4]
+        [notice] = [item["envelope"] for item in idle.poll(timeout=1).body["messages"]]
+        assert expect_error(notice, "MESSAGES_LOST")["details"]["lost"] == 7
+        series = gateway.scrape()
+        assert value(series, "wingman_gateway_errors_sent_total", code="MESSAGES_LOST") == 1
+        assert value(series, "wingman_gateway_bridge_messages_dropped_total") == 7
+        assert value(series, "wingman_gateway_slow_consumers_total", transport="http") == 0
+        # Everyone keeps working, the idle node too, once it reads.
+        sender.request("broadcast", {"groupId": "full", "message": "after"})
+        assert idle.next_of("broadcast")["payload"] == "after"
+        assert listener.recv_type("broadcast")["payload"] == "after"
+        assert value(gateway.scrape(), "wingman_gateway_nodes") == 3
+    finally:
+        pool.close_all()
+        gateway.stop()
+
+
+def test_a_bridge_stream_nobody_reads_is_counted_as_a_slow_consumer(tmp_path: Path) -> None:
+    gateway = OpsGateway(tmp_path, "--max-buffer", "65536", "--rate-limit", "0",
+                         "--bridge-queue-bytes", str(64 * 1024 * 1024))
+    pool = NodePool(gateway.process)
+    try:
+        sender = pool("sender", room="streamed")
+        reader = bridge_node(gateway.process, "reader", "streamed")
+        assert reader.secret is not None
+        stalled = stalled_stream(gateway.port, reader.secret)
+        try:
+            sent = flood_until_unread(gateway.process, sender, "streamed")
+        finally:
+            stalled.close()
+        series = gateway.scrape()
+        assert value(series, "wingman_gateway_slow_consumers_total", transport="http") == 1
+        assert value(series, "wingman_gateway_slow_consumers_total", transport="websocket") == 0
+        assert value(series, "wingman_gateway_bridge_messages_dropped_total") == 0
+        assert value(series, "wingman_gateway_errors_sent_total", code="MESSAGES_LOST") == 0
+        # The session stays: a poll gets every message, the gateway goes on.
+        numbers = [i["envelope"]["payload"]["n"] for i in reader.poll(after=0, timeout=0).body["messages"]
+                   if i["envelope"]["type"] == "broadcast"]
+        assert numbers == list(range(sent))
+        assert sender.request("ping")["type"] == "pong"
+        assert value(gateway.scrape(), "wingman_gateway_nodes") == 2
+    finally:
+        pool.close_all()
         gateway.stop()

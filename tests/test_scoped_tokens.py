@@ -6,12 +6,12 @@ import base64
 import json
 import time
 from pathlib import Path
-from typing import Iterator
 
 import jwt
 import pytest
 from twisted.internet.task import Clock
 
+from harness.gatewaymark import FromFixture
 from harness.memory import Harness
 from harness.support import (
     GatewayProcess,
@@ -21,7 +21,6 @@ from harness.support import (
     expect_closed,
     expect_error,
     http_get,
-    running_gateway,
     wait_totals,
 )
 from wingman_gateway import errors
@@ -50,10 +49,7 @@ def ring_path(tmp_path: Path) -> Path:
     return path
 
 
-@pytest.fixture
-def gateway(ring_path: Path) -> Iterator[GatewayProcess]:
-    with running_gateway("--auth", "--keyring", str(ring_path)) as process:
-        yield process
+pytestmark = pytest.mark.gateway("--auth", "--keyring", FromFixture("ring_path"))
 
 
 def test_scoped_token_may_not_read_stats(gateway: GatewayProcess, ring_path: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 import pytest_twisted
 
 from harness.bridgekit import ProxyProcess
-from harness.sdkkit import FLAVOURS, Flavour, Inbox, States
+from harness.sdkkit import Flavour, Inbox, States, refused
 from harness.support import (
     LOCAL_NAMES,
     WRONG_NAMES,
@@ -27,21 +27,7 @@ from harness.support import (
     running_gateway,
 )
 from wingman_gateway.agentstream import answer
-from wingman_gateway.protocol import ClientError, NodeCore
-
-
-@pytest.fixture(params=sorted(FLAVOURS))
-def flavour(request: pytest.FixtureRequest) -> Flavour:
-    return FLAVOURS[request.param]()
-
-
-async def refused(flavour: Flavour, awaitable: object) -> ClientError:
-    """The ClientError ``awaitable`` raises (it must raise one)."""
-    try:
-        await flavour.within(awaitable)  # type: ignore[arg-type]
-    except ClientError as error:
-        return error
-    raise AssertionError("no ClientError")
+from wingman_gateway.protocol import NodeCore
 
 
 async def pair(flavour: Flavour, url: str, room: str, **options: object) -> tuple[NodeCore, NodeCore]:
@@ -313,12 +299,13 @@ async def test_a_certificate_for_another_name_is_refused(tmp_path: Path, flavour
 
 @pytest_twisted.ensureDeferred
 async def test_bridge_fallback_behind_a_proxy_that_refuses_upgrades(gateway: GatewayProcess, flavour: Flavour) -> None:
+    """By default a ws:// URL falls back to the bridge; transport="websocket" does not."""
     proxies = [ProxyProcess(gateway.port), ProxyProcess(gateway.port, block_sse=True)]
 
     async def scenario() -> None:
         for proxy, reader in zip(proxies, ("sse", "poll")):
             url = f"ws://127.0.0.1:{proxy.port}/ws"
-            alice = flavour.client(url, "alice", transport="auto")
+            alice = flavour.client(url, "alice")  # a ws:// URL means transport="auto"
             bob = flavour.client(gateway.url, "bob")
             await flavour.within(alice.connect())
             await flavour.within(bob.connect())

@@ -124,8 +124,10 @@ class AuditLog(Service):
             credential=credential, keyId=grant.key_id, subject=grant.subject,
         )
 
-    def _register_refused(self, peer: str, transport: str, reason: str) -> None:
-        self.record("register_refused", peer, transport=transport, reason=reason)
+    def _register_refused(self, peer: str, transport: str, reason: str, credential: str,
+                          key_id: str | None) -> None:
+        self.record("register_refused", peer, transport=transport, reason=reason,
+                    credential=credential, keyId=key_id)
 
     def _keyring_reload(self, trigger: str, changed: bool, ok: bool, keys: list[str],
                         problem: str | None) -> None:

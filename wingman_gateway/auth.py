@@ -40,7 +40,18 @@ _Stamp = tuple[int, int, int]  # (inode, mtime_ns, size)
 
 
 class AuthError(Exception):
-    """A credential was refused; str(e) is a short reason that is safe to show."""
+    """A credential was refused; str(e) is a short reason that is safe to show.
+
+    ``credential`` is the kind the token was taken for (``none`` when there
+    was none, ``shared``, ``signed``) and ``key_id`` the key id a signed
+    token's header names: read without trusting it, and kept only when it
+    has the shape of a key id, so the audit log can say which key was tried.
+    """
+
+    def __init__(self, reason: str, credential: str = "none", key_id: str | None = None) -> None:
+        super().__init__(reason)
+        self.credential = credential
+        self.key_id = key_id
 
 
 @attrs.frozen
@@ -275,7 +286,7 @@ class KeyRing:
 
         def refuse(reason: str, cause: str | None = None) -> AuthError:
             log.info("token refused: {reason}", reason=reason, key_id=kid, cause=cause)
-            return AuthError(reason)
+            return AuthError(reason, "signed", kid)
 
         if (not isinstance(token, str) or len(token) > MAX_TOKEN_LENGTH
                 or not token.isascii() or token.count(".") != 2):
@@ -349,8 +360,9 @@ class Authenticator:
         """Return the grant for ``token`` or raise AuthError."""
         if not self.required:
             return ANONYMOUS
+        credential = "shared"
         if not isinstance(token, str) or not token:
-            reason = "token required"
+            reason, credential = "token required", "none"
         elif self._shared is not None and hmac.compare_digest(
                 token.encode("utf-8", "surrogatepass"), self._shared):
             return ANONYMOUS
@@ -359,7 +371,7 @@ class Authenticator:
         else:
             reason = "token not accepted"
         log.info("token refused: {reason}", reason=reason)
-        raise AuthError(reason)
+        raise AuthError(reason, credential)
 
 
 class KeyRingWatcher(Service):

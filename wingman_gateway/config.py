@@ -394,6 +394,7 @@ def _merge_discovery(value: Any, flags: dict[str, Any], file_values: dict[str, A
         return DiscoverySettings()
     if flags.get("discovery") is not None and isinstance(in_file, DiscoverySettings):
         return attrs.evolve(in_file, methods=value.methods)
+    assert isinstance(value, DiscoverySettings)
     return value
 
 

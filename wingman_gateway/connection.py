@@ -63,7 +63,8 @@ class Reply(Outbound):
         """The error code of an ``error`` reply; None for an ``ack`` or ``pong``."""
         if self.envelope.get("type") != "error":
             return None
-        return self.envelope["payload"]["code"]
+        code: str = self.envelope["payload"]["code"]
+        return code
 
     @property
     def details(self) -> dict[str, Any]:
@@ -157,7 +158,8 @@ def unsent_bytes(sock: Any) -> int:
     """Bytes written to a socket-level transport but not yet handed to the kernel."""
     if sock is None:
         return 0
-    return len(sock.dataBuffer) - sock.offset + sock._tempDataLen
+    unsent: int = len(sock.dataBuffer) - sock.offset + sock._tempDataLen
+    return unsent
 
 
 def cut_off(

@@ -52,7 +52,7 @@ _raw_decode_large: _RawDecode = json.JSONDecoder(
     parse_constant=_reject_constant, parse_int=_parse_int
 ).raw_decode
 # The pattern matches the empty string too, so the match is never None.
-_skip_ws: Callable[[str, int], re.Match[str]] = re.compile(r"[ \t\n\r]*").match  # type: ignore[assignment]
+_skip_ws: Callable[[str, int], re.Match[str]] = re.compile(r"[ \t\n\r]*").match  # type: ignore[assignment]  # never None
 # A string literal, or an unterminated one up to the end of the text. The
 # possessive loops and the end-of-text alternative make every character
 # consumed once: a string that never ends cannot be rescanned from each of

@@ -15,7 +15,8 @@ from typing import Any, Mapping
 
 from twisted.python import usage
 
-from wingman_gateway.config import SETTINGS, ConfigError
+from wingman_gateway.checks import ConfigError
+from wingman_gateway.config import SETTINGS
 from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.environment")

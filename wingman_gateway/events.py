@@ -16,15 +16,23 @@ others by keyword):
   of ``size`` bytes to the members counted in ``transports`` (transport name
   to member count), less one member of transport ``excluded`` (or None).
 - ``replied`` (size): the Router answered a request directly.
-- ``refused`` (code): an error envelope was sent.
+- ``refused`` (code): an error envelope was sent (by the Router, or a
+  bridge session's ``MESSAGES_LOST`` notice queued).
 - ``registered`` (node, peer, transport, grant, credential): a node
   registered; ``credential`` is ``none`` (auth off), ``shared``, ``signed``
   or ``ssh-key`` (the grant's ``key_id`` is the key id or fingerprint).
-- ``register_refused`` (peer, transport, reason): a register's credential
-  was refused (``reason`` is one of the short, fixed ``AuthError`` texts).
+- ``register_refused`` (peer, transport, reason, credential, key_id): a
+  register's credential was refused (``reason`` is one of the short, fixed
+  ``AuthError`` texts; ``credential`` the kind the token was taken for,
+  ``none``, ``shared`` or ``signed``; ``key_id`` the key id a signed
+  token's header names, unverified, or None).
 - ``dropped`` (transport, reason): a connection was cut off by the gateway:
-  ``reason`` is ``slow consumer`` or ``heartbeat timeout``.
+  ``reason`` is ``slow consumer`` or ``heartbeat timeout``. On the bridge a
+  slow consumer is an event stream nobody reads: the stream is cut off, the
+  session stays.
 - ``bridge_session`` (): an HTTP bridge session was opened.
+- ``bridge_dropped`` (count): messages for a bridge session were dropped,
+  its queue being full (its client gets one ``MESSAGES_LOST`` notice).
 - ``ssh_login`` (peer, login, fingerprint, comment) and ``ssh_refused``
   (peer, login, fingerprint, reason): SSH public-key logins.
 - ``forward_refused`` (peer, login, fingerprint, target, reason): an SSH

@@ -52,7 +52,7 @@ def choice(source: dict[str, Any], key: str, allowed: tuple[str, ...]) -> str:
         return allowed[0]
     if value not in allowed:
         raise _invalid(f"'{key}' must be one of: {', '.join(allowed)}")
-    return value
+    return str(value)
 
 
 def text_list(

@@ -48,9 +48,10 @@ class GatedFactory(WrappingFactory[GatedConnection]):
             alsoProvides(self, IProtocolNegotiationFactory)
 
     def acceptableProtocols(self) -> list[bytes]:
-        return self.wrappedFactory.acceptableProtocols()
+        protocols: list[bytes] = self.wrappedFactory.acceptableProtocols()
+        return protocols
 
-    def buildProtocol(self, addr: IAddress | None) -> GatedConnection | None:  # type: ignore[override]
+    def buildProtocol(self, addr: IAddress | None) -> GatedConnection | None:  # type: ignore[override]  # None refuses, as IProtocolFactory allows
         source = counted_source(getattr(addr, "host", None))
         verdict = self.admission.connection_opened(source)
         if verdict == REFUSE:

@@ -19,7 +19,7 @@ from twisted.logger import (
     textFileLogObserver,
 )
 from twisted.python.logfile import LogFile
-from zope.interface import implementer
+from zope.interface import implementer, provider
 
 from wingman_gateway.redact import escape_event
 
@@ -33,11 +33,11 @@ _filter = FilteringLogObserver(globalLogPublisher, [_levels])
 def escaping(observer: ILogObserver) -> ILogObserver:
     """``observer``, given events whose client-supplied text is escaped (see ``redact``)."""
 
-    @implementer(ILogObserver)
     def observe(event: dict[str, Any]) -> None:
         observer(escape_event(event))
 
-    return observe
+    escaped: ILogObserver = provider(ILogObserver)(observe)
+    return escaped
 
 
 _observer = escaping(_filter)
@@ -67,7 +67,8 @@ def _log_stream() -> IO[str]:
     path = os.environ.get(LOG_FILE_ENV)
     if not path:
         return sys.stdout
-    return LogFile.fromFullPath(path, rotateLength=ROTATE_BYTES, maxRotatedFiles=ROTATED_KEPT)
+    rotated: IO[str] = LogFile.fromFullPath(path, rotateLength=ROTATE_BYTES, maxRotatedFiles=ROTATED_KEPT)
+    return rotated
 
 
 def text_observer() -> ILogObserver:
@@ -82,7 +83,7 @@ _LEGACY_KEYS = frozenset({"format", "isError", "system", "why", "failure", "prin
 
 def _namespace(event: dict[str, Any]) -> str:
     """The event's namespace; for old-style ``log.msg`` events, its system or ``twisted``."""
-    namespace = event.get("log_namespace", "-")
+    namespace = str(event.get("log_namespace", "-"))
     if namespace == "log_legacy":
         system = event.get("system")
         return system if isinstance(system, str) and system != "-" else "twisted"

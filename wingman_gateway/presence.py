@@ -55,7 +55,7 @@ class Presence:
             batch = self._pending[room.id] = _Batch(room)
         batch.events.append((payload, encode(record).decode("ascii")))
         if event == "joined":
-            batch.starts[node.node_id] = len(batch.events)  # type: ignore[index]
+            batch.starts[node.registered_id] = len(batch.events)
         if self._call is None:
             self._call = self._clock.callLater(0, self.flush_all)
 
@@ -72,7 +72,7 @@ class Presence:
         count = len(batch.events)
         made: dict[int, Outbound] = {}
         for member in batch.room.recipients:
-            start = batch.starts.get(member.node_id, 0)  # type: ignore[arg-type]
+            start = batch.starts.get(member.registered_id, 0)
             if start >= count:
                 continue
             message = made.get(start)

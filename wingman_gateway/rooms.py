@@ -196,7 +196,7 @@ class LocalRooms:
         return True
 
     def leave(self, room: Room, node: Node, reason: str) -> None:
-        if room.members.get(node.node_id) is not node:  # type: ignore[arg-type]
+        if node.node_id is None or room.members.get(node.node_id) is not node:
             node.rooms.pop(room.id, None)
             return
         room.remove(node)
@@ -218,7 +218,7 @@ class LocalRooms:
         excluded = exclude is not None and exclude.node_id in room.members
         self.events.emit(
             "delivered", transports,
-            exclude.conn.transport_name if excluded else None,  # type: ignore[union-attr]
+            exclude.conn.transport_name if exclude is not None and excluded else None,
             len(message.data),
         )
         return len(recipients) - excluded

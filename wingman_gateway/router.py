@@ -37,7 +37,8 @@ from wingman_gateway.ratelimit import Budgets, source_of
 from wingman_gateway.roomrequests import RoomRequests
 from wingman_gateway.sendrequests import SendRequests
 from wingman_gateway.rooms import IRooms, LocalRooms
-from wingman_gateway.state import Node, Room
+from wingman_gateway.state import Node
+from wingman_gateway.turnlog import TurnLog
 
 log = get_logger("wingman_gateway.router")
 
@@ -86,6 +87,10 @@ class Router(RoomRequests, SendRequests):
         self.sent_keys = sent_keys if sent_keys is not None else SentKeys(clock)
         # Every open connection, registered or not (heartbeat, shutdown).
         self.connections: set[Node] = set()
+        # "node ... registered": one log event per reactor turn, however many register in it.
+        self.arrivals = TurnLog(clock, log, "node {nodeId} ({name}) registered over {transport} from {peer}",
+                                "{count} nodes registered: {nodes}", "{nodeId} ({name}) over {transport} from {peer}",
+                                "registered")
         self.started_at = clock.seconds()
         self.messages_processed = 0
         rate, burst = self.limits.message_rate, self.limits.message_burst
@@ -309,18 +314,17 @@ class Router(RoomRequests, SendRequests):
         session_id = fields.text(payload, "sessionId", 200)
         metadata = self._metadata(envelope)
         grant = node.grant
-        credential = "ssh-key" if grant is not None else "none"
+        credential = "ssh-key"
         if grant is None:
-            if self.authenticator.required:
-                credential = "shared" if payload.get("token") else "none"
             try:
                 grant = self.authenticator.authenticate(payload.get("token"))
             except AuthError as refusal:
                 self.events.emit("register_refused", peer=node.conn.peer,
-                                 transport=node.conn.transport_name, reason=str(refusal))
+                                 transport=node.conn.transport_name, reason=str(refusal),
+                                 credential=refusal.credential, key_id=refusal.key_id)
                 raise GatewayError(errors.AUTH_FAILED, f"authentication failed: {refusal}", fatal=True)
-            if grant.key_id is not None:
-                credential = "signed"
+            required = self.authenticator.required
+            credential = "signed" if grant.key_id else "shared" if required else "none"
         if self.admission is not None:
             self.admission.check_register(node.source)
         if self.rooms.node_count() >= self.limits.max_nodes:
@@ -345,14 +349,8 @@ class Router(RoomRequests, SendRequests):
             node.expiry = self.clock.callLater(
                 max(grant.expires_at - self.clock.seconds(), 0), self._expired, node
             )
-        log.info(
-            "node {nodeId} ({name}) registered over {transport} from {peer}",
-            nodeId=node_id,
-            name=name,
-            transport=node.conn.transport_name,
-            peer=node.conn.peer,
-            subject=grant.subject,
-        )
+        self.arrivals.add(nodeId=node_id, name=name, transport=node.conn.transport_name,
+                          peer=node.conn.peer, subject=grant.subject)
         self.events.emit("registered", node=node, peer=node.conn.peer,
                          transport=node.conn.transport_name, grant=grant, credential=credential)
         self._ack(

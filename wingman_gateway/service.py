@@ -158,7 +158,7 @@ class GatewayService(MultiService):
         if self.discovery:
             found = self.discovery
             sections["discovery"] = lambda: {
-                method: announcer.report() for method, announcer in found.items()  # type: ignore[attr-defined]
+                method: announcer.report() for method, announcer in found.items()
             }
         scopes = {}
         extra = {}
@@ -173,6 +173,7 @@ class GatewayService(MultiService):
             stats=self.router.summary,
             now_ms=self.router.now_ms,
             sections=sections,
+            origins=origins.allows,
             **extra,
         )
         cors = self.bridge.cors if self.bridge is not None else None

@@ -18,7 +18,7 @@ from wingman_gateway.service import GatewayService
 
 def _help(setting: Any) -> str:
     if setting.default is None:
-        return setting.help
+        return str(setting.help)
     return f"{setting.help} [default: {setting.default}]"
 
 

@@ -203,6 +203,31 @@ def raw_request(port: int, text: str) -> socket.socket:
     return sock
 
 
+def stalled_stream(port: int, secret: str) -> socket.socket:
+    """An event stream of the session ``secret`` on a socket with a tiny receive
+    buffer that is never read: the gateway sees a consumer that stopped reading."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    sock.settimeout(10)
+    sock.connect(("127.0.0.1", port))
+    sock.sendall(f"GET /bridge/sse HTTP/1.1\r\nHost: x\r\n{SESSION}: {secret}\r\n\r\n".encode())
+    return sock
+
+
+def flood_until_unread(gateway: GatewayProcess, sender: Any, room: str, limit: int = 80) -> int:
+    """Broadcast 200 kB messages into ``room`` until the gateway drops an event
+    stream nobody reads (bounded by ``limit``); how many were sent."""
+    block = "b" * 200_000
+    sent = 0
+    for n in range(limit):
+        sender.request("broadcast", {"groupId": room, "message": {"n": n, "pad": block}})
+        sent = n + 1
+        if "is not read" in gateway.log:
+            break
+    gateway.wait_for(r"event stream of node \w+ is not read \(\d+ bytes unsent\): dropped")
+    return sent
+
+
 def read_head(sock: socket.socket, limit: int = 65536) -> tuple[int, dict[str, str], bytes]:
     """Status, headers and whatever body bytes came with them (bounded)."""
     data = b""

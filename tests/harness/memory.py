@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import Any, Callable
 
 from twisted.internet.task import Clock
 from zope.interface import implementer
@@ -12,7 +12,7 @@ from wingman_gateway.auth import Authenticator
 from wingman_gateway.connection import IConnection, Outbound
 from wingman_gateway.history import HistorySettings, MemoryHistory
 from wingman_gateway.limits import Limits
-from wingman_gateway.rooms import LocalRooms
+from wingman_gateway.rooms import IRooms, LocalRooms
 from wingman_gateway.router import Router
 from wingman_gateway.state import Node
 
@@ -53,12 +53,17 @@ class Harness:
         limits: Limits | None = None,
         authenticator: Authenticator | None = None,
         history: HistorySettings | None = None,
+        rooms: Callable[[Clock], IRooms] | None = None,
     ):
-        """``history``: room history as configured (none without it)."""
+        """``history``: room history as configured (none without it); ``rooms``
+        makes another rooms implementation on the harness's clock."""
         self.clock = Clock()
         self.clock.advance(1_700_000_000)
-        rooms = LocalRooms(self.clock, MemoryHistory(self.clock, history or HistorySettings(size=0)))
-        self.router = Router(self.clock, limits or Limits(), authenticator, "test-gateway", rooms)
+        if rooms is None:
+            made: IRooms = LocalRooms(self.clock, MemoryHistory(self.clock, history or HistorySettings(size=0)))
+        else:
+            made = rooms(self.clock)
+        self.router = Router(self.clock, limits or Limits(), authenticator, "test-gateway", made)
 
     def connect(self) -> tuple[Node, MemoryConnection]:
         conn = MemoryConnection(f"memory:{len(self.router.connections) + 1}")

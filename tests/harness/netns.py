@@ -16,6 +16,7 @@ from typing import Any
 
 from harness.background import Background, stop_all
 from harness.cli_support import WINGMAN
+from harness.support import wait_ports_file
 
 
 def _ip(*args: str) -> None:
@@ -121,12 +122,21 @@ def start_avahi(netns: Netns, directory: Path) -> dict[str, str]:
     return env
 
 
+def spawn_run(netns: Netns, home: Path, *args: str) -> tuple[Background, dict[str, Any]]:
+    """``wingman gateway run ARGS`` in the namespace (``args`` may end with ``--``
+    and options of the gateway itself); (process, its ports file) once it listens."""
+    home.mkdir(parents=True, exist_ok=True)
+    ports_file = home / "run-ports.json"
+    gateway_options = ["--ports-file", str(ports_file)] if "--" in args else ["--", "--ports-file", str(ports_file)]
+    gateway = netns.spawn(WINGMAN, "gateway", "run", *args, *gateway_options, env={"WINGMAN_HOME": str(home)})
+    return gateway, wait_ports_file(gateway, str(ports_file))
+
+
 def run_gateway(netns: Netns, home: Path, name: str, *extra: str) -> tuple[Background, int]:
     """``wingman gateway run --discovery mdns`` in the namespace; (process, port) once announced."""
-    gateway = netns.spawn(WINGMAN, "gateway", "run", "--listen", "tcp:0:interface=127.0.0.1", "--name", name,
-                          "--discovery", "mdns", "--mdns-interface", "lo", *extra,
-                          env={"WINGMAN_HOME": str(home)})
-    port = int(gateway.wait_for(r"listening on \S+ \(127\.0\.0\.1:(\d+)\)").group(1))
+    gateway, bound = spawn_run(netns, home, "--listen", "tcp:0:interface=127.0.0.1", "--name", name,
+                               "--discovery", "mdns", "--mdns-interface", "lo", *extra)
+    port = int(bound["listeners"][0]["port"])
     gateway.wait_for(r"mdns: announced '.*' \(_wingman-gateway\._tcp\.local\.\) on port " + str(port))
     return gateway, port
 

@@ -2,20 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
+import subprocess
 import urllib.parse
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 from prometheus_client.parser import text_string_to_metric_families
 
 from harness.background import Background
-from harness.bridgekit import Reply, call
-from harness.support import GatewayProcess, free_tcp_port, start_gateway, wait_until
+from harness.bridgekit import BridgeNode, Reply, call
+from harness.sshkit import UserKey, environment_without_agent, ssh_command, write_authorized_keys
+from harness.support import GatewayProcess, NodePool, free_tcp_port, start_gateway, wait_until
 
 ADMIN_TOKEN = "admin-Zq8r5Lr0b1uT2vVq-token"
+NODE_TOKEN = "node-token-7c2e91d5f3"
+SITE_NAME = "ops-gw"
 PROMETHEUS = shutil.which("prometheus") or "/usr/bin/prometheus"
 Series = dict[tuple[str, tuple[tuple[str, str], ...]], float]
 
@@ -72,6 +77,60 @@ class OpsGateway:
 
     def stop(self) -> None:
         self.process.stop()
+
+
+class OpsSite:
+    """An ``OpsGateway`` with auth (a shared node token and a key ring) and SSH, whose
+    authorized keys hold ``alice``'s key (``stranger``'s is refused)."""
+
+    def __init__(self, home: Path) -> None:
+        self.keys = {name: UserKey(home, name) for name in ("alice", "stranger")}
+        authorized = write_authorized_keys(home / "authorized_keys",
+                                           self.keys["alice"].line('wingman-user="alice"'))
+        self.ring = home / "keys.json"
+        self.ops = OpsGateway(
+            home, "--name", SITE_NAME, "--auth", "--token", NODE_TOKEN, "--keyring", str(self.ring),
+            "--ssh", "tcp:0:interface=127.0.0.1", "--ssh-host-key", str(home / "host_key"),
+            "--ssh-authorized-keys", str(authorized),
+        )
+        self.ssh_port = int(self.ops.process.bound["ssh"]["port"])  # type: ignore[index]
+        self.secrets: list[str] = [ADMIN_TOKEN, NODE_TOKEN]
+
+    @classmethod
+    def running(cls, home: Path) -> Iterator["OpsSite"]:
+        """For a fixture: the site, stopped when the fixture ends."""
+        site = cls(home)
+        try:
+            yield site
+        finally:
+            site.ops.stop()
+
+    def crowd(self) -> Iterator[NodePool]:
+        """For a fixture: WebSocket nodes of the site, closed when the fixture ends."""
+        nodes = NodePool(self.ops.process)
+        try:
+            yield nodes
+        finally:
+            nodes.close_all()
+
+    def ssh(self, *args: str, key: str = "alice") -> subprocess.CompletedProcess[bytes]:
+        return subprocess.run(
+            ssh_command(self.ssh_port, self.keys[key].path, *args), stdin=subprocess.DEVNULL,
+            capture_output=True, timeout=30, env=environment_without_agent(),
+        )
+
+
+def admin_id() -> str:
+    """How logs name the admin credential: ``admin:`` and 8 hex digits of its SHA-256."""
+    return "admin:" + hashlib.sha256(ADMIN_TOKEN.encode()).hexdigest()[:8]
+
+
+def bridge_member(ops: OpsGateway, room: str) -> BridgeNode:
+    """A bridge node registered with the node token, in ``room``."""
+    node = BridgeNode(ops.port)
+    assert node.register("http", token=NODE_TOKEN).status == 200
+    assert node.join(room).status == 200
+    return node
 
 
 def parse(text: str) -> Series:

@@ -6,9 +6,9 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any, Awaitable, Callable, Coroutine
+from typing import Any, Awaitable, Callable, Coroutine, Sequence
 
-from wingman_gateway.protocol import Message, NodeCore
+from wingman_gateway.protocol import ClientError, Message, NodeCore
 
 Scenario = Callable[[], Coroutine[Any, Any, Any]]
 
@@ -21,10 +21,10 @@ class Flavour:
     def __init__(self) -> None:
         self.made: list[NodeCore] = []
 
-    def new(self, url: str, name: str, **options: Any) -> NodeCore:
+    def new(self, url: str | Sequence[str], name: str, **options: Any) -> NodeCore:
         raise NotImplementedError
 
-    def client(self, url: str, name: str, **options: Any) -> NodeCore:
+    def client(self, url: str | Sequence[str], name: str, **options: Any) -> NodeCore:
         """A client (fast reconnects, short timeouts), closed when the scenario ends."""
         options.setdefault("request_timeout", 5.0)
         options.setdefault("min_backoff", 0.1)
@@ -71,7 +71,7 @@ class Flavour:
 class TwistedFlavour(Flavour):
     name = "twisted"
 
-    def new(self, url: str, name: str, **options: Any) -> NodeCore:
+    def new(self, url: str | Sequence[str], name: str, **options: Any) -> NodeCore:
         from wingman_gateway.client import GatewayClient
 
         return GatewayClient(url, name, **options)
@@ -96,7 +96,7 @@ class TwistedFlavour(Flavour):
 class AsyncioFlavour(Flavour):
     name = "asyncio"
 
-    def new(self, url: str, name: str, **options: Any) -> NodeCore:
+    def new(self, url: str | Sequence[str], name: str, **options: Any) -> NodeCore:
         from wingman_gateway.aio import Node
 
         return Node(url, name, **options)
@@ -114,6 +114,15 @@ class AsyncioFlavour(Flavour):
 
 
 FLAVOURS = {flavour.name: flavour for flavour in (TwistedFlavour, AsyncioFlavour)}
+
+
+async def refused(flavour: Flavour, awaitable: object) -> ClientError:
+    """The ClientError ``awaitable`` raises (it must raise one)."""
+    try:
+        await flavour.within(awaitable)  # type: ignore[arg-type]
+    except ClientError as error:
+        return error
+    raise AssertionError("no ClientError")
 
 
 class Inbox:

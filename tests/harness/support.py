@@ -9,13 +9,24 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from websockets.sync.client import ClientConnection, connect
 
 from harness.background import Background
+from wingman_gateway import portsfile
 
 TWISTD = str(Path(sys.executable).with_name("twistd"))
+
+
+def wait_ports_file(process: Background, path: str, timeout: float = 15.0) -> dict[str, Any]:
+    """The ``--ports-file`` a gateway ``process`` writes once every listener is bound (bounded wait)."""
+    deadline = time.monotonic() + timeout
+    while (bound := portsfile.read(path)) is None:
+        if time.monotonic() > deadline or process.proc.poll() is not None:
+            raise AssertionError(f"gateway wrote no ports file {path}; output:\n{process.output}")
+        time.sleep(0.02)
+    return bound
 
 
 class GatewayProcess(Background):
@@ -29,23 +40,21 @@ class GatewayProcess(Background):
         cwd: str | None = None,
         command: list[str] | None = None,
         exact_env: bool = False,
+        twistd: Sequence[str] = (),
     ) -> None:
-        """``command`` replaces the default ``twistd … wingman-gateway ARGS`` line
-        (it must end with the gateway's options: ``--ports-file`` is added to it)."""
+        """``command`` replaces the default ``twistd TWISTD… wingman-gateway ARGS`` line
+        (it must end with the gateway's options: ``--ports-file`` is added to it);
+        ``twistd`` are options of twistd itself (``--logger``, say)."""
         self.args = args
         self._ports_dir = tempfile.mkdtemp(prefix="wingman-ports-")
         self.ports_file = os.path.join(self._ports_dir, "ports.json")
-        command = command or [TWISTD, "--nodaemon", "--pidfile=", "wingman-gateway", *args]
+        command = command or [TWISTD, "--nodaemon", "--pidfile=", *twistd, "wingman-gateway", *args]
         super().__init__([*command, "--ports-file", self.ports_file], env=env, cwd=cwd, exact_env=exact_env)
 
     @property
     def bound(self) -> dict[str, Any] | None:
         """The ports file's content once every listener is bound, else None."""
-        try:
-            with open(self.ports_file, encoding="utf-8") as handle:
-                return json.load(handle)  # type: ignore[no-any-return]
-        except FileNotFoundError:
-            return None
+        return portsfile.read(self.ports_file)
 
     @property
     def listeners(self) -> list[dict[str, Any]]:
@@ -63,13 +72,9 @@ class GatewayProcess(Background):
 
     def wait_listening(self, count: int = 1, timeout: float = 15.0) -> list[int]:
         """The bound TCP/TLS ports, once the gateway wrote its ports file (bounded wait)."""
-        deadline = time.monotonic() + timeout
-        while self.bound is None:
-            if time.monotonic() > deadline or self.proc.poll() is not None:
-                raise AssertionError(f"gateway did not start; log:\n{self.log}")
-            time.sleep(0.02)
+        bound = wait_ports_file(self, self.ports_file, timeout)
         ports = self.ports
-        assert len(ports) >= count, (ports, self.bound)
+        assert len(ports) >= count, (ports, bound)
         return ports
 
     def stop(self, timeout: float = 10.0) -> int:
@@ -92,13 +97,15 @@ class GatewayProcess(Background):
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}/ws"
 
-def start_gateway(*args: str, env: dict[str, str] | None = None, wait: bool = True) -> GatewayProcess:
+def start_gateway(
+    *args: str, env: dict[str, str] | None = None, wait: bool = True, twistd: Sequence[str] = ()
+) -> GatewayProcess:
     """Start a gateway on a free loopback port (unless args give listeners or a
     config file); wait until it listens unless told not to."""
     argv = list(args)
     if not any(a.startswith(("--listen", "--port", "--config")) for a in argv):
         argv = ["--listen", "tcp:0:interface=127.0.0.1", *argv]
-    gateway = GatewayProcess(argv, env=env)
+    gateway = GatewayProcess(argv, env=env, twistd=twistd)
     if wait:
         gateway.wait_listening()
     return gateway

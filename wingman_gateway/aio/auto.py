@@ -25,16 +25,22 @@ WEBSOCKET_SHARE = 0.5
 class AutoTransport:
     """Whichever of WebSocket or the HTTP bridge opens, in that order."""
 
-    def __init__(self, url: str, receiver: Receiver, *, ca_file: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, receiver: Receiver, *, ca_file: str | None = None, timeout: float = 10.0,
+        tor_socks: str | None = None,
+    ) -> None:
         self.url = url
         self._receiver = receiver
         self._ca_file = ca_file
+        self._tor_socks = tor_socks
         self._timeout = timeout
         self.chosen: Transport | None = None
 
     async def open(self) -> None:
         share = self._timeout * WEBSOCKET_SHARE
-        websocket = WebSocketTransport(as_websocket_url(self.url), self._receiver, ca_file=self._ca_file, timeout=share)
+        websocket = WebSocketTransport(
+            as_websocket_url(self.url), self._receiver, ca_file=self._ca_file, timeout=share, tor_socks=self._tor_socks,
+        )
         try:
             await asyncio.wait_for(websocket.open(), share)
             self.chosen = websocket
@@ -46,7 +52,10 @@ class AutoTransport:
         except TimeoutError:
             why = "no answer in time"
         log.info("WebSocket to %s failed (%s): trying the HTTP bridge", self.url, why)
-        bridge = HttpTransport(as_http_url(self.url), self._receiver, ca_file=self._ca_file, timeout=self._timeout)
+        bridge = HttpTransport(
+            as_http_url(self.url), self._receiver, ca_file=self._ca_file, timeout=self._timeout,
+            tor_socks=self._tor_socks,
+        )
         await bridge.open()
         self.chosen = bridge
 

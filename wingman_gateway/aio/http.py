@@ -13,7 +13,8 @@ from typing import Any, Iterator
 import httpx
 
 from wingman_gateway.aio.runtime import FormatLog
-from wingman_gateway.aio.tls import client_context, tls_text
+from wingman_gateway.aio.reach import REQUEST_ERRORS, httpx_options
+from wingman_gateway.aio.tls import tls_text
 from wingman_gateway.protocol.bridge_actions import STREAM, Action, Lost, Request, perform
 from wingman_gateway.protocol.bridge_core import BridgeCore
 from wingman_gateway.protocol.errors import NOT_CONNECTED, ClientError
@@ -29,9 +30,10 @@ class HttpTransport:
 
     def __init__(
         self, url: str, receiver: Receiver, *, ca_file: str | None = None, timeout: float = 10.0,
-        stream: bool = True,
+        stream: bool = True, tor_socks: str | None = None,
     ) -> None:
         self.url = url
+        self._tor_socks = tor_socks  # the SOCKS endpoint for a .onion host
         self._core = BridgeCore(url, log=FormatLog("wingman_gateway.aio.http"), timeout=timeout, stream=stream)
         self._receiver = receiver
         self._ca_file = ca_file
@@ -52,9 +54,8 @@ class HttpTransport:
 
     async def open(self) -> None:
         """Probe the bridge with a ``ping``: reachable, bridged, TLS verified."""
-        base = self._core.url.lower()
-        verify: Any = client_context(self._ca_file) if base.startswith("https:") else True
-        self._http = httpx.AsyncClient(verify=verify, timeout=self._timeout, trust_env=False)
+        options = httpx_options(self._core.url, ca_file=self._ca_file, timeout=self._timeout, socks=self._tor_socks)
+        self._http = httpx.AsyncClient(**options)
         self._opening = asyncio.get_running_loop().create_future()
         self._run(self._core.open())
         try:
@@ -91,7 +92,7 @@ class HttpTransport:
             response = await self._http.request(
                 request.method, request.url, content=request.body, headers=request.headers, timeout=request.timeout,
             )
-        except httpx.HTTPError as error:
+        except REQUEST_ERRORS as error:
             self._failed(request, error)
             return
         self._run(self._core.answered(request, response.status_code, response.content))
@@ -111,7 +112,7 @@ class HttpTransport:
         except TimeoutError as error:
             self._failed(request, error, timed_out=True)
             return
-        except httpx.HTTPError as error:
+        except REQUEST_ERRORS as error:
             self._failed(request, error)
             return
         try:
@@ -124,7 +125,7 @@ class HttpTransport:
                     self._run(self._core.received(request, chunk))
                     if not self._core.wants(request):
                         return
-            except httpx.HTTPError as error:
+            except REQUEST_ERRORS as error:
                 self._failed(request, error)
                 return
             self._run(self._core.ended(request, "stream ended"))

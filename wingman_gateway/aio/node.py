@@ -7,7 +7,11 @@ from typing import Any, Generator, Sequence
 from wingman_gateway.aio.runtime import AsyncioRuntime
 from wingman_gateway.protocol.node import Link, NodeCore
 from wingman_gateway.protocol.runtime import Transport
+from wingman_gateway.protocol.tor import tor_socks as tor_socks_endpoint
 from wingman_gateway.protocol.urls import TRANSPORTS, as_http_url, as_websocket_url, transport_kind
+
+# How long choosing among several gateways waits for their /health.
+PROBE_TIMEOUT = 2.0
 
 
 class Node(NodeCore):
@@ -18,14 +22,25 @@ class Node(NodeCore):
     Reconnects and rejoins by itself; see ``connect``.
     """
 
-    def __init__(self, url: str | Sequence[str], name: str, *, transport: str | None = None, **options: Any) -> None:
+    def __init__(
+        self, url: str | Sequence[str], name: str, *, transport: str | None = None, tor_socks: str | None = None,
+        **options: Any,
+    ) -> None:
         if transport is not None and transport not in TRANSPORTS:
             raise ValueError(f"transport must be one of {', '.join(TRANSPORTS)}, not {transport!r}")
         super().__init__(AsyncioRuntime(), url, name, transport=transport, **options)
+        self.tor_socks = tor_socks_endpoint(tor_socks)
+
+    async def candidates(self) -> list[str]:
+        from wingman_gateway.aio.probe import rank_by_load
+
+        return await rank_by_load(
+            self.urls, timeout=min(self.request_timeout, PROBE_TIMEOUT), ca_file=self.ca_file, socks=self.tor_socks,
+        )
 
     def new_transport(self, link: Link) -> Transport:
         kind = transport_kind(self.url, self.transport)
-        options: dict[str, Any] = {"ca_file": self.ca_file, "timeout": self.request_timeout}
+        options: dict[str, Any] = {"ca_file": self.ca_file, "timeout": self.request_timeout, "tor_socks": self.tor_socks}
         if kind == "websocket":
             from wingman_gateway.aio.websocket import WebSocketTransport
 
@@ -75,7 +90,7 @@ class Connecting:
 
 
 def connect(
-    url: str,
+    url: str | Sequence[str],
     *,
     name: str,
     token: str | None = None,
@@ -89,6 +104,7 @@ def connect(
     min_backoff: float = 0.5,
     max_backoff: float = 30.0,
     request_timeout: float = 10.0,
+    tor_socks: str | None = None,
 ) -> Connecting:
     """Connect to the gateway at ``url``, register as ``name`` and join ``rooms``.
 
@@ -98,14 +114,22 @@ def connect(
             async for message in node:
                 ...
 
+    ``url`` may be a list: gateways of one cluster. Each (re)connection asks
+    their ``/health`` and takes the least loaded one that registers the node;
+    when that gateway goes, the node reconnects to another and rejoins.
+
     ``transport``: ``"websocket"``, ``"http"`` (the HTTP bridge) or
-    ``"auto"`` (WebSocket, else HTTP); by default the URL's scheme decides.
+    ``"auto"`` (WebSocket, else HTTP); by default ``auto`` for a ws(s)://
+    URL and ``http`` for an http(s):// one.
+    ``tor_socks``: Tor's SOCKS port (``tcp:HOST:PORT``) for ``.onion`` URLs,
+    which are never resolved locally; by default ``$WINGMAN_TOR_SOCKS``,
+    else ``tcp:127.0.0.1:9050``.
     ``wss://`` and ``https://`` verify the certificate chain (system store,
     or the PEM bundle ``ca_file``) and the host name.
     """
     node = Node(
         url, name, token=token, capabilities=capabilities, agent_name=agent_name, metadata=metadata,
         ca_file=ca_file, transport=transport, reconnect=reconnect, min_backoff=min_backoff,
-        max_backoff=max_backoff, request_timeout=request_timeout,
+        max_backoff=max_backoff, request_timeout=request_timeout, tor_socks=tor_socks,
     )
     return Connecting(node, rooms)

@@ -15,7 +15,7 @@ def client_context(ca_file: str | None) -> ssl.SSLContext:
         raise ClientError(TLS_ERROR, f"cannot load CA file {ca_file!r}: {error}") from error
 
 
-def tls_text(error: BaseException) -> str | None:
+def tls_text(error: BaseException | None) -> str | None:
     """A description if ``error`` (or its cause) is a certificate or TLS failure."""
     seen = 0
     while error is not None and seen < 5:
@@ -23,6 +23,6 @@ def tls_text(error: BaseException) -> str | None:
             return f"TLS handshake failed: certificate verify failed: {error.verify_message or error}"
         if isinstance(error, ssl.SSLError):
             return f"TLS handshake failed: {error.reason or error}"
-        error = error.__cause__ or error.__context__  # type: ignore[assignment]
+        error = error.__cause__ or error.__context__
         seen += 1
     return None

@@ -9,6 +9,7 @@ from websockets.asyncio.client import ClientConnection
 from websockets.asyncio.client import connect as ws_connect
 from websockets.exceptions import ConnectionClosed, InvalidHandshake, InvalidStatus, InvalidURI
 
+from wingman_gateway.aio.reach import proxy_for
 from wingman_gateway.aio.tls import client_context, tls_text
 from wingman_gateway.protocol.errors import CONNECTION_FAILED, NOT_CONNECTED, TLS_ERROR, ClientError
 from wingman_gateway.protocol.runtime import CLOSE_NORMAL, Receiver
@@ -24,8 +25,12 @@ MAX_FRAME = 16 * 1024 * 1024
 class WebSocketTransport:
     """One WebSocket connection to ``url`` (``ws://`` or ``wss://``)."""
 
-    def __init__(self, url: str, receiver: Receiver, *, ca_file: str | None = None, timeout: float = 10.0) -> None:
+    def __init__(
+        self, url: str, receiver: Receiver, *, ca_file: str | None = None, timeout: float = 10.0,
+        tor_socks: str | None = None,
+    ) -> None:
         self.url = url
+        self._tor_socks = tor_socks  # the SOCKS endpoint for a .onion host
         self._receiver = receiver
         self._ca_file = ca_file
         self._timeout = timeout
@@ -40,10 +45,11 @@ class WebSocketTransport:
         options: dict[str, Any] = {}
         if secure:
             options["ssl"] = client_context(self._ca_file)
+        proxy = proxy_for(self.url, self._tor_socks)  # .onion: through Tor, else direct
         try:
             self._socket = await ws_connect(
                 self.url, open_timeout=self._timeout, ping_interval=PING_INTERVAL,
-                ping_timeout=PING_TIMEOUT, max_size=MAX_FRAME, proxy=None, **options,
+                ping_timeout=PING_TIMEOUT, max_size=MAX_FRAME, proxy=proxy, **options,
             )
         except InvalidStatus as error:
             status = error.response.status_code

@@ -64,7 +64,8 @@ def _config_tailscale(path: str | None) -> tuple[tuple[str, ...], str | None]:
     """Tags and API key from a gateway config file's ``discovery`` (object form)."""
     if not path:
         return (), None
-    from wingman_gateway.config import ConfigError, load_file
+    from wingman_gateway.checks import ConfigError
+    from wingman_gateway.config import load_file
 
     try:
         discovery = load_file(path).get("discovery")

@@ -292,11 +292,9 @@ async def join_command(reactor: Any, args: argparse.Namespace) -> int:
         urls, ca_file = _target(args)
     if urls is None:
         return 1
-    if getattr(args, "tor_socks", None):
-        os.environ[TOR_SOCKS_VARIABLE] = args.tor_socks  # read by the client's .onion endpoints
     client = GatewayClient(
         urls, args.name, token=args.token or os.environ.get(TOKEN_ENV) or None, capabilities=("terminal",),
-        ca_file=ca_file, reactor=reactor, transport="auto" if args.auto_transport else args.transport,
+        ca_file=ca_file, reactor=reactor, transport=args.transport, tor_socks=args.tor_socks,
     )
     session = JoinSession(reactor, client, args.json)
     client.add_listener(session.delivered)
@@ -338,11 +336,12 @@ def add_parser(actions: Any) -> None:
     parser.add_argument("--json", action="store_true",
                         help="newline-delimited JSON on stdin (messages) and stdout (envelopes)")
     parser.add_argument("--ca-file", help="PEM CA file to verify a wss:// gateway")
-    parser.add_argument("--transport", choices=("websocket", "http", "auto"), default="websocket",
-                        help="websocket, http (the HTTP bridge: event stream or long poll) "
-                             "or auto (WebSocket, falling back to HTTP)")
-    parser.add_argument("--auto-transport", action="store_true",
-                        help="same as --transport auto (for proxies that block WebSocket)")
+    parser.add_argument("--transport", choices=("websocket", "http", "auto"), default="auto",
+                        help="auto (WebSocket, falling back to the HTTP bridge where the upgrade is "
+                             "refused, e.g. by a proxy), websocket (only), or http (the HTTP bridge: "
+                             "event stream or long poll)")
+    parser.add_argument("--auto-transport", action="store_const", dest="transport", const="auto",
+                        help="same as --transport auto (the default; kept for older scripts)")
     parser.add_argument("--auto-discover", action="store_true",
                         help="join the first gateway announced on the LAN (mDNS, within 5 s)")
     parser.add_argument("--tor-socks", metavar="ENDPOINT",

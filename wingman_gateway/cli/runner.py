@@ -25,7 +25,8 @@ def _critical_to_stderr() -> None:
 
     def not_tls_verification(event: dict[str, Any]) -> PredicateResult:
         quiet = event.get("log_namespace") == "twisted.internet._sslverify"
-        return PredicateResult.no if quiet else PredicateResult.maybe
+        result: PredicateResult = PredicateResult.no if quiet else PredicateResult.maybe
+        return result
 
     def text(event: dict[str, Any]) -> str:
         return (eventAsText(event, includeTimestamp=False, includeSystem=False) or "") + "\n"
@@ -33,7 +34,7 @@ def _critical_to_stderr() -> None:
     observer = FilteringLogObserver(
         FileLogObserver(sys.stderr, text),
         # A plain function serves as a predicate: Twisted calls it with the event.
-        [not_tls_verification, LogLevelFilterPredicate(defaultLogLevel=LogLevel.critical)],  # type: ignore[list-item]
+        [not_tls_verification, LogLevelFilterPredicate(defaultLogLevel=LogLevel.critical)],  # type: ignore[list-item]  # a function predicate
     )
     globalLogBeginner.beginLoggingTo([observer], redirectStandardIO=False)
 

@@ -78,7 +78,8 @@ class SSHChild(ProcessProtocol):
 
     def _force(self) -> None:
         try:
-            self.transport.signalProcess("KILL")  # type: ignore[union-attr]
+            assert self.transport is not None  # the process was started
+            self.transport.signalProcess("KILL")
         except ProcessExitedAlready:
             pass
 

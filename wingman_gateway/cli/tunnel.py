@@ -146,7 +146,7 @@ def join_arguments(args: argparse.Namespace, local: int) -> argparse.Namespace:
     """What ``wingman gateway join`` would get for the forwarded port."""
     return argparse.Namespace(
         url=[f"ws://127.0.0.1:{local}/ws"], name=args.name, token=args.token, group=args.group,
-        json=args.json, ca_file=None, transport="websocket", auto_transport=False,
+        json=args.json, ca_file=None, transport="auto", tor_socks=None,
         auto_discover=False, cluster=None,
     )
 

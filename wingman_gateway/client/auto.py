@@ -44,11 +44,13 @@ class AutoTransport:
         reactor: Any,
         ca_file: str | None = None,
         timeout: float = 10.0,
+        tor_socks: str | None = None,
     ) -> None:
         self.url = url
         self._receiver = receiver
         self._reactor = reactor
         self._ca_file = ca_file
+        self._tor_socks = tor_socks
         self._timeout = timeout
         self.chosen: IClientTransport | None = None
         self._attempt: Deferred[None] | None = None
@@ -61,7 +63,7 @@ class AutoTransport:
         self._opening = Deferred(self._cancel_open)
         self.chosen = WebSocketTransport(
             as_websocket_url(self.url), self._receiver, reactor=self._reactor,
-            ca_file=self._ca_file, timeout=self._timeout * WEBSOCKET_SHARE,
+            ca_file=self._ca_file, timeout=self._timeout * WEBSOCKET_SHARE, tor_socks=self._tor_socks,
         )
         self._attempt = self.chosen.open()
         self._attempt.addTimeout(self._timeout * WEBSOCKET_SHARE, self._reactor)
@@ -94,7 +96,7 @@ class AutoTransport:
         log.info("WebSocket to {url} failed ({why}): trying the HTTP bridge", url=self.url, why=why)
         self.chosen = HttpTransport(
             as_http_url(self.url), self._receiver, reactor=self._reactor,
-            ca_file=self._ca_file, timeout=self._timeout,
+            ca_file=self._ca_file, timeout=self._timeout, tor_socks=self._tor_socks,
         )
         self._attempt = self.chosen.open()
         self._attempt.addCallbacks(self._opened, self._http_failed)

@@ -1,3 +1,3 @@
 """``Backoff`` lives with the protocol core (``wingman_gateway.protocol.backoff``)."""
 
-from wingman_gateway.protocol.backoff import Backoff  # noqa: F401
+from wingman_gateway.protocol.backoff import Backoff as Backoff

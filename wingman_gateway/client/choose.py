@@ -26,10 +26,11 @@ def transport_for(
     ca_file: str | None,
     timeout: float,
     kind: str | None = None,
+    tor_socks: str | None = None,
 ) -> IClientTransport:
-    """The transport ``kind`` names, or the one that speaks ``url``'s scheme."""
+    """The transport ``kind`` names, or the default for ``url``'s scheme (ws/wss: ``auto``)."""
     kind = transport_kind(url, kind)
-    options: dict[str, Any] = {"reactor": reactor, "ca_file": ca_file, "timeout": timeout}
+    options: dict[str, Any] = {"reactor": reactor, "ca_file": ca_file, "timeout": timeout, "tor_socks": tor_socks}
     if kind == "websocket":
         return WebSocketTransport(as_websocket_url(url), receiver, **options)
     if kind == "http":

@@ -13,9 +13,10 @@ from zope.interface import implementer
 
 from wingman_gateway.client.runtime import TwistedRuntime
 from wingman_gateway.client.choose import transport_for
-from wingman_gateway.client.probe import rank_by_load
+from wingman_gateway.client.probe import Trust, rank_by_load
 from wingman_gateway.client.transport import TRANSPORTS, IClientTransport, ITransportReceiver
 from wingman_gateway.protocol.node import Link, NodeCore
+from wingman_gateway.protocol.tor import tor_socks as tor_socks_endpoint
 
 
 # How long choosing among several gateways waits for their /health.
@@ -34,9 +35,12 @@ class GatewayClient(NodeCore):
     a lost connection the client reconnects (unless ``reconnect=False`` or
     ``close()`` was called), registers again and rejoins its rooms.
     ``transport`` is ``"websocket"``, ``"http"`` (the HTTP bridge) or
-    ``"auto"`` (WebSocket, else HTTP); by default the URL's scheme decides.
+    ``"auto"`` (WebSocket, else HTTP); by default ``auto`` for a ws(s)://
+    URL and ``http`` for an http(s):// one.
     ``url`` may be a list: gateways of one cluster. Each (re)connection asks
     their ``/health`` and takes the least loaded one that registers the node.
+    ``tor_socks`` is Tor's SOCKS port (a client endpoint string) for
+    ``.onion`` URLs: by default ``$WINGMAN_TOR_SOCKS``, else ``tcp:127.0.0.1:9050``.
     """
 
     link_class = _Link
@@ -57,6 +61,7 @@ class GatewayClient(NodeCore):
         request_timeout: float = 10.0,
         reactor: Any = None,
         transport: str | None = None,
+        tor_socks: str | None = None,
     ) -> None:
         if reactor is None:
             from twisted.internet import reactor as default_reactor
@@ -71,13 +76,18 @@ class GatewayClient(NodeCore):
             transport=transport,
         )
         self._reactor = reactor
+        self.tor_socks = tor_socks_endpoint(tor_socks)
 
     async def candidates(self) -> list[str]:
-        return await rank_by_load(self._reactor, self.urls, min(self.request_timeout, PROBE_TIMEOUT))
+        return await rank_by_load(
+            self._reactor, self.urls, min(self.request_timeout, PROBE_TIMEOUT), Trust(ca_file=self.ca_file),
+            self.tor_socks,
+        )
 
     def new_transport(self, link: Link) -> IClientTransport:
         # Link has the receiver's methods; the protocol core declares no zope interface.
         return transport_for(
-            self.url, link,  # type: ignore[arg-type]
+            self.url, link,  # type: ignore[arg-type]  # a receiver by its methods, not by a zope declaration
             reactor=self._reactor, ca_file=self.ca_file, timeout=self.request_timeout, kind=self.transport,
+            tor_socks=self.tor_socks,
         )

@@ -15,14 +15,15 @@ from typing import Any, Iterator
 from twisted.internet import defer
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from twisted.web.client import (
     Agent,
     FileBodyProducer,
     HTTPConnectionPool,
-    IResponse,
     readBody,
 )
+from twisted.web.iweb import IResponse
 from twisted.web.http_headers import Headers
 from zope.interface import implementer
 
@@ -61,7 +62,7 @@ class _Body(StoppableBody):
         if not self.stopped and self.request is not None:
             self.owner._run(self.owner._core.received(self.request, data))
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if self.request is not None and self.owner._bodies.pop(self.request, None) is self:
             why = reason.getErrorMessage() if isinstance(reason, Failure) else "stream ended"
             self.owner._run(self.owner._core.ended(self.request, why))
@@ -80,6 +81,7 @@ class HttpTransport:
         ca_file: str | None = None,
         timeout: float = 10.0,
         stream: bool = True,
+        tor_socks: str | None = None,
     ) -> None:
         self.url = url
         self._core = BridgeCore(url, log=log, timeout=timeout, stream=stream)
@@ -87,7 +89,7 @@ class HttpTransport:
         self._reactor = reactor
         self._pool = HTTPConnectionPool(reactor, persistent=True)
         self._pool.maxPersistentPerHost = 4
-        endpoints = AgentEndpoints(reactor, VerifyingPolicy(ca_file), timeout)  # .onion: through Tor
+        endpoints = AgentEndpoints(reactor, VerifyingPolicy(ca_file), timeout, tor_socks)  # .onion: through Tor
         self._agent = Agent.usingEndpointFactory(reactor, endpoints, pool=self._pool)
         self._opening: Deferred[None] | None = None
         self._requests: dict[Request, Deferred[Any]] = {}  # cancelled when the session ends
@@ -134,7 +136,7 @@ class HttpTransport:
                            for name, value in request.headers.items()})
         producer = None if request.body is None else FileBodyProducer(io.BytesIO(request.body))
         try:
-            sent = self._agent.request(request.method.encode("ascii"), request.url.encode("utf-8"), headers, producer)
+            sent: Deferred[Any] = self._agent.request(request.method.encode("ascii"), request.url.encode("utf-8"), headers, producer)
         except ClientError as error:
             if request.kind != PROBE:
                 raise

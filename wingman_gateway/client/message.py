@@ -1,3 +1,3 @@
 """``Message`` lives with the protocol core (``wingman_gateway.protocol.message``)."""
 
-from wingman_gateway.protocol.message import Message  # noqa: F401
+from wingman_gateway.protocol.message import Message as Message

@@ -23,8 +23,11 @@ from twisted.web.client import Agent, readBody
 from twisted.web.iweb import IPolicyForHTTPS
 from zope.interface import implementer
 
+from wingman_gateway.client.endpoints import AgentEndpoints
 from wingman_gateway.client.errors import ClientError
 from wingman_gateway.client.tls import VerifyingPolicy, failure_text
+from wingman_gateway.protocol.load import by_load, is_gateway_report
+from wingman_gateway.protocol.urls import beside
 from wingman_gateway.unixhttp import UnixSocket
 
 UNIX_PREFIX = "unix:"
@@ -79,9 +82,12 @@ class PinnedPolicy:
         return _Pinned(self.digest)
 
 
-def agent_for(reactor: Any, url: str, trust: Trust, timeout: float, path: str = "/health") -> tuple[Agent, str]:
+def agent_for(
+    reactor: Any, url: str, trust: Trust, timeout: float, path: str = "/health", socks: str | None = None,
+) -> tuple[Agent, str]:
     """An Agent that reaches ``url``, and the http(s) URL to request from it
-    (for ``unix:SOCKET``, ``path`` over that socket)."""
+    (for ``unix:SOCKET``, ``path`` over that socket; a ``.onion`` host
+    through Tor's SOCKS endpoint ``socks``)."""
     if is_unix(url):
         socket = url[len(UNIX_PREFIX):]
         return Agent.usingEndpointFactory(reactor, UnixSocket(reactor, socket, timeout)), (
@@ -90,7 +96,7 @@ def agent_for(reactor: Any, url: str, trust: Trust, timeout: float, path: str = 
         policy: Any = PinnedPolicy(trust.certificate)
     else:
         policy = VerifyingPolicy(trust.ca_file)
-    return Agent(reactor, contextFactory=policy, connectTimeout=timeout), url
+    return Agent.usingEndpointFactory(reactor, AgentEndpoints(reactor, policy, timeout, socks)), url
 
 
 DEFAULT_PORT = 3000
@@ -101,22 +107,24 @@ class HealthError(Exception):
 
 
 def health_url(target: str) -> str:
-    """The /health URL for a gateway given as host[:port], http(s):// or ws(s):// URL
-    (``unix:SOCKET`` stays as it is)."""
+    """The /health URL for a gateway given as host[:port] (port 3000 when none is
+    given), or as an http(s):// or ws(s):// URL (its own port, or the scheme's,
+    and its path prefix kept); ``unix:SOCKET`` stays as it is."""
     if is_unix(target):
         return target
     if "://" not in target:
-        target = "http://" + target
-    parts = urlsplit(target)
-    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme, parts.scheme)
-    netloc = parts.netloc if parts.port else f"{parts.netloc}:{DEFAULT_PORT}"
-    return urlunsplit((scheme, netloc, "/health", "", ""))
+        parts = urlsplit("http://" + target)
+        netloc = parts.netloc if parts.port else f"{parts.netloc}:{DEFAULT_PORT}"
+        return urlunsplit(("http", netloc, "/health", "", ""))
+    return beside(target, "/health")
 
 
-async def fetch_health(reactor: Any, url: str, timeout: float = 5.0, trust: Trust = Trust()) -> dict[str, Any]:
+async def fetch_health(
+    reactor: Any, url: str, timeout: float = 5.0, trust: Trust = Trust(), socks: str | None = None,
+) -> dict[str, Any]:
     """GET /health (``url`` is its http(s) URL, or ``unix:SOCKET``); the report, or HealthError saying why not."""
     try:
-        agent, request_url = agent_for(reactor, url, trust, timeout)
+        agent, request_url = agent_for(reactor, url, trust, timeout, socks=socks)
     except (OSError, ValueError, ClientError) as error:
         raise HealthError(f"{url}: cannot use the TLS trust given: {error}") from None
     request: Deferred[Any] = agent.request(b"GET", request_url.encode("ascii"))
@@ -133,29 +141,16 @@ async def fetch_health(reactor: Any, url: str, timeout: float = 5.0, trust: Trus
         report = json.loads(body)
     except ValueError:
         raise HealthError(f"{url}: not a JSON health report") from None
-    if not isinstance(report, dict) or report.get("service") != "wingman-gateway":
+    if not is_gateway_report(report):
         raise HealthError(f"{url}: not a wingman-gateway")
-    return report
+    return dict(report)
 
 
-async def rank_by_load(reactor: Any, urls: Sequence[str], timeout: float) -> list[str]:
-    """``urls`` (gateways of one cluster) best first: healthy and least loaded.
-
-    Each gateway's ``/health`` is asked at once; the fewest ``totalNodes``
-    wins, a ``degraded`` gateway comes after the healthy ones and one that
-    does not answer comes last (it is still tried, in the given order).
-    """
-    probes = [ensureDeferred(fetch_health(reactor, health_url(url), timeout)) for url in urls]
+async def rank_by_load(
+    reactor: Any, urls: Sequence[str], timeout: float, trust: Trust = Trust(), socks: str | None = None,
+) -> list[str]:
+    """``urls`` (gateways of one cluster) best first (``protocol.load.by_load``):
+    every gateway's ``/health`` is asked at once."""
+    probes = [ensureDeferred(fetch_health(reactor, health_url(url), timeout, trust, socks)) for url in urls]
     results = await DeferredList(probes, consumeErrors=True)
-
-    def rank(index: int) -> tuple[int, int, int]:
-        answered, report = results[index]
-        if not answered:
-            return (2, 0, index)
-        given = report.get("stats")
-        stats: dict[str, Any] = given if isinstance(given, dict) else {}
-        nodes = stats.get("totalNodes")
-        load = nodes if isinstance(nodes, int) else 0
-        return (0 if report.get("status") == "healthy" else 1, load, index)
-
-    return [urls[index] for index in sorted(range(len(urls)), key=rank)]
+    return by_load(urls, [report if answered else None for answered, report in results])

@@ -36,7 +36,7 @@ class TwistedRuntime:
         return bool(future.called)
 
     async def bounded(self, awaitable: Awaitable[Any], seconds: float) -> Any:
-        waiting: Deferred[Any] = defer.ensureDeferred(awaitable)  # type: ignore[arg-type]
+        waiting: Deferred[Any] = defer.ensureDeferred(awaitable)  # type: ignore[arg-type]  # takes any awaitable; hinted for coroutines
         waiting.addTimeout(seconds, self.reactor)
         try:
             return await waiting

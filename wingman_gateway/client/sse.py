@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Callable
 
 from twisted.internet.defer import Deferred
-from twisted.internet.protocol import Protocol
+from twisted.internet.protocol import Protocol, connectionDone
 from twisted.python.failure import Failure
 
 from wingman_gateway.protocol.sse import MAX_LINE, Event, EventParser, StreamTooLong  # noqa: F401
@@ -52,6 +52,6 @@ class EventStreamProtocol(StoppableBody):
         except StreamTooLong:
             self.stop()
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         if not self.done.called:
             self.done.callback(reason)

@@ -85,4 +85,13 @@ def failure_text(failure: Failure) -> tuple[str, bool]:
             return tls, True
         if isinstance(reason.value, ClientError):
             return reason.value.message, reason.value.code == TLS_ERROR
-    return "; ".join(r.getErrorMessage() for r in reasons), False
+    return "; ".join(_message(r) for r in reasons), False
+
+
+def _message(reason: Failure) -> str:
+    """``reason``'s message; an error that only wraps another failure (as
+    txtorcon's ``SocksError`` does when the SOCKS port hangs up) gives that one's."""
+    args: tuple[Any, ...] = getattr(reason.value, "args", ())
+    if len(args) == 1 and isinstance(args[0], Failure):
+        return f"{type(reason.value).__name__}: {args[0].getErrorMessage()}"
+    return reason.getErrorMessage()

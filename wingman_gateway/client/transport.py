@@ -4,7 +4,7 @@ A transport only moves text frames: requests, replies, reconnecting and
 rejoining live once, in ``GatewayClient``. ``choose.transport_for`` picks the
 transport: ``websocket``, ``http`` (the HTTP bridge: SSE, falling back to
 long polling) or ``auto`` (WebSocket, falling back to HTTP), by name or by
-the URL's scheme (ws/wss: WebSocket, http/https: HTTP).
+the URL's scheme (ws/wss: auto, http/https: HTTP).
 """
 
 from __future__ import annotations
@@ -14,8 +14,13 @@ from typing import Any, Protocol
 from zope.interface import Attribute, Interface
 
 
-from wingman_gateway.protocol.runtime import CLOSE_NORMAL  # noqa: F401
-from wingman_gateway.protocol.urls import TRANSPORTS, as_http_url, as_websocket_url, transport_kind  # noqa: F401 (re-exported)
+from wingman_gateway.protocol.runtime import CLOSE_NORMAL as CLOSE_NORMAL
+from wingman_gateway.protocol.urls import (  # re-exported for the client's modules
+    TRANSPORTS as TRANSPORTS,
+    as_http_url as as_http_url,
+    as_websocket_url as as_websocket_url,
+    transport_kind as transport_kind,
+)
 
 
 
@@ -61,4 +66,5 @@ class TransportFactory(Protocol):
         ca_file: str | None,
         timeout: float,
         kind: str | None = None,
+        tor_socks: str | None = None,
     ) -> IClientTransport: ...

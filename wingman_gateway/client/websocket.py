@@ -8,6 +8,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from autobahn.websocket.util import parse_url
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.endpoints import wrapClientTLS
+from twisted.internet.protocol import connectionDone
 from twisted.python.failure import Failure
 from zope.interface import implementer
 
@@ -38,7 +39,7 @@ class _ClientProtocol(WebSocketClientProtocol):
     def onMessage(self, payload: bytes, isBinary: bool) -> None:
         self.factory.owner._received(payload)
 
-    def connectionLost(self, reason: Failure = None) -> None:  # type: ignore[assignment]
+    def connectionLost(self, reason: Failure = connectionDone) -> None:
         # Autobahn's onClose gives only text; keep the failure to name TLS errors.
         self.factory.owner._lost_reason = reason
         super().connectionLost(reason)
@@ -65,11 +66,13 @@ class WebSocketTransport:
         reactor: Any,
         ca_file: str | None = None,
         timeout: float = 10.0,
+        tor_socks: str | None = None,
     ) -> None:
         self.url = url
         self._receiver = receiver
         self._reactor = reactor
         self._ca_file = ca_file
+        self._tor_socks = tor_socks  # the SOCKS endpoint for a .onion host
         self._timeout = timeout
         self._opening: Deferred[None] | None = None
         self._connecting: Deferred[Any] | None = None
@@ -86,7 +89,7 @@ class WebSocketTransport:
         self._opening = Deferred(self._cancel_open)
         try:
             secure, host, port, _, _, _ = parse_url(self.url)
-            endpoint: Any = endpoint_for(self._reactor, host, port, self._timeout)
+            endpoint: Any = endpoint_for(self._reactor, host, port, self._timeout, self._tor_socks)
             if secure:
                 endpoint = wrapClientTLS(client_options(host, self._ca_file), endpoint)
             factory = _ClientFactory(self.url, reactor=self._reactor)

@@ -39,6 +39,9 @@ from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.cluster.history")
 
+# RedisLink.execute: one command's Deferred reply, or None while Redis is unreachable.
+Execute = Callable[..., "defer.Deferred[Any] | None"]
+
 # Why ``since`` could not be resumed while Redis is unreachable.
 UNAVAILABLE = "history unavailable"
 # How long a room's order (its counter and epoch) outlives its last use: a
@@ -122,7 +125,7 @@ class Script:
         self.source = source
         self.digest: str | None = None
 
-    def run(self, execute: Callable[..., Any], keys: list[str], args: list[Any]) -> defer.Deferred[Any] | None:
+    def run(self, execute: Execute, keys: list[str], args: list[Any]) -> defer.Deferred[Any] | None:
         """The script's reply; None when there is no connection to send it on."""
         if self.digest is None:
             loading = execute("SCRIPT", "LOAD", self.source)
@@ -139,10 +142,10 @@ class Script:
     def _loaded(self, digest: Any) -> None:
         self.digest = digest.decode("ascii") if isinstance(digest, bytes) else str(digest)
 
-    def _eval(self, execute: Callable[..., Any], keys: list[str], args: list[Any]) -> defer.Deferred[Any] | None:
+    def _eval(self, execute: Execute, keys: list[str], args: list[Any]) -> defer.Deferred[Any] | None:
         return execute("EVAL", self.source, len(keys), *keys, *args)
 
-    def _missing(self, failure: Failure, execute: Callable[..., Any], keys: list[str], args: list[Any]) -> Any:
+    def _missing(self, failure: Failure, execute: Execute, keys: list[str], args: list[Any]) -> Any:
         if "NOSCRIPT" not in failure.getErrorMessage():
             return failure
         self.digest = None  # Redis restarted or flushed its scripts: loaded again next time
@@ -157,7 +160,7 @@ def _text(value: Any) -> str:
 class RedisHistory:
     """Room order and history in Redis, through the cluster's command connection."""
 
-    def __init__(self, settings: HistorySettings, names: Names, execute: Callable[..., Any]) -> None:
+    def __init__(self, settings: HistorySettings, names: Names, execute: Execute) -> None:
         self.settings = settings
         self.names = names
         self.execute = execute  # RedisLink.execute: a Deferred, or None while Redis is unreachable

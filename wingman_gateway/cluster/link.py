@@ -115,7 +115,8 @@ class _Watched:
             self.link.attempt_failed(failure)
             return failure
 
-        return self.endpoint.connect(factory).addErrback(failed)
+        connecting: defer.Deferred[Any] = self.endpoint.connect(factory)
+        return connecting.addErrback(failed)
 
 
 class RedisLink:
@@ -287,6 +288,7 @@ class RedisLink:
         if conn is None or not self.up:
             return None
         try:
-            return conn.execute_command(*args)
+            sent: defer.Deferred[Any] = conn.execute_command(*args)
+            return sent
         except txredisapi.ConnectionError:
             return None

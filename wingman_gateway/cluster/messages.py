@@ -207,7 +207,7 @@ class RoomMessages:
                     transports[name] = transports.get(name, 0) - (member is not exclude)
             self.events.emit(
                 "delivered", transports,
-                exclude.conn.transport_name if excluded else None,  # type: ignore[union-attr]
+                exclude.conn.transport_name if exclude is not None and excluded else None,
                 len(message.data),
             )
         return len(members) - excluded

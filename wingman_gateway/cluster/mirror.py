@@ -13,6 +13,7 @@ import attrs
 from zope.interface import implementer
 
 from wingman_gateway.connection import IConnection, Outbound
+from wingman_gateway.state import Node
 
 
 @attrs.define(eq=False)
@@ -47,3 +48,11 @@ class RemoteConnection:
 
     def close(self, status: int, reason: str) -> None:
         """Only the node's own gateway closes it."""
+
+
+def peer_of(node: Node) -> Peer:
+    """The gateway that holds ``node``, a node another gateway holds."""
+    conn = node.conn
+    if not isinstance(conn, RemoteConnection):
+        raise TypeError(f"{node!r} is held by this gateway")
+    return conn.gateway

@@ -22,7 +22,7 @@ from twisted.internet import defer, task
 from wingman_gateway import __version__
 from wingman_gateway.cluster import wire
 from wingman_gateway.cluster.link import LONGEST_RETRY, RedisLink
-from wingman_gateway.cluster.mirror import RemoteConnection
+from wingman_gateway.cluster.mirror import RemoteConnection, peer_of
 from wingman_gateway.cluster.rooms import ClusterRooms
 from wingman_gateway.cluster.settings import ClusterSettings
 from wingman_gateway.discovery.records import gateway_urls
@@ -292,14 +292,14 @@ class ClusterMember(Service):
         for node in self.rooms.nodes():
             nodes.append(dict(node.report(), gateway=self.gateway_name, gatewayId=self.gateway_id))
         for node in self.rooms.remote_nodes():
-            peer = node.conn.gateway  # type: ignore[attr-defined]
+            peer = peer_of(node)
             nodes.append(dict(node.report(), gateway=peer.name, gatewayId=peer.id))
         rooms = []
         for room in self.rooms.rooms():
             where: dict[str, int] = {}
             for member in room.recipients:
                 remote = isinstance(member.conn, RemoteConnection)
-                name = member.conn.gateway.name if remote else self.gateway_name  # type: ignore[attr-defined]
+                name = peer_of(member).name if remote else self.gateway_name
                 where[name] = where.get(name, 0) + 1
             rooms.append(dict(room.describe(), gateways=where))
         return {

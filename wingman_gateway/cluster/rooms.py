@@ -25,7 +25,7 @@ from wingman_gateway.cluster import wire
 from wingman_gateway.cluster.directory import Directory
 from wingman_gateway.cluster.history import RedisHistory
 from wingman_gateway.cluster.messages import RoomMessages
-from wingman_gateway.cluster.mirror import Peer, RemoteConnection
+from wingman_gateway.cluster.mirror import Peer, RemoteConnection, peer_of
 from wingman_gateway.cluster.placement import Placement
 from wingman_gateway.connection import Outbound
 from wingman_gateway.errors import GatewayError
@@ -116,7 +116,7 @@ class ClusterRooms(Directory, RoomMessages):
         remote = self._remote.get(node_id)
         if remote is None:
             return False
-        gateway = remote.conn.gateway  # type: ignore[attr-defined]
+        gateway = peer_of(remote)
         sent = self._forward(gateway.id, wire.frame(wire.DIRECT, node_id, message.data))
         self._tally(int(sent), int(not sent))
         if not sent:

@@ -7,13 +7,23 @@ under ``discovery``. zeroconf is imported only when mDNS is used.
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Protocol
 
-from twisted.application.service import Service
 from twisted.internet.defer import Deferred
 
 from wingman_gateway.discovery.settings import DiscoverySettings
 from wingman_gateway.offer import Offer
+
+
+class Announcer(Protocol):
+    """What the wiring uses of a discovery method's service."""
+
+    def setServiceParent(self, parent: Any) -> Any: ...
+
+    def stopService(self) -> Any: ...
+
+    def report(self) -> dict[str, Any]:
+        """Its state, for ``/health`` under ``discovery``."""
 
 
 def announcers(
@@ -23,14 +33,14 @@ def announcers(
     tailscale_socket: str,
     offered: Callable[[], Deferred[Offer]],
     reactor: Any,
-) -> dict[str, Service]:
+) -> dict[str, Announcer]:
     """The announcer of each method in ``settings``, by method name.
 
     ``name`` is the gateway's name (the mDNS instance name unless the
     settings give another); ``offered`` fires with what the gateway
     offers once it listens.
     """
-    services: dict[str, Service] = {}
+    services: dict[str, Announcer] = {}
     if "mdns" in settings.methods:
         from wingman_gateway.discovery.mdns import MdnsAnnouncer
 

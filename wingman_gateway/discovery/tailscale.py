@@ -67,7 +67,7 @@ class _LimitedBody(Protocol):
         if self.size > self.limit:
             if not self.finished.called:
                 self.finished.errback(TailscaleError(f"answer larger than {self.limit} bytes"))
-            self.transport.stopProducing()  # type: ignore[union-attr]
+            self.transport.stopProducing()  # type: ignore[union-attr]  # a TCP transport, also a producer
             return
         self.parts.append(data)
 

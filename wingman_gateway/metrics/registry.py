@@ -56,7 +56,8 @@ class MetricsResource(Resource):
         if self.gate is not None:
             refusal = self.gate(request)
             if refusal is not None:
-                return refusal.answer(request)
+                answer: bytes = refusal.answer(request)
+                return answer
         encoder, content_type = choose_encoder(request.getHeader("accept") or "")
         request.setHeader(b"content-type", content_type.encode("ascii"))
         request.setHeader(b"cache-control", b"no-store")

@@ -60,8 +60,11 @@ class MetricsSink(Collector):
         )
         self.errors = tally("errors_sent_total", "Error envelopes sent, by code", "code",
                             errors.ALL_CODES)
-        self.slow_consumers = tally("slow_consumers_total", "Clients cut off for not reading",
-                                    "transport", TRANSPORTS)
+        self.slow_consumers = tally(
+            "slow_consumers_total",
+            "Clients cut off for not reading (on the bridge: event streams, the session stays)",
+            "transport", TRANSPORTS,
+        )
         self.heartbeat_timeouts = tally("heartbeat_timeouts_total",
                                         "Connections dropped for silence", "transport", TRANSPORTS)
         self.auth_failures = tally("auth_failures_total", "Register credentials refused, by reason",
@@ -85,7 +88,8 @@ class MetricsSink(Collector):
         # Plain counters, by name (without the prefix).
         self.totals: dict[str, float] = {
             "received_bytes_total": 0, "sent_bytes_total": 0, "rate_limited_total": 0,
-            "bridge_sessions_opened_total": 0, "ssh_forwards_refused_total": 0,
+            "bridge_sessions_opened_total": 0, "bridge_messages_dropped_total": 0,
+            "ssh_forwards_refused_total": 0,
             "backplane_forwarded_total": 0, "backplane_lost_total": 0,
         }
         self.backplane = "off"
@@ -95,6 +99,7 @@ class MetricsSink(Collector):
         "sent_bytes_total": "Envelope bytes handed to connections (deliveries and replies)",
         "rate_limited_total": "Messages dropped by the rate limit",
         "bridge_sessions_opened_total": "HTTP bridge sessions opened",
+        "bridge_messages_dropped_total": "Messages dropped because a bridge session's queue was full",
         "ssh_forwards_refused_total": "SSH forwards refused",
         "backplane_forwarded_total": "Messages forwarded to other gateways over the backplane",
         "backplane_lost_total": "Messages the backplane failed to forward",
@@ -110,6 +115,7 @@ class MetricsSink(Collector):
             "register_refused": self._register_refused,
             "dropped": self._dropped,
             "bridge_session": lambda: self._count("bridge_sessions_opened_total"),
+            "bridge_dropped": lambda count=1: self._count("bridge_messages_dropped_total", count),
             "ssh_login": lambda **_: self.ssh_logins.add("accepted"),
             "ssh_refused": lambda **_: self.ssh_logins.add("refused"),
             "forward_refused": lambda **_: self._count("ssh_forwards_refused_total"),

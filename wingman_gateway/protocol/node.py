@@ -201,7 +201,7 @@ class NodeCore:
             if isinstance(error, self.runtime.cancelled) and self._closed:
                 raise ClientError(NOT_CONNECTED, "the client was closed while connecting") from None
             raise
-        node_id = reply["payload"]["nodeId"]
+        node_id: str = reply["payload"]["nodeId"]
         self.node_id = node_id
         self.log.info("registered with {url} as node {nodeId}", url=self.url, nodeId=node_id)
         return node_id
@@ -303,19 +303,19 @@ class NodeCore:
 
     # -- requests ---------------------------------------------------------
 
-    async def join(self, room: str, create: bool = True, description: str | None = None) -> dict:
+    async def join(self, room: str, create: bool = True, description: str | None = None) -> dict[str, Any]:
         """Join ``room`` by name (creating it if ``create``); the ack payload."""
         reply = await self._request("join_group", join_payload(room, create, description))
-        ack = reply["payload"]
+        ack: dict[str, Any] = reply["payload"]
         self.rooms[ack["groupName"]] = ack["groupId"]
         self._descriptions[ack["groupName"]] = description
         self.positions.joined(ack["groupName"], ack, reply)
         return ack
 
-    async def leave(self, room: str) -> dict:
+    async def leave(self, room: str) -> dict[str, Any]:
         """Leave ``room`` (name or id); the ack payload."""
         reply = await self._request("leave_group", {"groupId": self.rooms.get(room, room)})
-        ack = reply["payload"]
+        ack: dict[str, Any] = reply["payload"]
         name = ack.get("groupName", room)
         self.rooms.pop(name, None)
         self._descriptions.pop(name, None)
@@ -341,7 +341,7 @@ class NodeCore:
         await self._request("ping")
         return float(self.runtime.now() - started)
 
-    async def who(self, room: str) -> list[dict]:
+    async def who(self, room: str) -> list[dict[str, Any]]:
         """Members of a room this node is in (the gateway's idempotent join ack)."""
         group_id = self.rooms.get(room) or (room if room in self.rooms.values() else None)
         if group_id is None:
@@ -368,7 +368,7 @@ class NodeCore:
         self._pending[message_id] = reply
         try:
             link.transport.send_text(text)
-            answer = await self._bounded(reply, f"waiting for the reply to {kind}")
+            answer: dict[str, Any] = await self._bounded(reply, f"waiting for the reply to {kind}")
         finally:
             self._pending.pop(message_id, None)
         if answer.get("type") == "error":

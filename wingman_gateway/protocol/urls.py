@@ -12,15 +12,21 @@ from wingman_gateway.protocol.errors import CONNECTION_FAILED, ClientError
 
 TRANSPORTS = ("websocket", "http", "auto")
 _SCHEMES = {"ws": "websocket", "wss": "websocket", "http": "http", "https": "http"}
+# The transport a URL's scheme gets when none is named.
+_DEFAULTS = {"websocket": "auto", "http": "http"}
 
 
 def transport_kind(url: str, kind: str | None) -> str:
-    """``kind`` if given (and known), else the transport ``url``'s scheme speaks."""
+    """``kind`` if given (and known), else the default for ``url``'s scheme.
+
+    A ``ws://`` or ``wss://`` URL means ``auto`` (WebSocket, else the HTTP
+    bridge, as the JavaScript client does); ``http://`` or ``https://`` the bridge.
+    """
     if kind is None:
         scheme = urlsplit(url).scheme.lower()
         if scheme not in _SCHEMES:
             raise ClientError(CONNECTION_FAILED, f"unsupported URL scheme {scheme!r} in {url!r}")
-        return _SCHEMES[scheme]
+        return _DEFAULTS[_SCHEMES[scheme]]
     if kind not in TRANSPORTS:
         raise ClientError(
             CONNECTION_FAILED, f"unknown transport {kind!r} (expected one of {', '.join(TRANSPORTS)})"
@@ -59,7 +65,14 @@ def as_http_url(url: str) -> str:
     return _swap_scheme(url, "http", "https", "")
 
 
+def beside(url: str, path: str) -> str:
+    """``path`` on the gateway ``url`` names, over http(s): ``ws(s)://host:port[/prefix]/ws``
+    or ``http(s)://host:port[/prefix][/bridge]`` gives ``http(s)://host:port[/prefix]PATH``."""
+    parts = urlsplit(url)
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme.lower(), parts.scheme.lower())
+    return urlunsplit((scheme, parts.netloc, _gateway_path(parts.path) + path, "", ""))
+
+
 def bridge_base(url: str) -> str:
     """``http(s)://host:port[/prefix]/bridge`` for a gateway URL (``/ws`` or ``/bridge`` ending dropped)."""
-    parts = urlsplit(url)
-    return urlunsplit((parts.scheme, parts.netloc, _gateway_path(parts.path) + "/bridge", "", ""))
+    return beside(url, "/bridge")

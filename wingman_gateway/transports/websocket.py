@@ -6,10 +6,13 @@ import inspect
 from typing import Any, Callable
 
 from autobahn.twisted.resource import WebSocketResource
+from autobahn.twisted.util import peer2str
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.util import encode_truncate
+from autobahn.websocket.protocol import TrafficStats
 from twisted.internet.interfaces import IReactorTime
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+from twisted.web.server import NOT_DONE_YET
 from wingman_gateway.logs import get_logger
 from zope.interface import implementer
 
@@ -27,6 +30,7 @@ from wingman_gateway.envelope import encode
 from wingman_gateway.gate import GatedConnection
 from wingman_gateway import errors
 from wingman_gateway.router import Router
+from wingman_gateway.transports.upgrade import offers_declined, plain_key, resume, switching, take_over
 from wingman_gateway.web.origin import origin_refusal
 from wingman_gateway.state import Node
 
@@ -105,6 +109,36 @@ class GatewayWebSocket(WebSocketServerProtocol):
     # -- connection lifecycle ------------------------------------------
 
     def connectionMade(self) -> None:
+        """A connection for Autobahn's own opening handshake (see ``upgrade``)."""
+        self._adopt()
+        super().connectionMade()  # sets TCP_NODELAY (Autobahn's tcpNoDelay option, on)
+
+    def open_upgraded(self, transport: Any, answer: bytes) -> None:
+        """Start on a connection whose upgrade ``upgrade.plain_key`` found plain:
+        write ``answer`` (the 101) and be open at once.
+
+        What Autobahn's opening handshake would leave behind for such an
+        upgrade, without its parse, its timer or its transport details
+        (read by nothing here); its framing then runs unchanged.
+        """
+        self.connected = 1
+        self.transport = transport
+        self._adopt()
+        set_no_delay(self.transport)
+        self.peer = peer2str(self.transport)
+        self.factory.countConnections += 1  # as Autobahn counts; it subtracts when the connection is lost
+        self.trafficStats = TrafficStats()
+        self.websocket_version = 13
+        self.state = self.STATE_OPEN
+        self.send_state = self.SEND_STATE_GROUND
+        self.inside_message = False
+        self.current_frame = None  # type: ignore[assignment]  # Autobahn's own value between frames
+        self.transport.write(answer)
+        self._onOpen()
+        self.is_open.callback(None)
+
+    def _adopt(self) -> None:
+        """Take the transport as twisted.web hands it over."""
         # Autobahn looks for TLS on its transport itself: under TLS, talk to
         # the TLS layer directly (the listener's door stays in the chain).
         below = getattr(self.transport, "transport", None)
@@ -113,8 +147,6 @@ class GatewayWebSocket(WebSocketServerProtocol):
         # Handed over from twisted.web, the transport still names the HTTP
         # channel as its producer; the outbound guard takes its place.
         self.transport.unregisterProducer()
-        super().connectionMade()
-        set_no_delay(self.transport)
 
     def onOpen(self) -> None:
         factory = self.factory
@@ -174,7 +206,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
             return
         data = pending[0] if len(pending) == 1 else b"".join(pending)
         guard = self._guard
-        if guard.paused and not guard.check(len(data)):  # type: ignore[union-attr]
+        if guard is not None and guard.paused and not guard.check(len(data)):
             return
         self._write(data)
 
@@ -347,13 +379,28 @@ class GatewayWebSocketResource(WebSocketResource):
     def render(self, request: Any) -> Any:
         refusal = origin_refusal(self._allows, request)
         if refusal is None:
-            return super().render(request)
+            key = plain_key(request) if request.channel.transport is not None else None
+            if key is not None and self._open(request, key):
+                return NOT_DONE_YET
+            return super().render(request)  # Autobahn's own handshake (see ``upgrade``)
         router = self._factory.router
         request.setResponseCode(403)
         request.setHeader(b"content-type", b"application/json")
         request.setHeader(b"cache-control", b"no-store")
         return encode({"type": "error", "payload": {"code": errors.FORBIDDEN, "message": refusal},
                        "timestamp": router.now_ms()})
+
+    def _open(self, request: Any, key: bytes) -> bool:
+        """Answer a plain upgrade (``upgrade.plain_key``) and open its connection;
+        False when its extension offers need Autobahn's handshake."""
+        factory = self._factory
+        connection = factory.buildProtocol(request.transport.getPeer())
+        if not offers_declined(connection, request):
+            return False
+        transport = take_over(request, connection)
+        connection.open_upgraded(transport, switching(key, factory.server, factory.headers))
+        resume(transport)
+        return True
 
 
 def websocket_resource(

@@ -94,6 +94,4 @@ class BoundedRequest(Request):
 def _cancel(result: Any, call: Any) -> None:
     if call.active():
         call.cancel()
-    if isinstance(result, Failure):
-        return None
-    return result
+    return None  # a Failure (the request ended early) is consumed, not passed on

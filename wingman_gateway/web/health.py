@@ -11,6 +11,7 @@ from twisted.web.server import Request
 
 from wingman_gateway import __version__
 from wingman_gateway.router import Router
+from wingman_gateway.web.headers import header
 
 SERVICE = "wingman-gateway"
 
@@ -37,6 +38,9 @@ class HealthSources:
     sections: Mapping[str, Callable[[], Any]] = attrs.Factory(dict)
     # Why the gateway serves but not fully (e.g. its cluster link is down); None: healthy.
     degraded: Callable[[], str | None] = lambda: None
+    # The web pages' origins that may read the report (--cors-origin): a page
+    # that may use the gateway may ask it first how loaded it is.
+    origins: Callable[[str], bool] = lambda origin: False
 
     def report(self) -> dict[str, Any]:
         return {
@@ -61,6 +65,10 @@ class HealthResource(Resource):
         self.sources = sources
 
     def render_GET(self, request: Request) -> bytes:
+        request.setHeader(b"vary", b"Origin")
+        origin = header(request, "origin")
+        if origin is not None and self.sources.origins(origin):
+            request.setHeader(b"access-control-allow-origin", origin.encode("utf-8"))
         return json_response(request, 200, self.sources.report())
 
 
@@ -85,7 +93,8 @@ class StatsResource(Resource):
         router = self.router
         refusal = self.check(request)
         if refusal is not None:
-            return refusal.answer(request)
+            answer: bytes = refusal.answer(request)
+            return answer
         scope = (request.args.get(b"scope") or [b"gateway"])[0].decode("utf-8", "replace")
         if scope != "gateway":
             if scope not in self.scopes:

@@ -23,7 +23,7 @@ def documentation() -> str:
     for entry in meta.get_all("Project-URL") or ():
         label, _, url = entry.partition(",")
         if label.strip().lower() in ("documentation", "homepage", "source") and url.strip():
-            return url.strip()
+            return str(url).strip()
     home = next(iter(meta.get_all("Home-page") or ()), None)
     return home if home and home != "UNKNOWN" else README
 

@@ -42,7 +42,8 @@ class _Redacted:
 
 def _access_line(timestamp: str, request: Request) -> str:
     """The access log line (combined format), with secrets blotted out."""
-    return combinedLogFormatter(timestamp, _Redacted(request))
+    line: str = combinedLogFormatter(timestamp, _Redacted(request))
+    return line
 
 
 class GatewaySite(Site):

@@ -2,6 +2,7 @@
 // check resuming: it records every broadcast it delivers and every state
 // event, and answers commands on stdin.
 // Usage: node listener.mjs CLIENT_MODULE URL WIRE ROOM [OPTIONS_JSON]
+// URL is one gateway URL, or a JSON list of them (one cluster's gateways).
 // WIRE "ws" passes Debian's `ws` package as the WebSocket class; "bridge"
 // passes none (Node 20 has no global WebSocket), so the HTTP bridge is used.
 //
@@ -13,13 +14,25 @@
 //                    connection: every message a duplicate the client must drop
 //   SEND KEY TEXT -> SENT N, once TEXT was broadcast to the room with the
 //                    idempotency key KEY (N: the recipients the ack gives)
+//   UNTIL N       -> SAW N, once a broadcast whose payload's `n` is N came
+//   WHERE         -> WHERE {"nodeId", "url", "since", "opened"}: the node now,
+//                    its gateway, the room's position (null: none offered) and
+//                    every WebSocket URL opened so far (wire "ws")
+//   MEMBERS       -> MEMBERS [names]: the room's members, as the gateway says
 //   END           -> RESULT {...}, and the node closes
 import { createInterface } from "node:readline";
 
-const [clientPath, url, wire, room, optionsJson] = process.argv.slice(2);
+const [clientPath, given, wire, room, optionsJson] = process.argv.slice(2);
+const url = given.startsWith("[") ? JSON.parse(given) : given;
 const { connect } = await import(clientPath);
 const options = { minBackoff: 100, maxBackoff: 500, requestTimeout: 5000, ...JSON.parse(optionsJson || "{}") };
-if (wire === "ws") options.WebSocket = (await import("/usr/share/nodejs/ws/wrapper.mjs")).WebSocket;
+const opened = []; // every WebSocket URL the client opened, in order
+if (wire === "ws") {
+  const { WebSocket } = await import("/usr/share/nodejs/ws/wrapper.mjs");
+  options.WebSocket = class extends WebSocket {
+    constructor(address, ...rest) { super(address, ...rest); opened.push(String(address)); }
+  };
+}
 
 const LIMIT_MS = 30000; // every wait is bounded
 const delivered = [];
@@ -50,6 +63,13 @@ for await (const line of createInterface({ input: process.stdin })) {
     console.log("REPLAYED");
   } else if (command === "SEND") {
     console.log(`SENT ${await node.broadcast(room, rest.join(" "), { key: argument })}`);
+  } else if (command === "UNTIL") {
+    await until(() => delivered.some((payload) => payload?.n === Number(argument)), `broadcast ${argument}`);
+    console.log(`SAW ${argument}`);
+  } else if (command === "WHERE") {
+    console.log("WHERE " + JSON.stringify({ nodeId: node.nodeId, url: node.url, since: node.positions.get(room), opened }));
+  } else if (command === "MEMBERS") {
+    console.log("MEMBERS " + JSON.stringify((await node.who(room)).map((member) => member.name).sort()));
   } else if (command === "END") {
     console.log("RESULT " + JSON.stringify({ delivered, states, chosen: node.chosen }));
     break;

@@ -33,7 +33,7 @@ class BridgeOptions:
 def check_origin(key: str, value: Any) -> str:
     """One allowed CORS origin (``scheme://host[:port]``, or ``*`` for any)."""
     if value == "*" or (isinstance(value, str) and _ORIGIN.match(value)):
-        return value
+        return str(value)
     raise ConfigError(
         f"{key}: expected an origin like https://app.example or http://127.0.0.1:8080 "
         f"(scheme://host[:port], no path), or *, got {value!r}"

@@ -5,7 +5,8 @@ connection breaks), so nothing is dropped when it is sent: each message has
 a sequence number and stays queued until the client confirms it by asking
 for what comes after it. The queue is bounded in messages and bytes; on
 overflow new messages are dropped and counted, and the client gets one
-notice saying how many were lost, at the place where they were lost.
+notice saying how many were lost, at the place where they were lost;
+``noticed`` hears of each notice once it is queued (the metrics count it).
 """
 
 from __future__ import annotations
@@ -15,15 +16,23 @@ from typing import Callable
 
 # Builds the loss notice (an encoded error envelope) for ``lost`` messages.
 NoticeFactory = Callable[[int], bytes]
+# Told that the notice of ``lost`` messages was queued.
+NoticeHook = Callable[[int], None]
+
+
+def _ignore(lost: int) -> None:
+    pass
 
 
 class DeliveryQueue:
     """Messages for one client, numbered from 1, until confirmed."""
 
-    def __init__(self, max_messages: int, max_bytes: int, notice: NoticeFactory) -> None:
+    def __init__(self, max_messages: int, max_bytes: int, notice: NoticeFactory,
+                 noticed: NoticeHook = _ignore) -> None:
         self.max_messages = max_messages
         self.max_bytes = max_bytes
         self._notice = notice
+        self._noticed = noticed
         self._entries: deque[tuple[int, bytes]] = deque()
         self.bytes = 0
         self.last_seq = 0  # the newest sequence number handed out
@@ -84,4 +93,5 @@ class DeliveryQueue:
         # byte bound must still be reported.
         if self._fits(len(data)) or not self._entries:
             self._append(data)
-            self.lost = 0
+            lost, self.lost = self.lost, 0
+            self._noticed(lost)

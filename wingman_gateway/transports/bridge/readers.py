@@ -16,7 +16,7 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from wingman_gateway.transports.bridge.session import BridgeSession, IReader
-from wingman_gateway.connection import socket_transport, unsent_bytes
+from wingman_gateway.connection import SLOW_CONSUMER, socket_transport, unsent_bytes
 from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.bridge")
@@ -183,6 +183,9 @@ class StreamReader:
             nodeId=self.session.node.node_id,
             unsent=unsent,
         )
+        session = self.session
+        session.bridge.router.events.emit("dropped", transport=session.transport_name,
+                                          reason=SLOW_CONSUMER)
         self._stop()
         if self._transport is not None:
             self._transport.abortConnection()

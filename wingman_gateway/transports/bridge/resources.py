@@ -77,7 +77,7 @@ def _secret(request: Request, query: bool) -> str | None:
     if query:
         given = request.args.get(b"session")
         if given and given[0]:
-            return given[0].decode("utf-8", "surrogateescape")
+            return bytes(given[0]).decode("utf-8", "surrogateescape")
     return None
 
 

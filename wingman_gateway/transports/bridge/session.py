@@ -62,7 +62,8 @@ class BridgeSession:
         self.bridge = bridge
         self.peer = peer
         options = bridge.options
-        self.queue = DeliveryQueue(options.queue_messages, options.queue_bytes, self._loss_notice)
+        self.queue = DeliveryQueue(options.queue_messages, options.queue_bytes, self._loss_notice,
+                                   self._loss_noticed)
         self.reader: IReader | None = None
         self.ended: tuple[int, str] | None = None
         self.key: bytes | None = None  # digest of the secret, once admitted
@@ -82,14 +83,16 @@ class BridgeSession:
             self._replies.append(message)
             return
         had_loss = self.queue.lost
-        if not self.queue.push(message.data) and not had_loss:
-            log.warn(
-                "bridge queue of node {nodeId} is full: dropping messages",
-                nodeId=self.node.node_id,
-                peer=self.peer,
-                queued=len(self.queue),
-                queuedBytes=self.queue.bytes,
-            )
+        if not self.queue.push(message.data):
+            self.bridge.router.events.emit("bridge_dropped", count=1)
+            if not had_loss:
+                log.warn(
+                    "bridge queue of node {nodeId} is full: dropping messages",
+                    nodeId=self.node.node_id,
+                    peer=self.peer,
+                    queued=len(self.queue),
+                    queuedBytes=self.queue.bytes,
+                )
         if self.reader is not None:
             self.reader.wake()
 
@@ -156,6 +159,10 @@ class BridgeSession:
         expiry, self._expiry = self._expiry, None
         if expiry is not None and expiry.active():
             expiry.cancel()
+
+    def _loss_noticed(self, lost: int) -> None:
+        """The loss notice is queued: an error envelope sent, like the Router's own."""
+        self.bridge.router.events.emit("refused", code=errors.MESSAGES_LOST)
 
     def _loss_notice(self, lost: int) -> bytes:
         queue = self.queue

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from wingman_gateway.config import ConfigError, GatewayConfig
+from wingman_gateway.checks import ConfigError
+from wingman_gateway.config import GatewayConfig
 from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
 from wingman_gateway.listener import Listener

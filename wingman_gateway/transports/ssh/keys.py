@@ -61,7 +61,7 @@ def load_host_key(path: str | os.PathLike[str]) -> keys.Key:
     except OSError as error:
         raise KeyFileError(f"ssh-host-key: cannot read {path}: {error.strerror}")
     try:
-        key = keys.Key.fromString(data)
+        key: keys.Key = keys.Key.fromString(data)
     except (keys.BadKeyError, keys.EncryptedKeyError, ValueError) as error:
         raise KeyFileError(f"ssh-host-key: {path} is not an unencrypted private key ({error})")
     if key.isPublic():
@@ -87,7 +87,7 @@ def _create_host_key(path: Path) -> keys.Key:
 
 def fingerprint(key: keys.Key) -> str:
     """``SHA256:...`` as ``ssh-keygen -l`` prints it."""
-    digest = key.fingerprint(keys.FingerprintFormats.SHA256_BASE64)
+    digest: str = key.fingerprint(keys.FingerprintFormats.SHA256_BASE64)
     return "SHA256:" + digest.rstrip("=")
 
 
@@ -284,9 +284,8 @@ class KeyFileChecker(SSHPublicKeyChecker):
         self.keyfile = keyfile
 
     def requestAvatarId(self, credentials: Any) -> defer.Deferred[SSHIdentity]:
-        d = super().requestAvatarId(credentials)
-        d.addCallback(self._identify, credentials)
-        return d
+        checked: defer.Deferred[bytes] = super().requestAvatarId(credentials)
+        return checked.addCallback(self._identify, credentials)
 
     def _identify(self, username: bytes, credentials: Any) -> SSHIdentity:
         for entry in self.keyfile.entries_for(username):

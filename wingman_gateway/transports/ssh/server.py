@@ -12,7 +12,7 @@ import struct
 from typing import Any, Callable, Iterable
 
 from twisted.conch.avatar import ConchUser
-from twisted.conch.error import ValidPublicKey
+from twisted.conch.error import IgnoreAuthentication, ValidPublicKey
 from twisted.conch.interfaces import IConchUser
 from twisted.conch.ssh import _kex, common, connection, forwarding, keys, transport, userauth
 from twisted.conch.ssh.factory import SSHFactory
@@ -97,11 +97,12 @@ class GatewayUserAuth(userauth.SSHUserAuthServer):
 
     def _factory(self) -> GatewaySSHFactory:
         assert self.transport is not None  # a login runs on its connection
-        return self.transport.factory
+        factory: GatewaySSHFactory = self.transport.factory
+        return factory
 
     def _peer(self) -> str:
         assert self.transport is not None
-        return address_text(self.transport.transport.getPeer())  # type: ignore[union-attr]
+        return address_text(self.transport.transport.getPeer())  # type: ignore[union-attr]  # a login runs on a connection
 
     def _logged_in(self, result: Any) -> Any:
         identity = result[1].identity
@@ -115,7 +116,9 @@ class GatewayUserAuth(userauth.SSHUserAuthServer):
         return result
 
     def _refused(self, failure: Failure, packet: bytes) -> Failure:
-        if failure.check(ValidPublicKey):  # a key query, not a login attempt
+        # A key query ("would this key do?"), not a login attempt: Conch
+        # answers an acceptable key with PK_OK and fails it as ignored.
+        if failure.check(ValidPublicKey, IgnoreAuthentication):
             return failure
         try:
             blob = common.getNS(packet[1:], 2)[1]
@@ -145,7 +148,7 @@ class GatewayConnection(connection.SSHConnection):
             super().ssh_CHANNEL_OPEN(packet)
             return
         code, text = refusal
-        self.transport.sendPacket(  # type: ignore[union-attr]
+        self.transport.sendPacket(  # type: ignore[union-attr]  # channels open on a connected transport
             connection.MSG_CHANNEL_OPEN_FAILURE,
             struct.pack(">2L", sender, code) + common.NS(text.encode("utf-8")) + common.NS(b""),
         )

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import struct
 from collections import deque
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 from twisted.conch.ssh import common, connection
 from twisted.conch.ssh.session import SSHSession
@@ -115,7 +115,7 @@ class LineConnection(Protocol):
         self.clock: IReactorTime = avatar.clock
         self.peer = avatar.describe_peer()
         self.session: Any = None
-        self.channel: GatewaySession | None = None
+        self._channel: GatewaySession | None = None
         self._open = False
         self._closing = False
         self._lost = False
@@ -125,10 +125,16 @@ class LineConnection(Protocol):
         self._socket: Any = None
         self._splitter = LineSplitter(self.router.limits.max_payload, self._line, self._too_long)
 
+    @property
+    def channel(self) -> GatewaySession:
+        """The SSH channel this connection runs on (known once it is made)."""
+        assert self._channel is not None, "used before connectionMade"
+        return self._channel
+
     # -- lifecycle -------------------------------------------------------
 
     def connectionMade(self) -> None:
-        self.channel = self.transport.session  # type: ignore[union-attr]
+        self._channel = self.transport.session  # type: ignore[union-attr]  # Conch's session wrapper carries .session
         self.channel.line_connection = self
         self._socket = socket_transport(self.channel.conn.transport)  # type: ignore[union-attr]  # an open channel has its connection
         self._open = True
@@ -160,7 +166,8 @@ class LineConnection(Protocol):
 
     def _exit_status(self, status: int) -> None:
         channel = self.channel
-        channel.conn.sendRequest(channel, b"exit-status", struct.pack(">L", status))  # type: ignore[union-attr]
+        assert channel.conn is not None  # an open channel has its connection
+        channel.conn.sendRequest(channel, b"exit-status", struct.pack(">L", status))
 
     # -- incoming --------------------------------------------------------
 
@@ -196,7 +203,7 @@ class LineConnection(Protocol):
                 "timestamp": self.router.now_ms()}
         self._write(encode(last) + b"\n", checked=False)
         if status != CLOSE_NORMAL:
-            channel.writeExtended(connection.EXTENDED_DATA_STDERR,  # type: ignore[union-attr]
+            channel.writeExtended(connection.EXTENDED_DATA_STDERR,
                                   f"wingman-gateway: {reason}\r\n".encode("utf-8"))
         self._exit_status(0 if status == CLOSE_NORMAL else 1)
         # Later, so the Router's own disconnect (with its reason) comes first.
@@ -208,15 +215,15 @@ class LineConnection(Protocol):
         channel = self.channel
         if checked and not self._fits(len(line)):
             return
-        if self._queue or not channel.areWriting:  # type: ignore[union-attr]
+        if self._queue or not channel.areWriting:
             self._queue.append(line)
             self._queued += len(line)
         else:
-            channel.write(line)  # type: ignore[union-attr]
+            channel.write(line)
 
     def _fits(self, adding: int) -> bool:
         channel = self.channel
-        pending = (self._queued + len(channel.buf or b"")  # type: ignore[union-attr]
+        pending = (self._queued + len(channel.buf or b"")
                    + unsent_bytes(self._socket) + adding)
         limit = self.router.limits.max_buffer
         if pending <= limit:
@@ -228,12 +235,12 @@ class LineConnection(Protocol):
     def drain(self) -> None:
         """The client's window opened again: hand queued lines to the channel."""
         channel = self.channel
-        while self._queue and channel.areWriting:  # type: ignore[union-attr]
+        while self._queue and channel.areWriting:
             line = self._queue.popleft()
             self._queued -= len(line)
-            channel.write(line)  # type: ignore[union-attr]
+            channel.write(line)
         if self._closing and not self._queue:
-            channel.loseConnection()  # type: ignore[union-attr]
+            channel.loseConnection()
 
     def _finish(self) -> None:
         """Close the channel once everything queued has gone; abort if it never does."""
@@ -292,21 +299,22 @@ class GatewaySession(SSHSession):
         channel's stderr when a request fails, and the message would be lost.
         Nothing runs.
         """
-        avatar = self.avatar
+        avatar = cast("GatewayAvatar", self.avatar)  # the gateway's realm makes every avatar
         log.info("SSH {what} request refused for {peer}", what=what,
-                 peer=avatar.describe_peer())  # type: ignore[union-attr]
+                 peer=avatar.describe_peer())
         self.writeExtended(connection.EXTENDED_DATA_STDERR,
                            f"wingman-gateway: {message}\r\n".encode("utf-8"))
         if not self._refused:
             self._refused = True
-            avatar.clock.callLater(0, self._exit_refused)  # type: ignore[union-attr]
+            avatar.clock.callLater(0, self._exit_refused)
         return 1
 
     def _exit_refused(self) -> None:
         if self.localClosed:
             return
-        self.conn.sendRequest(self, b"exit-status", struct.pack(">L", 1))  # type: ignore[union-attr]
-        self.conn.sendEOF(self)  # type: ignore[union-attr]
+        assert self.conn is not None  # not closed yet: it has its connection
+        self.conn.sendRequest(self, b"exit-status", struct.pack(">L", 1))
+        self.conn.sendEOF(self)
         self.loseConnection()
 
     def dataReceived(self, data: bytes) -> None:

@@ -3,6 +3,8 @@
 //
 //   import { connect } from "./wingman.js";
 //   const node = await connect("ws://127.0.0.1:3000/ws", { name: "echo", token, rooms: ["alpha"] });
+//   // or the gateways of one cluster: the least loaded that answers, another when it dies
+//   const node = await connect(["ws://east:3000/ws", "ws://west:3000/ws"], { name: "echo" });
 //   node.on("message", (m) => console.log(m.type, m.fromName, m.payload));
 //   await node.broadcast("alpha", { hello: "room" });
 //   for await (const m of node) { ... }
@@ -18,10 +20,22 @@
 // `epoch` it has seen), rejoins with `since` after a reconnect, drops a
 // broadcast it has already delivered and reports `recovered` or `gap` as a
 // state event; `broadcast(room, message, {key})` sends with an idempotency key.
+//
+// Several gateways (a list of URLs, one cluster): before each connection and
+// each reconnection the node asks every gateway's /health at once (fetch,
+// `probeTimeout`), takes the fewest `stats.totalNodes` among the healthy ones,
+// then the degraded ones, then those that did not answer (still tried, in the
+// order given), and moves on to the next when one cannot be reached or is
+// full, as the Python clients do. In a browser the page's origin must be
+// allowed by every gateway (`--cors-origin`, which covers /health too), else
+// the probes go unread and the URLs are tried in the order given.
 
 const CLOSE_NORMAL = 1000;
 const FINAL_ON_RECONNECT = new Set(["AUTH_FAILED"]);
 const CONNECTION_CODES = new Set(["CONNECTION_LOST", "NOT_CONNECTED", "TIMEOUT"]);
+// Failures of one gateway that another gateway of the list may not have.
+const TRY_NEXT = new Set(["CONNECTION_FAILED", "CONNECTION_LOST", "TIMEOUT", "TLS_ERROR", "MAX_NODES_REACHED"]);
+const PROBE_TIMEOUT = 2000; // ms, for /health when choosing among gateways
 const READER_RETRIES = [100, 500, 1000];
 const POLL_TIMEOUT = 25;
 const CONFIRM_DELAY = 50;
@@ -58,11 +72,45 @@ function withScheme(url, plain, secure, path) {
   return `${tls ? secure : plain}://${parsed.host}${gatewayPath(parsed.pathname)}${path}${parsed.search}`;
 }
 
-export const websocketUrl = (url) => withScheme(url, "ws", "wss", "/ws");
-export const bridgeUrl = (url) => {
+/** `path` on the gateway `url` names, over http(s). */
+function besideUrl(url, path) {
   const parsed = new URL(withScheme(url, "http", "https", ""));
-  return `${parsed.protocol}//${parsed.host}${gatewayPath(parsed.pathname)}/bridge`;
-};
+  return `${parsed.protocol}//${parsed.host}${gatewayPath(parsed.pathname)}${path}`;
+}
+
+export const websocketUrl = (url) => withScheme(url, "ws", "wss", "/ws");
+export const bridgeUrl = (url) => besideUrl(url, "/bridge");
+export const healthUrl = (url) => besideUrl(url, "/health");
+
+// -- choosing among the gateways of a cluster -----------------------------
+
+/** The gateway's /health report, or null when it does not answer as one. */
+async function probe(url, timeout) {
+  try {
+    const response = await fetch(healthUrl(url), { signal: AbortSignal.timeout(timeout) });
+    if (response.status !== 200) { await response.body?.cancel(); return null; }
+    const report = await response.json();
+    return report && typeof report === "object" && report.service === "wingman-gateway" ? report : null;
+  } catch {
+    return null; // refused, timed out, not JSON, or unreadable (CORS)
+  }
+}
+
+/** `urls` (gateways of one cluster) best first, each asked for /health at
+ * once: healthy ones by their load (`stats.totalNodes`, fewest first), then
+ * `degraded` ones, then those that did not answer, which are still tried;
+ * ties keep the order given. */
+export async function rankByLoad(urls, timeout = PROBE_TIMEOUT) {
+  const reports = await Promise.all(urls.map((url) => probe(url, timeout)));
+  const rank = (index) => {
+    const report = reports[index];
+    if (!report) return [2, 0, index];
+    const nodes = report.stats && typeof report.stats === "object" ? report.stats.totalNodes : undefined;
+    return [report.status === "healthy" ? 0 : 1, Number.isInteger(nodes) ? nodes : 0, index];
+  };
+  const order = (a, b) => { const x = rank(a), y = rank(b); return x[0] - y[0] || x[1] - y[1] || x[2] - y[2]; };
+  return urls.map((_, index) => index).sort(order).map((index) => urls[index]);
+}
 
 // -- wires: open(), send(text), close(code, reason); report to receiver ------
 
@@ -469,12 +517,17 @@ function toMessage(envelope) {
 export class Node {
   constructor(url, options = {}) {
     if (!options.name) throw new TypeError("connect(url, {name}) needs a name");
-    this.url = url;
+    // Several URLs: one cluster's gateways, ranked by load at each connection.
+    this.urls = typeof url === "string" ? [url] : Array.from(url ?? []);
+    if (!this.urls.length || !this.urls.every((each) => typeof each === "string")) {
+      throw new TypeError("connect(url) needs a gateway URL or a list of them");
+    }
+    this.url = this.urls[0]; // the gateway of the current (or last) connection
     this.name = options.name;
     this.token = options.token;
     this.options = {
       reconnect: true, minBackoff: 500, maxBackoff: 30000, requestTimeout: 10000, transport: undefined,
-      ...options,
+      probeTimeout: PROBE_TIMEOUT, ...options,
     };
     this.WebSocketClass = options.WebSocket ?? globalThis.WebSocket;
     this.nodeId = null;
@@ -498,7 +551,9 @@ export class Node {
   }
 
   /** `on("message", fn)` for every delivered message; `on("state", fn)` with
-   * `(event, details)` for connected, disconnected, reconnecting, reconnected,
+   * `(event, details)` for connected ({nodeId, url}), disconnected ({reason,
+   * code}), reconnecting ({attempt, delay, lastError}), reconnected ({nodeId,
+   * rooms, url}: `url` is the gateway now joined),
    * and, for each room resumed after a reconnect, `recovered` ({room, since,
    * missed}: what was said while away follows, in order) or `gap` ({room,
    * since, reason}: messages may have been lost; reason is the gateway's:
@@ -572,12 +627,31 @@ export class Node {
     if (this.connected) return this.nodeId;
     const nodeId = await this.establish();
     this.connected = true;
-    this.emit("connected", { nodeId });
+    this.emit("connected", { nodeId, url: this.url });
     for (const room of this.options.rooms ?? []) await this.join(room);
     return nodeId;
   }
 
+  /** Register with the first gateway that takes the node: the only URL, or
+   * the list ranked by load, moving on while a gateway is unreachable or full. */
   async establish() {
+    const urls = this.urls.length > 1
+      ? await rankByLoad(this.urls, Math.min(this.options.probeTimeout, this.options.requestTimeout))
+      : this.urls;
+    for (const [index, url] of urls.entries()) {
+      if (this.closed) break;
+      this.url = url;
+      try {
+        return await this.establishAt();
+      } catch (error) {
+        if (!TRY_NEXT.has(error.code) || index === urls.length - 1 || this.closed) throw error;
+      }
+    }
+    throw new WingmanError("NOT_CONNECTED", "the client was closed while connecting");
+  }
+
+  /** Open a wire to `this.url` and register on it. */
+  async establishAt() {
     const link = { current: true };
     const receiver = {
       text: (text) => { if (this.link === link) this.received(text); },
@@ -623,10 +697,11 @@ export class Node {
   }
 
   async reconnectLoop() {
+    let lastError = null; // the code that refused the previous attempt
     for (let attempt = 1; !this.closed; attempt++) {
       const ceiling = Math.min(this.options.maxBackoff, this.options.minBackoff * 2 ** Math.min(attempt, 60));
       const delay = this.options.minBackoff + Math.random() * (ceiling - this.options.minBackoff);
-      this.emit("reconnecting", { attempt, delay });
+      this.emit("reconnecting", { attempt, delay, lastError });
       await new Promise((resolve) => { this.sleeping = setTimeout(resolve, delay); });
       if (this.closed) return;
       let nodeId, rooms;
@@ -640,11 +715,12 @@ export class Node {
           this.endStreams();
           return;
         }
+        lastError = error.code ?? null;
         continue;
       }
       if (!this.link) continue; // lost again while rejoining
       this.connected = true;
-      this.emit("reconnected", { nodeId, rooms: Object.fromEntries(rooms) });
+      this.emit("reconnected", { nodeId, rooms: Object.fromEntries(rooms), url: this.url });
       return;
     }
   }
@@ -816,9 +892,12 @@ export class Node {
 }
 
 /** Connect to the gateway at `url`, register as `name` and join `rooms`.
+ * `url` may be a list: gateways of one cluster; each connection and
+ * reconnection takes the least loaded that answers (see the top of this file).
  * Options: token, rooms, capabilities, agentName, metadata, WebSocket (a
  * class), transport ("websocket" | "http" | "auto"), reconnect (true),
- * minBackoff/maxBackoff (ms), requestTimeout (ms). */
+ * minBackoff/maxBackoff (ms), requestTimeout (ms), probeTimeout (ms, 2000:
+ * how long /health is waited for, at most requestTimeout). */
 export async function connect(url, options = {}) {
   const node = new Node(url, options);
   try {
