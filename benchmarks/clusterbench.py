@@ -1,6 +1,6 @@
 """Cluster benchmarks: fan-out and latency across two gateways, and a reconnect storm.
 
-    .venv/bin/python benchmarks/clusterbench.py [fanout|rate|storm|all] [--runs 3] [--duration S]
+    .venv/bin/python benchmarks/clusterbench.py [fanout|rate|storm|history|all] [--runs 3] [--duration S]
 
 Every run starts its own redis-server and gateways (``--cluster``) and
 stops them by PID. Each figure for a room split over two gateways is
@@ -65,10 +65,10 @@ class Redis:
             self.proc.wait(10)
 
 
-def member(redis: Redis, name: str, cpu: int, max_nodes: int = 1000) -> Server:
+def member(redis: Redis, name: str, cpu: int, max_nodes: int = 1000, options: tuple[str, ...] = ()) -> Server:
     # Long heartbeats: the generator waits for a quiet machine without servicing its nodes.
     extra = ("--cluster", redis.url, "--name", name, "--ping-interval", "300000", "--ping-timeout", "600000")
-    return start_gateway(max_nodes, extra, cpu=cpu, label=name)
+    return start_gateway(max_nodes, extra + options, cpu=cpu, label=name)
 
 
 def get_json(server: Server, path: str) -> Any:
@@ -151,6 +151,46 @@ def run_rate(runs: int, duration: float, second: int) -> None:
          "goal: p99 under 5 ms with the room split over 2 gateways"],
         second,
     )
+
+
+HISTORY_MODES = (("history off", ("--history-size", "0")), ("history on", ()))
+
+
+def run_history(runs: int, duration: float, warmup: float, window: int, second: int) -> None:
+    """fanout and rate on two gateways, room history in Redis off and on (the default 100), each run."""
+    print("\n== cluster history: two gateways, --history-size 0 vs the default (100, kept in Redis) ==")
+    print("  fanout and rate as above (two-gateway placement); ratios on/off within each run")
+    figures: dict[tuple[str, str], list[Any]] = {}
+    for run in range(1, runs + 1):
+        print(f" run {run}/{runs}")
+        for label, options in HISTORY_MODES:
+            for scenario in ("fanout", "rate"):
+                redis = Redis()
+                core = second if scenario == "fanout" else SERVER_CPU
+                first = member(redis, "first", SERVER_CPU, options=options)
+                other = member(redis, "second", core, options=options)
+                try:
+                    wait_formed([first, other])
+                    if scenario == "fanout":
+                        result = fanout(first, duration, warmup, window=window, more=(other,),
+                                        place=_senders_first)
+                    else:
+                        result = rate(first, duration, more=(other,))
+                finally:
+                    other.stop()
+                    first.stop()
+                    redis.stop()
+                figures.setdefault((scenario, label), []).append(result)
+                print(_line(f"{scenario} {label}", result), flush=True)
+    print(" median")
+    for scenario, keys in (("fanout", ("deliveries/s",)), ("rate", ("p50 ms", "p99 ms"))):
+        for label, _ in HISTORY_MODES:
+            print(_line(f"{scenario} {label}", _median(figures[scenario, label])))
+        for key in keys:
+            ratios = sorted(on[key] / off[key] for on, off in zip(figures[scenario, "history on"],
+                                                                  figures[scenario, "history off"]))
+            print(f"  {scenario} {key} on/off per run: {', '.join(f'{r:.3f}' for r in ratios)}; "
+                  f"median {ratios[len(ratios) // 2]:.3f}")
 
 
 def storm(nodes: int, rooms: int) -> dict[str, float]:
@@ -238,7 +278,7 @@ def _exit_on_signal(signum: int, frame: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Wingman Gateway cluster benchmarks (see benchmarks/README.rst)")
-    parser.add_argument("scenario", nargs="?", default="all", choices=["fanout", "rate", "storm", "all"])
+    parser.add_argument("scenario", nargs="?", default="all", choices=["fanout", "rate", "storm", "history", "all"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--duration", type=float, default=10.0, help="measured seconds (fanout, rate)")
     parser.add_argument("--warmup", type=float, default=2.0)
@@ -266,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
                    GENERATOR_CPU if args.second_core is None else args.second_core)
     if args.scenario in ("rate", "all"):
         run_rate(args.runs, args.duration, SERVER_CPU if args.second_core is None else args.second_core)
+    if args.scenario in ("history", "all"):
+        run_history(args.runs, args.duration, args.warmup, args.window,
+                    GENERATOR_CPU if args.second_core is None else args.second_core)
     if args.scenario in ("storm", "all"):
         run_storm(args.runs, args.nodes, args.rooms)
     print(f"\ntotal time {time.monotonic() - began:.0f} s")

@@ -13,7 +13,9 @@ from typing import Any, Iterator
 
 import pytest
 
-from harness.clusterkit import RedisServer, cluster_stats, health_of, presence_events, running_cluster
+from harness.clusterkit import (
+    RedisServer, cluster_stats, collect, expect_no_more, health_of, presence_events, running_cluster,
+)
 from harness.support import GatewayProcess, Node, NodePool, expect_error, http_get, reply_to, wait_until
 
 
@@ -111,17 +113,17 @@ def test_broadcast_reaches_every_member_once_in_order(pools: list[NodePool]) -> 
             sender.send({"type": "broadcast", "messageId": f"{index}-{number}",
                          "payload": {"groupName": "beta", "message": {"n": number, "from": index}}})
     for index, sender in enumerate(senders):
-        acks = _collect(sender, "ack", count)
+        acks = collect(sender, "ack", count)
         assert [a["payload"]["recipients"] for a in acks] == [len(everyone) - 1] * count
-        got = _collect(sender, "broadcast", count)  # the other sender's, never its own
+        got = collect(sender, "broadcast", count)  # the other sender's, never its own
         assert [m["payload"]["n"] for m in got] == list(range(count))
         assert {m["payload"]["from"] for m in got} == {1 - index}
     for receiver in receivers:
-        got = _collect(receiver, "broadcast", 2 * count)
+        got = collect(receiver, "broadcast", 2 * count)
         for index in (0, 1):
             ordered = [m["payload"]["n"] for m in got if m["payload"]["from"] == index]
             assert ordered == list(range(count)), ordered
-        _expect_no_more(receiver, "broadcast")
+        expect_no_more(receiver, "broadcast")
 
 
 def _sees_member(node: Node, node_id: str | None) -> bool:
@@ -129,36 +131,6 @@ def _sees_member(node: Node, node_id: str | None) -> bool:
     node.send({"type": "join_group", "messageId": f"peek{node._next_id}", "payload": {"groupName": "beta"}})
     reply = reply_to(node, f"peek{node._next_id}")
     return any(m["nodeId"] == node_id for m in reply["payload"]["members"])
-
-
-def _collect(node: Node, kind: str, count: int, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """The next ``count`` envelopes of ``kind``, in order; others are held for a later collect."""
-    held: list[dict[str, Any]] = node.__dict__.setdefault("_held", [])
-    got = [message for message in held if message["type"] == kind][:count]
-    for message in got:
-        held.remove(message)
-    deadline = time.monotonic() + timeout
-    while len(got) < count:
-        message = node.recv(max(deadline - time.monotonic(), 0.01))
-        if message["type"] == kind:
-            got.append(message)
-        else:
-            assert message["type"] in ("ping", "presence", "ack", "broadcast"), message
-            held.append(message)
-    return got
-
-
-def _expect_no_more(node: Node, kind: str, seconds: float = 0.5) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return
-        try:
-            message = node.recv(left)
-        except TimeoutError:
-            return
-        assert message["type"] != kind, f"duplicate: {message}"
 
 
 def test_direct_reaches_the_gateway_holding_the_target(pools: list[NodePool]) -> None:
@@ -234,13 +206,25 @@ def test_a_message_crosses_redis_once_per_gateway(
     assert ack["payload"]["recipients"] == 5
     for listener in listeners:
         assert listener.recv_type("broadcast")["payload"] == "one"
-    assert publish_count(redis) - before == 1  # five recipients on gw2: one frame
-    # Each gateway subscribes to the directory and its own inbox, nothing else.
+    assert publish_count(redis) - before == 1  # one PUBLISH, by the script, for both gateways
+    # Each gateway subscribes to the directory, its own inbox, and the
+    # channel of each room it has members of: here gw1 and gw2 follow epsilon's.
     channels = redis_cli(redis, "PUBSUB", "CHANNELS", "wingman:*").split()
-    assert len(channels) == 4 and "wingman:0:directory" in channels
-    # A room on one gateway alone costs Redis nothing.
+    room = f"wingman:0:room:{ack['payload']['groupId']}"
+    assert sorted(c.split(":")[2] for c in channels) == ["directory", "inbox", "inbox", "inbox", "room"]
+    assert room in channels
+    assert redis_cli(redis, "PUBSUB", "NUMSUB", room).split() == [room, "2"]
+    # A room on one gateway alone: one frame, to that gateway only.
     lonely = [pools[2]("x", "zeta"), pools[2]("y", "zeta")]
     before = publish_count(redis)
-    assert lonely[0].request("broadcast", {"groupName": "zeta", "message": 1})["payload"]["recipients"] == 1
+    sent = lonely[0].request("broadcast", {"groupName": "zeta", "message": 1})["payload"]
+    assert sent["recipients"] == 1
     assert lonely[1].recv_type("broadcast")["payload"] == 1
-    assert publish_count(redis) == before
+    assert publish_count(redis) == before + 1
+    zeta = f"wingman:0:room:{sent['groupId']}"
+    assert redis_cli(redis, "PUBSUB", "NUMSUB", zeta).split() == [zeta, "1"]
+    # The last member here leaves: the gateway stops following the room.
+    for node in lonely:
+        node.close()
+    wait_until(lambda: redis_cli(redis, "PUBSUB", "NUMSUB", zeta).split() == [zeta, "0"], 5, "unsubscribed")
+

@@ -163,3 +163,22 @@ def test_metrics_follow_the_backplane(tmp_path: Path) -> None:
             pool.close_all()
         stop_all(members)
         redis.stop()
+
+
+def test_the_server_api_publishes_in_the_clusters_order(cluster: list[OpsGateway], pools: list[NodePool]) -> None:
+    """``/api/publish`` answers once Redis numbered the message: the offset every member sees."""
+    listeners = [pools[1]("l1", room="news"), pools[2]("l2", room="news")]
+    for ops in cluster:
+        wait_until(lambda: member_count(ops, "news") == 2, 5, "both listeners seen everywhere")
+    reply = cluster[0].api("POST", "publish", {"room": "news", "message": {"headline": 1}})
+    assert reply.status == 200 and reply.body["recipients"] == 2, reply
+    assert isinstance(reply.body["offset"], int) and reply.body["epoch"]
+    for listener in listeners:
+        got = listener.recv_type("broadcast")
+        assert got["payload"] == {"headline": 1} and got["fromNodeId"] is None
+        assert (got["offset"], got["epoch"]) == (reply.body["offset"], reply.body["epoch"])
+    both = cluster[1].api("POST", "broadcast", {"rooms": ["news"], "message": 2})
+    assert both.status == 200 and both.body["recipients"] == 2
+    assert both.body["rooms"][0]["offset"] == reply.body["offset"] + 1
+    missing = cluster[2].api("POST", "publish", {"room": "nowhere", "message": 3})
+    assert missing.status == 404 and missing.body["error"]["code"] == "GROUP_NOT_FOUND"

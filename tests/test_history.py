@@ -37,7 +37,7 @@ def opened(h: Harness, room: str) -> tuple[Node, MemoryConnection, str]:
     """A speaker in a new ``room`` (kept open by a silent member) and the room's epoch."""
     h.node("keeper", room)
     node, conn = h.node("speaker", room)
-    epoch = h.router.rooms.recover(h.router.rooms.find_by_name(room), None).position.epoch
+    epoch = h.router.rooms.history.recover(h.router.rooms.find_by_name(room).id, None).position.epoch
     return node, conn, epoch
 
 
@@ -110,7 +110,7 @@ def test_messages_older_than_the_ttl_are_forgotten() -> None:
 def test_a_recreated_room_has_a_new_epoch_and_offsets_start_again() -> None:
     h = rig()
     node, conn = h.node("alone", "room")
-    first = h.router.rooms.recover(h.router.rooms.find_by_name("room"), None).position
+    first = h.router.rooms.history.recover(h.router.rooms.find_by_name("room").id, None).position
     h.router.disconnect(node)
     assert h.router.rooms.history.bytes == 0 and h.router.rooms.history.report()["rooms"] == 0
     ack, _ = resume(h, "room", 0, first.epoch)

@@ -1,7 +1,7 @@
 """What an administrator may do to a running gateway, apart from any wire format.
 
 The server API (``web/api.py``) is one way in. Publishing goes through the
-rooms seam (``IRooms.deliver``) exactly as a node's broadcast does, so it
+rooms seam (``IRooms.publish``) exactly as a node's broadcast does, so it
 reaches members on every transport; the envelope says it comes from the
 gateway (``fromNodeId`` null, ``fromName`` the gateway's name). Errors are
 the protocol's (``GatewayError``).
@@ -12,9 +12,12 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from twisted.internet import defer
+
 from wingman_gateway import errors
 from wingman_gateway.connection import CLOSE_POLICY
 from wingman_gateway.errors import GatewayError
+from wingman_gateway.history import Published
 from wingman_gateway.router import Router
 from wingman_gateway.state import Node, Room
 
@@ -63,18 +66,19 @@ class Admin:
 
     # -- publishing -------------------------------------------------------
 
-    def publish(self, rooms: list[Any], message: Any) -> list[dict[str, Any]]:
+    def publish(self, rooms: list[Any], message: Any) -> defer.Deferred[list[dict[str, Any]]]:
         """Publish ``message`` to every member of each room, as the gateway (kept
-        in the room's history like a node's broadcast).
+        in the room's history like a node's broadcast); a Deferred of each
+        room's outcome (at once on one gateway, from Redis in a cluster).
 
         Every room is found before anything is sent, so a missing room
-        sends nothing at all.
+        sends nothing at all (``GatewayError`` is raised at once).
         """
         found = [self.room(name) for name in rooms]
         text = _dumps(message)
         if len(text.encode("utf-8")) > self.router.limits.max_payload:
             raise self.router.too_large(len(text.encode("utf-8")))
-        results = []
+        sent = []
         for room in found:
             head = {
                 "type": "broadcast",
@@ -85,12 +89,9 @@ class Admin:
                 "groupName": room.name,
                 "timestamp": self.router.now_ms(),
             }
-            recipients, position = self.router.rooms.publish(room, head, text, None)
-            result = {"groupId": room.id, "groupName": room.name, "recipients": recipients}
-            if position is not None:  # the room keeps history: where the message stands
-                result.update(position.fields())
-            results.append(result)
-        return results
+            published = self.router.rooms.publish(room, head, text, None, None)
+            sent.append(published.addCallback(Published.fields, room))
+        return defer.gatherResults(sent)
 
     # -- reports ----------------------------------------------------------
 

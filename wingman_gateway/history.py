@@ -82,6 +82,24 @@ class Recovery:
         return out
 
 
+@attrs.frozen
+class Published:
+    """A broadcast's outcome: how many it was handed to, and its position;
+    ``duplicate`` when it repeated an idempotency key seen before (then the
+    first send's figures)."""
+
+    recipients: int
+    position: Position | None
+    duplicate: bool = False
+
+    def fields(self, room: Any) -> dict[str, Any]:
+        """The ack's fields for a broadcast to ``room``."""
+        out = {"groupId": room.id, "groupName": room.name, "recipients": self.recipients}
+        if self.position is not None:  # the room keeps history: where the message stands
+            out.update(self.position.fields())
+        return out
+
+
 def parse_since(payload: dict[str, Any]) -> Position | None:
     """``join_group``'s ``since: {offset, epoch}``, checked; None when absent."""
     since = payload.get("since")

@@ -13,7 +13,7 @@ from wingman_gateway import errors, fields
 from wingman_gateway.connection import Outbound
 from wingman_gateway.envelope import Envelope
 from wingman_gateway.errors import GatewayError
-from wingman_gateway.history import parse_since
+from wingman_gateway.history import Recovery, parse_since
 from wingman_gateway.limits import Limits
 from wingman_gateway.rooms import IRooms
 from wingman_gateway.state import Node, Room
@@ -98,8 +98,14 @@ class RoomRequests:
             self._check_room_quota(node)
         # A new room and its first member come together: no empty room is left.
         self.rooms.join(room, node)
-        # In the same turn as the join: what was missed, then live messages.
-        recovery = self.rooms.recover(room, since)
+        # The ack, then what was missed, then live messages (on one gateway in
+        # the same turn as the join; in a cluster once Redis answered).
+        recovering = self.rooms.recover(room, node, since)
+        recovering.addCallback(self._joined, node, envelope, room, created)
+
+    def _joined(self, recovery: Recovery, node: Node, envelope: Envelope, room: Room, created: bool) -> None:
+        if node.closed:
+            return  # gone while the room's position was read
         self._ack(
             node,
             envelope,
@@ -113,8 +119,9 @@ class RoomRequests:
                 **recovery.fields(),
             },
         )
-        for data in recovery.messages:
-            node.send(Outbound(data))
+        if node.rooms.get(room.id) is room:  # not left meanwhile
+            for data in recovery.messages:
+                node.send(Outbound(data))
 
     def _check_may_join(self, node: Node, room_name: str) -> None:
         if node.grant is not None and not node.grant.may_join(room_name):

@@ -13,13 +13,14 @@ from __future__ import annotations
 import secrets
 from typing import Any, Iterable
 
+from twisted.internet import defer
 from twisted.internet.interfaces import IReactorTime
 from zope.interface import Interface, implementer
 
 from wingman_gateway.connection import Outbound
 from wingman_gateway.envelope import encode, splice
 from wingman_gateway.events import Events
-from wingman_gateway.history import HistorySettings, IHistory, MemoryHistory, Position, Recovery
+from wingman_gateway.history import HistorySettings, IHistory, MemoryHistory, Position, Published, Recovery
 from wingman_gateway.presence import Presence
 from wingman_gateway.state import Node, Room
 
@@ -64,16 +65,24 @@ class IRooms(Interface):
     def deliver(room: Room, message: Outbound, exclude: Node | None) -> int:
         """Hand ``message`` to every member but ``exclude``; how many got it."""
 
-    def publish(room: Room, head: dict[str, Any], payload: str, exclude: Node | None) -> tuple[int, Position | None]:
+    def publish(
+        room: Room, head: dict[str, Any], payload: str, exclude: Node | None, key: str | None
+    ) -> "defer.Deferred[Published]":
         """A broadcast: give it the room's next position (``offset`` and
         ``epoch`` added to ``head`` when history is on), keep it in the
         room's history, and deliver ``head`` with the verbatim JSON
-        ``payload`` to every member but ``exclude``. How many got it, and
-        the position. Where the room's order is decided."""
+        ``payload`` to every member but ``exclude``. Where the room's order
+        is decided. A Deferred (already fired for ``LocalRooms``) of how
+        many got it and the position; it never fails. ``key``, the send's
+        idempotency key, lets a provider shared by several gateways refuse
+        a repeat sent through another gateway (``Published.duplicate``)."""
 
-    def recover(room: Room, since: Position | None) -> Recovery:
+    def recover(room: Room, node: Node, since: Position | None) -> "defer.Deferred[Recovery]":
         """The room's position and, with ``since``, what was published after
-        it (encoded as delivered), or why that cannot be had."""
+        it (encoded as delivered), or why that cannot be had; ``node`` has
+        just joined. It gets nothing published later until the Deferred's
+        callbacks (the join ack, the recovered messages) have run; it never
+        fails."""
 
     def close(room: Room, reason: str) -> list[Node]:
         """Every member is told the room is closed and leaves it; the room is gone."""
@@ -228,13 +237,13 @@ class LocalRooms:
         return members
 
     def publish(
-        self, room: Room, head: dict[str, Any], payload: str, exclude: Node | None
-    ) -> tuple[int, Position | None]:
+        self, room: Room, head: dict[str, Any], payload: str, exclude: Node | None, key: str | None
+    ) -> defer.Deferred[Published]:
         data, position = kept(self.history, room, head, payload)
-        return self.deliver(room, Outbound(data), exclude), position
+        return defer.succeed(Published(self.deliver(room, Outbound(data), exclude), position))
 
-    def recover(self, room: Room, since: Position | None) -> Recovery:
-        return self.history.recover(room.id, since)
+    def recover(self, room: Room, node: Node, since: Position | None) -> defer.Deferred[Recovery]:
+        return defer.succeed(self.history.recover(room.id, since))
 
     def members(self, room: Room) -> list[dict[str, Any]]:
         return [member.describe() for member in room.recipients]

@@ -30,11 +30,13 @@ from wingman_gateway.connection import (
 from wingman_gateway.envelope import Envelope, decode, encode, splice
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.events import Events
+from wingman_gateway.history import Published
 from wingman_gateway.idempotency import SentKeys, key_of
 from wingman_gateway.limits import Limits
 from wingman_gateway.metering import Meters
 from wingman_gateway.ratelimit import source_of
 from wingman_gateway.roomrequests import RoomRequests
+from wingman_gateway.sendrequests import SendRequests
 from wingman_gateway.rooms import IRooms, LocalRooms
 from wingman_gateway.state import Node
 from wingman_gateway.turnlog import TurnLog
@@ -55,7 +57,7 @@ _CLOSE_FOR = {
 }
 
 
-class Router(RoomRequests):
+class Router(RoomRequests, SendRequests):
     """Routes envelopes between connected nodes and rooms."""
 
     def __init__(
@@ -382,85 +384,6 @@ class Router(RoomRequests):
         self._ack(node, envelope, {"nodeId": node_id})
         node.conn.close(CLOSE_NORMAL, "unregistered")
         self.disconnect(node, "unregistered")
-
-    def _message_text(self, envelope: Envelope) -> str:
-        raw = envelope.payload_raw.get("message")
-        if raw is None:
-            raise GatewayError(errors.INVALID_REQUEST, "'message' is required")
-        return raw
-
-    def _broadcast(self, node: Node, envelope: Envelope) -> None:
-        node_id = self._registered(node)
-        room = self._find_room(envelope)
-        message = self._message_text(envelope)
-        if node_id not in room.members:
-            raise GatewayError(errors.NOT_A_MEMBER, f"you are not a member of room {room.name!r}")
-        scope = self._sent_before(node, envelope, "room", room.id)
-        if scope is None:
-            return
-        head = {
-            "type": "broadcast",
-            "nodeId": node_id,
-            "fromNodeId": node_id,
-            "fromName": node.name,
-            "groupId": room.id,
-            "groupName": room.name,
-            "timestamp": self.now_ms(),
-        }
-        recipients, position = self.rooms.publish(room, head, message, node)
-        outcome = {"groupId": room.id, "groupName": room.name, "recipients": recipients}
-        if position is not None:
-            outcome.update(position.fields())
-        self._sent(node, envelope, scope, outcome)
-
-    def _direct(self, node: Node, envelope: Envelope) -> None:
-        node_id = self._registered(node)
-        target_id = fields.first_text(
-            (envelope.payload, envelope.fields), "targetNodeId", self.limits.max_reference_length
-        )
-        if target_id is None:
-            raise GatewayError(errors.INVALID_REQUEST, "'targetNodeId' is required")
-        message = self._message_text(envelope)
-        if node.grant is not None and node.grant.rooms is not None:
-            # A room-scoped node reaches only the members of its rooms.
-            target = self.rooms.node(target_id)
-            if target is None or not node.rooms.keys() & target.rooms.keys():
-                raise GatewayError(errors.NODE_NOT_FOUND, f"no node {target_id!r} in your rooms")
-        scope = self._sent_before(node, envelope, "node", target_id)
-        if scope is None:
-            return
-        head = {
-            "type": "direct",
-            "nodeId": node_id,
-            "fromNodeId": node_id,
-            "fromName": node.name,
-            "targetNodeId": target_id,
-            "timestamp": self.now_ms(),
-        }
-        if not self.rooms.send_to(target_id, Outbound(splice(head, "payload", message))):
-            raise GatewayError(errors.NODE_NOT_FOUND, f"no node {target_id!r}")
-        self._sent(node, envelope, scope, {"targetNodeId": target_id, "delivered": True})
-
-    def _sent_before(self, node: Node, envelope: Envelope, kind: str, name: str) -> Any:
-        """The send's idempotency scope (``()`` without a key), or None when
-        it repeats a remembered send: then it is acked as a duplicate."""
-        key = key_of(envelope)
-        if key is None:
-            return ()
-        scope = (kind, name, key)
-        outcome = self.sent_keys.outcome(scope)
-        if outcome is None:
-            return scope
-        if envelope.message_id is not None:
-            self._ack(node, envelope, {**outcome, "duplicate": True})
-        return None
-
-    def _sent(self, node: Node, envelope: Envelope, scope: Any, outcome: dict[str, Any]) -> None:
-        """A send went out: remember its key, ack it when asked to."""
-        if scope:
-            self.sent_keys.remember(scope, outcome)
-        if envelope.message_id is not None:
-            self._ack(node, envelope, dict(outcome))
 
     def _ping(self, node: Node, envelope: Envelope) -> None:
         reply: dict[str, Any] = {"type": "pong"}

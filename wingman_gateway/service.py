@@ -111,9 +111,8 @@ class GatewayService(MultiService):
             from wingman_gateway.cluster.rooms import ClusterRooms
             from wingman_gateway.cluster.wire import Names
 
-            rooms = ClusterRooms(reactor, new_gateway_id(), Names(config.cluster.db), self.events)
-            if config.history.enabled:
-                log.info("room history is not kept in a cluster: --history-size does not apply")
+            rooms = ClusterRooms(reactor, new_gateway_id(), Names(config.cluster.db), self.events,
+                                 config.history)
             self.cluster = ClusterMember(
                 config.cluster, rooms, config.name, config.require_auth, self.whenOffered, reactor
             )

@@ -145,6 +145,9 @@ class RedisLink:
         self.refusal: str | None = None
         self._subscribed = False
         self._factories: list[_Factory] = []
+        # Channels subscribed to besides ``channels`` (rooms with members here),
+        # each with the Deferred of its SUBSCRIBE on the current connection.
+        self.rooms: dict[str, defer.Deferred[Any] | None] = {}
 
     def _endpoint(self) -> Any:
         settings = self.settings
@@ -180,7 +183,10 @@ class RedisLink:
             self._check()
             return
         self.subscriber = conn
-        subscribing = conn.subscribe(self.channels)
+        # One channel per SUBSCRIBE: txredisapi pairs each reply with one command.
+        subscribing = defer.gatherResults([conn.subscribe(channel) for channel in self.channels])
+        for channel in sorted(self.rooms):
+            self._subscribe(conn, channel)
 
         def done(_: Any) -> None:
             if self.subscriber is conn:
@@ -199,6 +205,7 @@ class RedisLink:
         elif role == "subscriber" and self.subscriber is conn:
             self.subscriber = None
             self._subscribed = False
+            self.rooms = dict.fromkeys(self.rooms)
         else:
             return
         if self.up:
@@ -241,6 +248,37 @@ class RedisLink:
         self.reason = None
         log.info("cluster: connected to {redis}", redis=self.settings.url)
         self.on_up()
+
+    # -- room channels ----------------------------------------------------
+
+    def subscribe(self, channel: str) -> defer.Deferred[Any] | None:
+        """Subscribe to ``channel`` (again on every new connection); a Deferred
+        that fires once Redis confirmed it, or None while not connected."""
+        if channel not in self.rooms:
+            self.rooms[channel] = None
+            if self.subscriber is not None:
+                self._subscribe(self.subscriber, channel)
+        confirmed = self.rooms[channel]
+        if confirmed is None:
+            return None
+        waiter: defer.Deferred[Any] = defer.Deferred()
+
+        def done(result: Any) -> Any:
+            waiter.callback(None)
+            return result
+
+        confirmed.addBoth(done)
+        return waiter
+
+    def unsubscribe(self, channel: str) -> None:
+        if self.rooms.pop(channel, None) is not None and self.subscriber is not None:
+            self.subscriber.unsubscribe(channel).addErrback(lambda _: None)
+
+    def _subscribe(self, conn: Any, channel: str) -> None:
+        subscribing = conn.subscribe(channel)
+        subscribing.addErrback(lambda failure: log.debug(
+            "cluster: subscribing to {channel} failed: {why}", channel=channel, why=failure.getErrorMessage()))
+        self.rooms[channel] = subscribing
 
     # -- commands ---------------------------------------------------------
 

@@ -137,6 +137,7 @@ class ClusterMember(Service):
         for peer in self.rooms.peers.values():
             peer.stale = True
         assert link.up
+        self.rooms.fill_holes()
         self.rooms.events.emit("backplane_state", state="connected")
         self.check()
 

@@ -1,21 +1,19 @@
 """``ClusterRooms``: the rooms seam shared by every gateway of a cluster.
 
-Each gateway owns its nodes and their memberships; every change is
-written to its state hash in Redis and announced on the directory channel
-(numbered, so a gap is noticed), and every gateway applies the others'
-changes to its mirror. Lookups (rooms by name or id, the members of a
-room, a direct message's target) are thus answered from memory, at once.
+Each gateway owns its nodes and their memberships and shares them through
+the directory (``directory.py``), so lookups (rooms by name or id, the
+members of a room, a direct message's target) are answered from memory,
+at once.
 
-A message for a room is handed to the local members, then published once
-to the inbox channel of each other gateway that has members of the room:
-one frame per gateway, never one per recipient, made from the envelope's
-bytes as the Router encoded them. The receiving gateway hands the same
-bytes to its own members.
+A room message goes through Redis (``messages.py``): one script numbers,
+keeps and publishes it on the room's channel, and every gateway with
+members of the room, the sender's too, hands it to its own members: one
+frame per gateway, never one per recipient. Directs and the closing of a
+room go to the inbox channel of the gateway concerned.
 """
 
 from __future__ import annotations
 
-import json
 import secrets
 from typing import Any, Iterable
 
@@ -24,30 +22,30 @@ from zope.interface import implementer
 
 from wingman_gateway import errors
 from wingman_gateway.cluster import wire
+from wingman_gateway.cluster.directory import Directory
+from wingman_gateway.cluster.history import RedisHistory
+from wingman_gateway.cluster.messages import RoomMessages
 from wingman_gateway.cluster.mirror import Peer, RemoteConnection, peer_of
 from wingman_gateway.cluster.placement import Placement
 from wingman_gateway.connection import Outbound
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.events import Events
 from wingman_gateway.logs import get_logger
-from wingman_gateway.history import HistorySettings, MemoryHistory, Position, Recovery
+from wingman_gateway.history import HistorySettings
 from wingman_gateway.presence import Presence
-from wingman_gateway.rooms import IRooms, closed_notice, kept
+from wingman_gateway.rooms import IRooms, closed_notice
 from wingman_gateway.state import Node, Room
 
 log = get_logger("wingman_gateway.cluster.rooms")
 
 
-def _ignore(message: Outbound) -> None:
-    """A remote node's ``send``: its gateway delivers to it."""
-
-
 @implementer(IRooms)
-class ClusterRooms:
+class ClusterRooms(Directory, RoomMessages):
     """Nodes and rooms of every gateway in the cluster; this one's nodes are local."""
 
     def __init__(
-        self, clock: IReactorTime, gateway_id: str, names: wire.Names, events: Events | None = None
+        self, clock: IReactorTime, gateway_id: str, names: wire.Names, events: Events | None = None,
+        history: HistorySettings | None = None,
     ) -> None:
         self.clock = clock
         self.events = events if events is not None else Events()
@@ -67,9 +65,11 @@ class ClusterRooms:
         # Presence notices for this gateway's members, sent once a turn
         # (remote members get them from their own gateway).
         self.presence = Presence(clock, self._now_ms)
-        # Room history is not kept in a cluster: each gateway would hold its
-        # own, with its own offsets. Stateless, as with --history-size 0.
-        self.history = MemoryHistory(clock, HistorySettings(size=0))
+        # Room order and history, in Redis.
+        self.history = RedisHistory(
+            history if history is not None else HistorySettings(), names, self._execute
+        )
+        self.messages_init()
         # Messages for other gateways: published, and not forwarded (Redis down).
         self.forwarded = 0
         self.not_forwarded = 0
@@ -78,6 +78,9 @@ class ClusterRooms:
 
     def _now_ms(self) -> int:
         return int(self.clock.seconds() * 1000)
+
+    def _execute(self, *args: Any) -> Any:
+        return None if self.link is None else self.link.execute(*args)
 
     # -- nodes ------------------------------------------------------------
 
@@ -153,7 +156,6 @@ class ClusterRooms:
             created_by=created_by,
         )
         self._register(room)
-        self.history.open(room.id)
         return room
 
     def join(self, room: Room, node: Node) -> bool:
@@ -168,44 +170,16 @@ class ClusterRooms:
         self._announce(node, reason)
 
     def deliver(self, room: Room, message: Outbound, exclude: Node | None) -> int:
-        self.presence.flush(room.id)  # notices of this turn go first
-        count = self._hand(room.id, message, exclude)
-        spread = self.placement.spread.get(room.id)
-        if spread:
-            data = wire.frame(wire.BROADCAST, room.id, message.data)
-            forwarded = 0
-            for gateway_id, members in spread.items():
-                if self._forward(gateway_id, data):
-                    count += members
-                    forwarded += 1
-            self._tally(forwarded, len(spread) - forwarded)
-        return count
-
-    def _hand(self, room_id: str, message: Outbound, exclude: Node | None) -> int:
-        """``message`` to this gateway's members of the room but ``exclude`` (one event)."""
-        members = self.placement.here.get(room_id, ())
-        excluded = False
-        for member in members:
-            if member is not exclude:
-                member.send(message)
-            else:
-                excluded = True
-        if members:
-            self.events.emit(
-                "delivered", self.placement.transports[room_id],
-                exclude.conn.transport_name if exclude is not None and excluded else None,
-                len(message.data),
-            )
-        return len(members) - excluded
-
-    def publish(
-        self, room: Room, head: dict[str, Any], payload: str, exclude: Node | None
-    ) -> tuple[int, Position | None]:
-        data, position = kept(self.history, room, head, payload)
-        return self.deliver(room, Outbound(data), exclude), position
-
-    def recover(self, room: Room, since: Position | None) -> Recovery:
-        return self.history.recover(room.id, since)
+        """Through the room's channel, unnumbered (this gateway's members only while Redis is down)."""
+        spread = self.placement.spread.get(room.id) or {}
+        sender = exclude.node_id if exclude is not None else "-"
+        frame = f"{sender} - ".encode("ascii") + message.data
+        sent = self._execute("PUBLISH", self.history.channel(room.id), frame)
+        if sent is None:
+            return self._unnumbered(room, message.data, exclude, len(spread)).recipients
+        sent.addErrback(self._failed)
+        here = self.placement.here.get(room.id, ())
+        return len(here) - (exclude in here) + sum(spread.values())
 
     def close(self, room: Room, reason: str) -> list[Node]:
         """Closed on every gateway: each tells its own members, who leave; the room is gone."""
@@ -223,6 +197,7 @@ class ClusterRooms:
         forwarded = sum(self._forward(gateway_id, data) for gateway_id in gateways)
         self._tally(forwarded, len(gateways) - forwarded)
         self._shut(room, notice)
+        self.history.drop(room.id)
         return members
 
     def _shut(self, room: Room, notice: bytes) -> None:
@@ -232,6 +207,8 @@ class ClusterRooms:
             self.presence.flush(room.id)
             self._hand(room.id, Outbound(notice), None)
         self.placement.drop(room.id)
+        if local:
+            self.unsubscribe_room(room.id)
         for member in room.recipients:
             member.rooms.pop(room.id, None)
         room.members.clear()
@@ -263,6 +240,8 @@ class ClusterRooms:
         if isinstance(node.conn, RemoteConnection):
             self.placement.enter_there(room.id, node.conn.gateway.id)
         else:
+            if not self.placement.here.get(room.id):
+                self.subscribe_room(room.id)
             self.placement.enter_here(room.id, node)
         self._tell(room, node, "joined", None)
 
@@ -275,6 +254,8 @@ class ClusterRooms:
             self.placement.part_there(room.id, node.conn.gateway.id)
         else:
             self.placement.part_here(room.id, node)
+            if not self.placement.here.get(room.id):
+                self.unsubscribe_room(room.id)
         if room.members:
             self._tell(room, node, "left", reason)
         elif self._rooms.get(room.id) is room:
@@ -289,47 +270,25 @@ class ClusterRooms:
 
     # -- what goes to Redis -------------------------------------------------
 
-    def _announce(self, node: Node, reason: str | None) -> None:
-        """Write a local node's change to our state hash and tell the cluster."""
-        self.seq += 1
-        link = self.link
-        if link is None or not link.up:
-            return  # the whole state is written again when Redis is back
-        node_id = str(node.node_id)
-        record = wire.node_record(node) if self._local.get(node_id) is node else None
-        state = self.names.state(self.gateway_id)
-        if record is not None:
-            self._command(link, "HSET", state, "n:" + node_id, wire.dumps(record), "seq", self.seq)
-        else:
-            self._command(link, "HDEL", state, "n:" + node_id)
-            self._command(link, "HSET", state, "seq", self.seq)
-        event = {"gw": self.gateway_id, "seq": self.seq, "node": node_id, "record": record}
-        if reason is not None:
-            event["reason"] = reason
-        self._command(link, "PUBLISH", self.names.directory, wire.dumps(event))
-
-    def state_fields(self) -> list[Any]:
-        """Our whole state as HSET field/value pairs (written when Redis comes back)."""
-        fields: list[Any] = ["seq", self.seq]
-        for node_id, node in self._local.items():
-            fields += ["n:" + node_id, wire.dumps(wire.node_record(node))]
-        return fields
-
     def _forward(self, gateway_id: str, data: bytes) -> bool:
         link = self.link
         published = None if link is None else link.execute("PUBLISH", self.names.inbox(gateway_id), data)
         if published is None:
-            self.not_forwarded += 1
-            self._outage_losses += 1
-            if self._outage_losses == 1:
-                log.warn(
-                    "cluster: Redis is unreachable; messages for other gateways are not "
-                    "forwarded (counted in /health cluster.notForwarded)",
-                )
+            self._lost(1)
             return False
         self.forwarded += 1
         published.addCallbacks(self._published, self._failed)
         return True
+
+    def _lost(self, count: int) -> None:
+        """Frames for other gateways not forwarded (Redis is unreachable)."""
+        self.not_forwarded += count
+        self._outage_losses += count
+        if self._outage_losses == count:
+            log.warn(
+                "cluster: Redis is unreachable; messages for other gateways are not "
+                "forwarded (counted in /health cluster.notForwarded)",
+            )
 
     def _tally(self, forwarded: int, lost: int) -> None:
         """One fan-out's frames to other gateways, for the metrics (once per fan-out)."""
@@ -360,25 +319,17 @@ class ClusterRooms:
     # -- what comes from Redis ----------------------------------------------
 
     def received(self, channel: bytes, message: bytes) -> None:
-        if channel == self.inbox:
+        room_id = self.room_of(channel)
+        if room_id is not None:
+            self.from_room(room_id, message)
+        elif channel == self.inbox:
             self._from_inbox(message)
         elif channel == self.directory:
-            try:
-                event = json.loads(message)
-                gateway_id = str(event["gw"])
-            except (ValueError, KeyError, TypeError):
-                log.warn("cluster: unreadable directory event ignored")
-                return
-            if gateway_id != self.gateway_id:
-                self._event(gateway_id, event)
+            self.directory_event(message)
 
     def _from_inbox(self, message: bytes) -> None:
         kind, target, data = wire.unframe(message)
-        if kind == wire.BROADCAST:
-            if target in self.placement.here:
-                self.presence.flush(target)
-                self._hand(target, Outbound(data), None)
-        elif kind == wire.CLOSED:
+        if kind == wire.CLOSED:
             room = self._rooms.get(target)
             if room is not None:
                 self._shut(room, data)
@@ -389,112 +340,3 @@ class ClusterRooms:
                 node.send(Outbound(data))
                 self.events.emit("delivered", {node.conn.transport_name: 1}, None, len(data))
 
-    def peer(self, gateway_id: str) -> Peer:
-        peer = self.peers.get(gateway_id)
-        if peer is None:
-            peer = self.peers[gateway_id] = Peer(gateway_id)
-        return peer
-
-    def _event(self, gateway_id: str, event: dict[str, Any]) -> None:
-        peer = self.peer(gateway_id)
-        if event.get("bye"):
-            self.forget(gateway_id, "gateway stopped")
-            return
-        seq = int(event.get("seq") or 0)
-        if event.get("sync"):
-            peer.name = str(event.get("name") or peer.name)
-            peer.stale = True
-            return
-        if seq <= peer.applied:
-            return
-        if seq != peer.applied + 1:
-            peer.stale = True  # a change was missed: read its whole state again
-        peer.applied = seq
-        self.apply(peer, str(event.get("node")), event.get("record"), str(event.get("reason") or "left"))
-
-    def apply(self, peer: Peer, node_id: str, record: dict[str, Any] | None, reason: str) -> None:
-        """A remote node is now as ``record`` says (None: gone)."""
-        proxy = self._remote.get(node_id)
-        if record is None:
-            if proxy is None:
-                return
-            for room in list(proxy.rooms.values()):
-                self._part(room, proxy, reason)
-            del self._remote[node_id]
-            peer.nodes.discard(node_id)
-            return
-        if proxy is None:
-            if node_id in self._local:
-                log.error("cluster: node id {nodeId} is taken on two gateways", nodeId=node_id)
-                return
-            connected = float(record.get("connectedAt") or 0) / 1000
-            proxy = Node(
-                conn=RemoteConnection(peer, str(record.get("transport") or "remote")),
-                send=_ignore,
-                connected_at=connected,
-                last_seen=connected,
-                source=f"gateway {peer.name or peer.id}",
-                budget=None,
-                heartbeat_budget=None,
-                node_id=node_id,
-            )
-            self._remote[node_id] = proxy
-            peer.nodes.add(node_id)
-        proxy.name = record.get("name")
-        proxy.capabilities = list(record.get("capabilities") or [])
-        proxy.agent_name = record.get("agentName")
-        wanted = record.get("rooms") or {}
-        for room_id in [r for r in proxy.rooms if r not in wanted]:
-            self._part(proxy.rooms[room_id], proxy, reason)
-        for room_id, meta in wanted.items():
-            if room_id not in proxy.rooms:
-                self._enter(self._room_for(meta), proxy)
-
-    def _room_for(self, meta: dict[str, Any]) -> Room:
-        """The room ``meta`` describes; of two creations, the earlier one's details win."""
-        room = self._rooms.get(str(meta["id"]))
-        if room is None:
-            room = wire.room_from_meta(meta)
-            self._register(room)
-        elif wire.older(meta, room):
-            known = wire.room_from_meta(meta)
-            room.description, room.strategy = known.description, known.strategy
-            room.created_at, room.created_by = known.created_at, known.created_by
-        return room
-
-    def reconcile(self, gateway_id: str, fields: dict[str, str]) -> bool:
-        """A gateway's whole state as read from Redis; False if older than what we have."""
-        peer = self.peer(gateway_id)
-        seq = int(fields.get("seq") or 0)
-        if seq < peer.applied:
-            return False
-        records: dict[str, dict[str, Any]] = {}
-        for key, value in fields.items():
-            if key.startswith("n:"):
-                try:
-                    records[key[2:]] = json.loads(value)
-                except ValueError:
-                    log.warn("cluster: unreadable node record {key} ignored", key=key)
-        for node_id in list(peer.nodes):
-            if node_id not in records:
-                self.apply(peer, node_id, None, "disconnected")
-        for node_id, record in records.items():
-            self.apply(peer, node_id, record, "left")
-        peer.applied = seq
-        peer.stale = False
-        return True
-
-    def forget(self, gateway_id: str, reason: str) -> None:
-        """A gateway is gone: its nodes leave their rooms (members are told why)."""
-        peer = self.peers.pop(gateway_id, None)
-        if peer is None:
-            return
-        count = len(peer.nodes)
-        for node_id in list(peer.nodes):
-            self.apply(peer, node_id, None, reason)
-        log.warn(
-            "cluster: gateway {gateway} is gone ({reason}); {count} of its nodes removed",
-            gateway=peer.name or gateway_id,
-            reason=reason,
-            count=count,
-        )

@@ -21,7 +21,6 @@ from wingman_gateway.state import Node, Room
 BEAT = 1.0
 TTL = 5.0
 
-BROADCAST = b"B"
 DIRECT = b"D"
 CLOSED = b"C"  # a room closed: its notice, for the members on the receiving gateway
 
@@ -44,6 +43,22 @@ class Names:
 
     def inbox(self, gateway_id: str) -> str:
         return f"{self.prefix}inbox:{gateway_id}"
+
+    def order(self, room_id: str) -> str:
+        """A room's order: its last offset and its epoch (a hash)."""
+        return f"{self.prefix}order:{room_id}"
+
+    def history(self, room_id: str) -> str:
+        """A room's kept messages (a stream)."""
+        return f"{self.prefix}history:{room_id}"
+
+    def room(self, room_id: str) -> str:
+        """The channel a room's messages are published on."""
+        return f"{self.prefix}room:{room_id}"
+
+    def sent(self, room_id: str, key: str) -> str:
+        """A broadcast's idempotency key, with the first send's outcome."""
+        return f"{self.prefix}sent:{room_id}:{key}"
 
 
 def room_id(name: str) -> str:

@@ -13,8 +13,9 @@ import json
 from typing import Any, Callable
 from urllib.parse import unquote
 
+from twisted.internet import defer
 from twisted.web.resource import Resource
-from twisted.web.server import Request
+from twisted.web.server import NOT_DONE_YET, Request
 
 from wingman_gateway import errors
 from wingman_gateway.addresses import address_text
@@ -93,10 +94,21 @@ class ApiResource(Resource):
                 body = read_body(request, self.admin.router.limits.max_depth)
                 status, answer = route(request, segments, body)
         except GatewayError as error:
-            status = HTTP_STATUS.get(error.code, 400)
-            answer = {"error": error.payload()}
+            status, answer = HTTP_STATUS.get(error.code, 400), {"error": error.payload()}
+        if isinstance(answer, defer.Deferred):  # a publish: answered once it is done
+            answer.addCallback(lambda done: self._finish(request, status, done))
+            return NOT_DONE_YET  # type: ignore[return-value]
+        return self._answer(request, status, answer)
+
+    def _answer(self, request: Request, status: int, answer: Any) -> bytes:
         self._report(request, status, admin=self._admin_id())
         return json_response(request, status, answer)
+
+    def _finish(self, request: Request, status: int, answer: Any) -> None:
+        data = self._answer(request, status, answer)
+        if not request.finished and not getattr(request, "_disconnected", False):
+            request.write(data)
+            request.finish()
 
     def _unrouted(self, request: Request, shape: str) -> tuple[int, Any]:
         methods = sorted({method.decode() for method, known in self.routes if known == shape})
@@ -119,8 +131,8 @@ class ApiResource(Resource):
     def _publish(self, request: Request, segments: list[str], body: dict[str, Any]) -> tuple[int, Any]:
         if "message" not in body:
             raise GatewayError(errors.INVALID_REQUEST, "'message' is required")
-        [result] = self.admin.publish([body.get("room")], body["message"])
-        return 200, result
+        published = self.admin.publish([body.get("room")], body["message"])
+        return 200, published.addCallback(lambda results: results[0])
 
     def _broadcast(self, request: Request, segments: list[str], body: dict[str, Any]) -> tuple[int, Any]:
         rooms = body.get("rooms")
@@ -128,8 +140,10 @@ class ApiResource(Resource):
             raise GatewayError(errors.INVALID_REQUEST, "'rooms' must be a non-empty list")
         if "message" not in body:
             raise GatewayError(errors.INVALID_REQUEST, "'message' is required")
-        results = self.admin.publish(rooms, body["message"])
-        return 200, {"rooms": results, "recipients": sum(r["recipients"] for r in results)}
+        published = self.admin.publish(rooms, body["message"])
+        return 200, published.addCallback(
+            lambda results: {"rooms": results, "recipients": sum(r["recipients"] for r in results)}
+        )
 
     def _rooms(self, request: Request, segments: list[str], body: dict[str, Any]) -> tuple[int, Any]:
         rooms = self.admin.rooms()
