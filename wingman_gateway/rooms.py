@@ -62,9 +62,6 @@ class IRooms(Interface):
     def leave(room: Room, node: Node, reason: str) -> None:
         """``node`` leaves ``room``; an empty room is gone."""
 
-    def deliver(room: Room, message: Outbound, exclude: Node | None) -> int:
-        """Hand ``message`` to every member but ``exclude``; how many got it."""
-
     def publish(
         room: Room, head: dict[str, Any], payload: str, exclude: Node | None, key: str | None
     ) -> "defer.Deferred[Published]":

@@ -169,18 +169,6 @@ class ClusterRooms(Directory, RoomMessages):
         self._part(room, node, reason)
         self._announce(node, reason)
 
-    def deliver(self, room: Room, message: Outbound, exclude: Node | None) -> int:
-        """Through the room's channel, unnumbered (this gateway's members only while Redis is down)."""
-        spread = self.placement.spread.get(room.id) or {}
-        sender = exclude.node_id if exclude is not None else "-"
-        frame = f"{sender} - ".encode("ascii") + message.data
-        sent = self._execute("PUBLISH", self.history.channel(room.id), frame)
-        if sent is None:
-            return self._unnumbered(room, message.data, exclude, len(spread)).recipients
-        sent.addErrback(self._failed)
-        here = self.placement.here.get(room.id, ())
-        return len(here) - (exclude in here) + sum(spread.values())
-
     def close(self, room: Room, reason: str) -> list[Node]:
         """Closed on every gateway: each tells its own members, who leave; the room is gone."""
         members = list(room.recipients)
