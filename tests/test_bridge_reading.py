@@ -307,7 +307,7 @@ def test_shutdown_tells_held_readers_why(launch: Callable[..., GatewayProcess]) 
 def test_a_stream_nobody_reads_is_dropped_and_its_messages_stay_queued(
     launch: Callable[..., GatewayProcess]
 ) -> None:
-    gateway = launch("--max-buffer", "65536", "--bridge-queue-bytes", str(64 * 1024 * 1024))
+    gateway = launch("--max-buffer", "65536", "--bridge-queue-bytes", str(64 * 1024 * 1024), "--rate-limit", "0")
     ws = Node(gateway.url)
     try:
         ws.register("ws")

@@ -220,7 +220,8 @@ def flood_until_unread(gateway: GatewayProcess, sender: Any, room: str, limit: i
     block = "b" * 200_000
     sent = 0
     for n in range(limit):
-        sender.request("broadcast", {"groupId": room, "message": {"n": n, "pad": block}})
+        reply = sender.request("broadcast", {"groupId": room, "message": {"n": n, "pad": block}})
+        assert reply["type"] == "ack", reply  # (the gateway must run without rate limits)
         sent = n + 1
         if "is not read" in gateway.log:
             break
