@@ -133,6 +133,23 @@ def redis_server() -> Iterator[RedisServer]:
 
 
 @pytest.fixture(scope="module")
+def redis(redis_server: RedisServer) -> RedisServer:
+    """The module's redis-server, by the short name the cluster tests use."""
+    return redis_server
+
+
+@pytest.fixture
+def pools(gateways: list[GatewayProcess]) -> Iterator[list[NodePool]]:
+    """A node pool on each of the module's ``gateways`` (a cluster), closed after the test."""
+    made = [NodePool(gateway) for gateway in gateways]
+    try:
+        yield made
+    finally:
+        for pool in made:
+            pool.close_all()
+
+
+@pytest.fixture(scope="module")
 def ops_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[OpsSite]:
     """A gateway with auth, SSH, metrics, the server API and the audit log, one per module."""
     yield from OpsSite.running(tmp_path_factory.mktemp("ops"))

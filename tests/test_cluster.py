@@ -20,15 +20,6 @@ from harness.support import GatewayProcess, Node, NodePool, expect_error, http_g
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateways(redis: RedisServer) -> Iterator[list[GatewayProcess]]:
     with running_cluster(redis.url) as started:
         yield started
@@ -36,6 +27,7 @@ def gateways(redis: RedisServer) -> Iterator[list[GatewayProcess]]:
 
 @pytest.fixture
 def pools(gateways: list[GatewayProcess]) -> Iterator[list[NodePool]]:
+    """Each test's pools, closed; the cluster is empty again before the next test."""
     made = [NodePool(gateway) for gateway in gateways]
     try:
         yield made

@@ -34,14 +34,6 @@ def gateways(redis: list[RedisServer]) -> Iterator[list[GatewayProcess]]:
         yield started
 
 
-@pytest.fixture
-def pools(gateways: list[GatewayProcess]) -> Iterator[list[NodePool]]:
-    made = [NodePool(gateway) for gateway in gateways]
-    try:
-        yield made
-    finally:
-        for pool in made:
-            pool.close_all()
 
 
 def next_presence(node: Node, timeout: float) -> list[dict[str, Any]]:

@@ -24,29 +24,12 @@ TTL_MS = 4000
 
 
 @pytest.fixture(scope="module")
-def redis() -> Iterator[RedisServer]:
-    server = RedisServer()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-@pytest.fixture(scope="module")
 def gateways(redis: RedisServer) -> Iterator[list[GatewayProcess]]:
     with running_cluster(redis.url, ("gw1", "gw2", "gw3"), "--rate-limit", "0",
                          "--history-size", str(SIZE), "--history-ttl", str(TTL_MS)) as started:
         yield started
 
 
-@pytest.fixture
-def pools(gateways: list[GatewayProcess]) -> Iterator[list[NodePool]]:
-    made = [NodePool(gateway) for gateway in gateways]
-    try:
-        yield made
-    finally:
-        for pool in made:
-            pool.close_all()
 
 
 def send_many(node: Node, room: str, tag: str, numbers: range) -> None:
