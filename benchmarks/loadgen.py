@@ -208,7 +208,7 @@ def run_memory(runs: int) -> None:
         results.append(memory())
         print(_line(f"run {run}/{runs}", results[-1]), flush=True)
     print(_line("median", _median(results)))
-    print("  target: < 12 KB per idle node")
+    print("  target: <= 6 KB per idle node at 10,000 (RSS delta / nodes)")
 
 
 def run_storm(runs: int, nodes: int = 5000, concurrency: int = 200, backlog: int = 4096,
