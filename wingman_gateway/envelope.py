@@ -123,11 +123,42 @@ def encode(obj: dict[str, Any]) -> bytes:
     try:
         return _dumps(obj).encode("ascii")
     except _HasVerbatim:
+        return _with_verbatim(obj)
+
+
+# What a Verbatim stands in as for one encoding pass, and how that pass writes it.
+_STAND_IN = "\x00"
+_STOOD_IN = '"\\u0000"'
+
+
+def _with_verbatim(obj: Any) -> bytes:
+    """One encoding pass with a stand-in for each ``Verbatim``, then its text in the stand-in's place.
+
+    A stand-in's encoding never overlaps another value's (it is a whole
+    string, between a ``:``, ``,`` or ``[`` and a ``,``, ``}`` or ``]``);
+    should a string of the envelope encode the same, there are more of
+    them than stand-ins, and the envelope is encoded part by part instead.
+    """
+    texts: list[str] = []
+
+    def stand_in(value: Any) -> Any:
+        if isinstance(value, Verbatim):
+            texts.append(value.text)
+            return _STAND_IN
+        return _unknown(value)
+
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=stand_in)
+    pieces = encoder.encode(obj).split(_STOOD_IN)
+    if len(pieces) != len(texts) + 1:
         return _compose(obj).encode("utf-8")
+    joined = [pieces[0]]
+    for text, piece in zip(texts, pieces[1:]):
+        joined += (text, piece)
+    return "".join(joined).encode("utf-8")
 
 
 def _compose(value: Any) -> str:
-    """JSON text of ``value`` with each ``Verbatim`` inside it written as is."""
+    """JSON text of ``value`` with each ``Verbatim`` inside it written as is, part by part."""
     if isinstance(value, Verbatim):
         return value.text
     if isinstance(value, dict):
