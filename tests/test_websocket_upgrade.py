@@ -1,7 +1,8 @@
-"""The WebSocket upgrade: a plain one is answered from twisted.web's parsed
-request, anything else by Autobahn's handshake; either way the answers are
-what they always were (the bad ones byte for byte), over TCP and TLS, and a
-refused upgrade costs the other nodes nothing."""
+"""The WebSocket upgrade: a plain one is answered from its head (read by
+httptools from the first read, or by twisted.web), anything else by
+Autobahn's handshake; either way the answers are what they always were (the
+bad ones byte for byte), over TCP and TLS, and a refused upgrade costs the
+other nodes nothing."""
 
 from __future__ import annotations
 
@@ -16,8 +17,9 @@ import pytest
 from twisted.web.test.requesthelper import DummyRequest
 
 from harness import rawhttp
-from harness.support import GatewayProcess, Node, assert_usable, make_pki, running_gateway
+from harness.support import GatewayProcess, Node, assert_usable, make_pki, running_gateway, send_text_frame
 from wingman_gateway.transports.upgrade import plain_key
+from wingman_gateway.web.head import MAX_HEAD, Head, request_head, upgrade_head
 
 KEY = b"dGhlIHNhbXBsZSBub25jZQ=="
 ACCEPT = base64.b64encode(hashlib.sha1(KEY + b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11").digest())
@@ -160,14 +162,15 @@ def test_nodes_of_either_handshake_talk_to_each_other(served: Served) -> None:
         own_page.close()
 
 
-def _request(uri: bytes = b"/ws", method: bytes = b"GET", **headers: bytes | list[bytes]) -> DummyRequest:
+def _request(uri: bytes = b"/ws", method: bytes = b"GET", **headers: bytes | list[bytes]) -> Head:
+    """The head of a request as twisted.web has read it."""
     request = DummyRequest([b"ws"])
     request.method, request.uri = method, uri
     values = {b"host": b"gw.example:3000", **{k: v for k, v in PLAIN.items()},
               **{k.replace("_", "-").encode(): v for k, v in headers.items()}}
     for name, value in values.items():
         request.requestHeaders.setRawHeaders(name, value if isinstance(value, list) else [value])
-    return request
+    return request_head(request)
 
 
 def test_a_plain_upgrade_is_recognised() -> None:
@@ -186,9 +189,73 @@ def test_a_plain_upgrade_is_recognised() -> None:
     _request(sec_websocket_protocol=b"chat"),
     _request(sec_websocket_version=b"8"),
     _request(content_length=b"5"),
+    _request(content_type=b"text/plain"),
     _request(user_agent=b"split\x85host: x"),
     _request(sec_websocket_extensions=[b"a", b"b"]),
-], ids=["method", "fragment", "authority", "port", "two hosts", "origin", "sub-protocol", "version 8", "body",
+], ids=["method", "fragment", "authority", "port", "two hosts", "origin", "sub-protocol", "version 8", "body", "content type",
         "line break to Autobahn", "two extension headers"])
-def test_anything_else_is_left_to_autobahns_handshake(request_: DummyRequest) -> None:
+def test_anything_else_is_left_to_autobahns_handshake(request_: Head) -> None:
     assert plain_key(request_) is None
+
+
+HEAD = request_bytes(3000, {b"User-Agent": b"x", b"X-Twice": [b"a", b"b"]}).replace(b"Host: 127.0.0.1:3000",
+                                                                                       b"Host: gw.example:3000")
+
+
+def test_a_first_read_holding_one_upgrade_head_is_read_as_twisted_web_reads_it() -> None:
+    head = upgrade_head(HEAD.replace(b"GET /ws ", b"GET /ws?x=1 "))
+    assert head == _request(uri=b"/ws?x=1", user_agent=b"x", x_twice=[b"a", b"b"])
+    assert head is not None and head.path == b"/ws" and plain_key(head) == KEY
+
+
+@pytest.mark.parametrize("data", [
+    HEAD[:-2],  # the head is not complete
+    HEAD + b"\x81",  # a frame began in the same read
+    HEAD.replace(b"HTTP/1.1", b"HTTP/1.0"),
+    HEAD.replace(b"Connection: Upgrade", b"Connection: keep-alive"),  # no upgrade asked for
+    HEAD.replace(b"Upgrade: websocket\r\n", b""),
+    HEAD.replace(b"User-Agent: x", b"User Agent: x"),  # malformed
+    HEAD.replace(b"User-Agent: x", b"User-Agent: x\r\n folded"),  # obsolete line folding
+    HEAD.replace(b"\r\n\r\n", b"\r\nX-Pad: " + b"p" * MAX_HEAD + b"\r\n\r\n"),
+    b"\r\n\r\n",
+], ids=["incomplete", "more after it", "HTTP/1.0", "no upgrade", "no upgrade header", "malformed",
+        "folded", "too long", "empty"])
+def test_any_other_first_read_is_left_to_twisted_web(data: bytes) -> None:
+    assert upgrade_head(data) is None
+
+
+def _answer_in_pieces(served: Served, request: bytes) -> tuple[bytes, bytes]:
+    """The answer when the head arrives in two reads (so twisted.web reads it),
+    and the first frame after a register sent on the upgraded connection."""
+    plain = rawhttp.open_socket(served.gateway.port)
+    with (served.tls.wrap_socket(plain, server_hostname="localhost") if served.tls else plain) as sock:
+        sock.settimeout(5)
+        sock.sendall(request[:20])
+        with pytest.raises(socket.timeout):  # nothing is answered to half a head
+            sock.settimeout(0.3)
+            sock.recv(1)
+        sock.settimeout(5)
+        sock.sendall(request[20:])
+        data = b""
+        while b"\r\n\r\n" not in data and len(data) < 4096:
+            chunk = sock.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        send_text_frame(sock, {"type": "register", "payload": {"name": "in-pieces"}})
+        frame = sock.recv(4096)
+        return data, frame
+
+
+def test_a_head_in_pieces_gets_the_same_101_and_works(served: Served) -> None:
+    from autobahn import __version__
+
+    for changes in ({}, {b"Sec-WebSocket-Extensions": b"permessage-deflate; client_max_window_bits"}):
+        data, frame = _answer_in_pieces(served, request_bytes(served.gateway.port, changes))
+        assert data == SWITCHING % __version__.encode(), data
+        assert frame[:1] == b"\x81" and b'"type":"ack"' in frame, frame
+    bystander = served.node("bystander")
+    try:
+        assert_usable(bystander)
+    finally:
+        bystander.close()

@@ -1,4 +1,4 @@
-"""The WebSocket upgrade answered from the request twisted.web already parsed.
+"""The plain WebSocket upgrade, answered without Autobahn's handshake.
 
 Autobahn's ``WebSocketResource`` writes the request twisted.web parsed back
 out as bytes, and Autobahn parses them a second time and sets up its
@@ -10,12 +10,15 @@ Here the upgrade every client library sends (``GET``, ``Upgrade:
 websocket``, ``Connection: Upgrade``, version 13, a well-formed key, no
 sub-protocol, ``Origin`` or body, no header repeated; extension offers
 that Autobahn parses and the gateway declines, as it declines them all)
-is checked on the parsed headers and answered ``101`` with the bytes
-Autobahn would send; the connection is then handed to the Autobahn
-protocol already open (``GatewayWebSocket.open_upgraded``), and Autobahn
-frames from the first byte on. Every other request, valid or not, still
-goes through Autobahn's own handshake, so what it answers (``400`` with
-the reason, ``405``, the status page) is exactly what it answered before.
+is checked on its head (``web.head.Head``: read by httptools from a
+connection's first bytes, or from the request twisted.web read) and
+answered ``101`` with the bytes Autobahn would send; the connection is
+then handed to the Autobahn protocol already open
+(``GatewayWebSocket.open_upgraded``), and Autobahn frames from the first
+byte on. Every other request, valid or not, still goes through
+twisted.web and Autobahn's own handshake, so what it answers (``400``
+with the reason, ``403``, ``405``, ``503``, the status page) is exactly
+what it answered before.
 """
 
 from __future__ import annotations
@@ -27,7 +30,8 @@ from typing import Any
 
 from autobahn.websocket.compress import PERMESSAGE_COMPRESSION_EXTENSION
 from twisted.protocols.policies import ProtocolWrapper
-from twisted.web.server import Request
+
+from wingman_gateway.web.head import Head
 
 # RFC 6455 4.2.2: the accept value is SHA-1 of the key and this GUID.
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
@@ -36,9 +40,11 @@ _KEY = re.compile(rb"[A-Za-z0-9+/]{22}==")
 # Headers a plain upgrade must have exactly once.
 _REQUIRED = (b"host", b"upgrade", b"connection", b"sec-websocket-version", b"sec-websocket-key")
 # Headers whose presence needs Autobahn's own handshake (negotiation, its
-# origin check, a body it would read as frames).
+# origin check, a body it would read as frames), or twisted.web's check of
+# a Content-Type.
 _NEGOTIATED = (
     b"sec-websocket-protocol", b"origin", b"sec-websocket-origin", b"content-length", b"transfer-encoding",
+    b"content-type",
 )
 _EXTENSIONS = b"sec-websocket-extensions"
 # What Autobahn's parser (``str.splitlines`` over Latin-1) would take for a
@@ -54,21 +60,21 @@ def _has_token(value: bytes, token: bytes) -> bool:
     return any(part.strip().lower() == token for part in value.split(b","))
 
 
-def plain_key(request: Request) -> bytes | None:
+def plain_key(head: Head) -> bytes | None:
     """The ``Sec-WebSocket-Key`` of a plain, valid upgrade request; None for any other request."""
-    if request.method != b"GET" or _PLAIN_TARGET.fullmatch(request.uri) is None:
+    if head.method != b"GET" or _PLAIN_TARGET.fullmatch(head.target) is None:
         return None
-    headers = request.requestHeaders
+    headers = head.headers
     values: dict[bytes, bytes] = {}
     for name in _REQUIRED:
-        raw = headers.getRawHeaders(name)
+        raw = headers.get(name)
         if raw is None or len(raw) != 1:
             return None
         values[name] = raw[0].strip()
     for name in _NEGOTIATED:
-        if headers.hasHeader(name):
+        if name in headers:
             return None
-    offered = headers.getRawHeaders(_EXTENSIONS)
+    offered = headers.get(_EXTENSIONS)
     if offered is not None and len(offered) != 1:
         return None
     host = values[b"host"]
@@ -80,22 +86,22 @@ def plain_key(request: Request) -> bytes | None:
     key = values[b"sec-websocket-key"]
     if _KEY.fullmatch(key) is None:
         return None
-    for _, raw in headers.getAllRawHeaders():
+    for raw in headers.values():
         for value in raw:
             if _ODD_HEADER.search(value) is not None:
                 return None
     return key
 
 
-def offers_declined(connection: Any, request: Request) -> bool:
-    """True when ``request`` offers no extension, or only offers Autobahn's
+def offers_declined(connection: Any, head: Head) -> bool:
+    """True when ``head`` offers no extension, or only offers Autobahn's
     handshake parses and ``connection``'s options decline (the gateway
     accepts no permessage-deflate): the answer is then the plain ``101``.
 
     Browsers, ``websockets`` and Node's ``ws`` all offer permessage-deflate.
     The offers are read with Autobahn's own parsers, as its handshake reads them.
     """
-    offered = request.requestHeaders.getRawHeaders(_EXTENSIONS)
+    offered = head.headers.get(_EXTENSIONS)
     if offered is None:
         return True
     offers: list[Any] = []
@@ -124,15 +130,15 @@ def switching(key: bytes, server: str | None, extra: dict[str, Any]) -> bytes:
     return b"\r\n".join(lines) + b"\r\n\r\n"
 
 
-def take_over(request: Request, protocol: Any) -> Any:
-    """Move ``request``'s connection from its HTTP channel to ``protocol``; returns the transport.
+def take_over(channel: Any, protocol: Any) -> Any:
+    """Move ``channel``'s connection (a ``GatewayChannel``) to ``protocol``; returns the transport.
 
     As Autobahn's ``WebSocketResource`` does: the channel lets go of the
     transport, and the protocol under it (the listener's door, or TLS)
-    delivers to ``protocol`` from now on. Reading stays paused (twisted.web
-    pauses while a request is served) until the caller resumes it.
+    delivers to ``protocol`` from now on. After a request twisted.web
+    served, reading stays paused until the caller resumes it.
     """
-    channel: Any = request.channel
+    channel.stop_timers()
     transport, channel.transport = channel.transport, None
     if isinstance(transport, ProtocolWrapper):
         transport.wrappedProtocol = protocol

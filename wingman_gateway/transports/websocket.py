@@ -31,6 +31,7 @@ from wingman_gateway.gate import GatedConnection
 from wingman_gateway import errors
 from wingman_gateway.router import Router
 from wingman_gateway.transports.upgrade import offers_declined, plain_key, resume, switching, take_over
+from wingman_gateway.web.head import Head, IEarlyUpgrade, request_head
 from wingman_gateway.web.origin import PageHosts, origin_refusal
 from wingman_gateway.state import Node
 
@@ -369,8 +370,15 @@ class GatewayWebSocketFactory(WebSocketServerFactory):
         self.protocol = _with_options(self)
 
 
+@implementer(IEarlyUpgrade)
 class GatewayWebSocketResource(WebSocketResource):
-    """``/ws``: the upgrade is refused (403) for pages the origin policy does not allow."""
+    """``/ws``: the upgrade is refused (403) for pages the origin policy does not allow.
+
+    A plain upgrade (``upgrade.plain_key``: no ``Origin``, so no page and
+    no origin policy to ask) is answered from its head alone: taken from a
+    connection's first read (``take``), or from the request twisted.web
+    read (``render``).
+    """
 
     def __init__(
         self, factory: GatewayWebSocketFactory, allows: Callable[[str], bool], hosts: PageHosts
@@ -382,8 +390,10 @@ class GatewayWebSocketResource(WebSocketResource):
     def render(self, request: Any) -> Any:
         refusal = origin_refusal(self._allows, request, self._hosts)
         if refusal is None:
-            key = plain_key(request) if request.channel.transport is not None else None
-            if key is not None and self._open(request, key):
+            head = request_head(request)
+            key = plain_key(head) if request.channel.transport is not None else None
+            if key is not None and self._open(request.channel, head, key):
+                resume(request.transport)  # twisted.web paused reading while it served the request
                 return NOT_DONE_YET
             return super().render(request)  # Autobahn's own handshake (see ``upgrade``)
         router = self._factory.router
@@ -393,16 +403,20 @@ class GatewayWebSocketResource(WebSocketResource):
         return encode({"type": "error", "payload": {"code": errors.FORBIDDEN, "message": refusal},
                        "timestamp": router.now_ms()})
 
-    def _open(self, request: Any, key: bytes) -> bool:
+    def take(self, channel: Any, head: Head) -> bool:
+        """``IEarlyUpgrade``: open a plain upgrade from the connection's first read."""
+        key = plain_key(head)
+        return key is not None and self._open(channel, head, key)
+
+    def _open(self, channel: Any, head: Head, key: bytes) -> bool:
         """Answer a plain upgrade (``upgrade.plain_key``) and open its connection;
         False when its extension offers need Autobahn's handshake."""
         factory = self._factory
-        connection = factory.buildProtocol(request.transport.getPeer())
-        if not offers_declined(connection, request):
+        connection = factory.buildProtocol(channel.transport.getPeer())
+        if not offers_declined(connection, head):
             return False
-        transport = take_over(request, connection)
+        transport = take_over(channel, connection)
         connection.open_upgraded(transport, switching(key, factory.server, factory.headers))
-        resume(transport)
         return True
 
 

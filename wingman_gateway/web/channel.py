@@ -16,6 +16,10 @@ And twisted.web handles every request of a read (64 KiB: thousands of small
 requests) before the event loop runs again; here one connection gets at
 most ``REQUESTS_PER_TURN`` requests handled per turn, the rest waits (and
 reading from it pauses) until the next, so other clients are not stalled.
+
+A connection's first read may be taken over before twisted.web reads it:
+see ``web.head`` (a plain WebSocket upgrade on a connection outside the
+reserve).
 """
 
 from __future__ import annotations
@@ -29,7 +33,9 @@ from twisted.web.http import HTTPChannel
 
 from wingman_gateway.addresses import address_text
 from wingman_gateway.connection import ABORT_GRACE, socket_transport, unsent_bytes
+from wingman_gateway.gate import gate_of
 from wingman_gateway.logs import get_logger
+from wingman_gateway.web.head import upgrade_head
 
 log = get_logger("wingman_gateway.http")
 
@@ -51,7 +57,7 @@ def _timeout_answer(what: str, seconds: float) -> bytes:
 
 class GatewayChannel(HTTPChannel):
     """An ``HTTPChannel`` of a ``GatewaySite`` (which gives ``clock``, ``header_timeout``,
-    ``body_timeout``, ``max_unsent``)."""
+    ``body_timeout``, ``max_unsent``, ``upgrades``)."""
 
     site: Any
     transport: Any
@@ -59,6 +65,7 @@ class GatewayChannel(HTTPChannel):
     _cut = False
     _handled = 0  # requests finished in this turn
     _next_turn: IDelayedCall | None = None
+    _first = True  # nothing read yet
 
     def connectionMade(self) -> None:
         super().connectionMade()
@@ -109,8 +116,33 @@ class GatewayChannel(HTTPChannel):
         super().connectionLost(reason)
 
     def dataReceived(self, data: bytes) -> None:
+        if self._first:
+            self._first = False
+            if self._taken_early(data):
+                return
         if not self._cut:
             super().dataReceived(data)
+
+    def _taken_early(self, data: bytes) -> bool:
+        """Whether a resource took the connection over from its first read (``web.head``)."""
+        upgrades = self.site.upgrades
+        if not upgrades or self._cut:
+            return False
+        head = upgrade_head(data)
+        if head is None:
+            return False
+        upgrade = upgrades.get(head.path)
+        if upgrade is None:
+            return False
+        gate = gate_of(self.transport)
+        if gate is not None and gate.reserved:
+            return False  # twisted.web's way answers 503 (``web.request``)
+        return bool(upgrade.take(self, head))
+
+    def stop_timers(self) -> None:
+        """The connection is being handed to another protocol: this channel's timers end."""
+        self.setTimeout(None)
+        self._cancel_deadline()
 
     # -- deadlines and cut-offs ---------------------------------------------
 

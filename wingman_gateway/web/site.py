@@ -14,6 +14,7 @@ from wingman_gateway.web.channel import GatewayChannel
 from wingman_gateway.web.clientscript import client_resource
 from wingman_gateway.web.credential import stats_gate
 from wingman_gateway.web.folder import Folder
+from wingman_gateway.web.head import IEarlyUpgrade
 from wingman_gateway.web.health import HealthResource, HealthSources, StatsResource
 from wingman_gateway.web.index import IndexResource
 from wingman_gateway.web.request import GatewayRequest
@@ -52,6 +53,10 @@ class GatewaySite(Site):
     """A listener's Site: bounded bodies and heads, readable headers, the reserve."""
 
     requestFactory = GatewayRequest
+    # twisted.web's idle timer (reset on every read) is left off: the
+    # channel's head and body deadlines cover the same waits, with one
+    # timer per connection instead of two.
+    timeOut = None
     protocol = GatewayChannel  # type: ignore[assignment]  # HTTP/1.1 only
 
     def acceptableProtocols(self) -> list[bytes]:
@@ -70,6 +75,8 @@ class GatewaySite(Site):
         self.header_timeout = header_timeout
         self.body_timeout = body_timeout
         self.max_unsent = router.limits.max_buffer
+        # What may take a connection over from its first read, by path (``web.head``).
+        self.upgrades: dict[bytes, Any] = {}
 
 
 def build_site(
@@ -99,6 +106,7 @@ def build_site(
     for name, child in children.items():
         root.putChild(name, child)
     site = GatewaySite(root, router, cors, header_timeout, body_timeout)
+    site.upgrades = {b"/" + name: child for name, child in children.items() if IEarlyUpgrade.providedBy(child)}
     site.displayTracebacks = False
     site.noisy = False
     return site
