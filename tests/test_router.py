@@ -151,6 +151,33 @@ def test_join_ack_shows_a_remote_member_as_its_gateway_last_described_it() -> No
     ) + tail
 
 
+def test_presence_of_one_turn_in_exact_bytes_from_each_member_s_start() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    b, b_conn = h.node("b")
+    c, c_conn = h.node("c")
+    [room] = h.router.rooms.rooms()
+    for session in (b, c):  # both joins in one turn
+        h.router.receive(session, json.dumps({"type": "join_group", "payload": {"groupName": "room"}}))
+    for conn in (a_conn, b_conn, c_conn):
+        conn.take()
+    h.clock.advance(0)
+    ids = {name: session.registered_id.encode() for name, session in (("b", b), ("c", c))}
+    told_b = b'{"nodeId":"%s","name":"b","capabilities":[],"event":"joined","memberCount":2}' % ids["b"]
+    told_c = b'{"nodeId":"%s","name":"c","capabilities":[],"event":"joined","memberCount":3}' % ids["c"]
+    assert a_conn.raw == [
+        b'{"type":"presence","groupId":"%s","timestamp":1700000000000,"payload":{"event":"batch",'
+        b'"groupId":"%s","groupName":"room","memberCount":3,"events":[%s,%s]}}'
+        % (room.id.encode(), room.id.encode(), told_b, told_c)
+    ]
+    assert b_conn.raw == [
+        b'{"type":"presence","nodeId":"%s","groupId":"%s","payload":{"nodeId":"%s","name":"c","capabilities":[],'
+        b'"event":"joined","groupId":"%s","groupName":"room","memberCount":3},"timestamp":1700000000000}'
+        % (ids["c"], room.id.encode(), ids["c"], room.id.encode())
+    ]
+    assert c_conn.raw == []
+
+
 def test_broadcast_reaches_every_other_member_untouched() -> None:
     h = Harness()
     a, a_conn = h.node("a", "room")
