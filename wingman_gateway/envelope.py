@@ -70,15 +70,16 @@ _ROUNDS = 16
 class Verbatim:
     """JSON text that ``encode`` writes as is where a value goes.
 
-    For text encoded once and sent many times: a sender's payload, a
-    node's public description in every member list of its rooms.
+    For text encoded once and sent many times: a node's public
+    description in every member list of its rooms (a sender's payload,
+    always last, goes through ``splice``).
     """
 
     text: str
 
 
 class _HasVerbatim(Exception):
-    """The object holds a ``Verbatim``: it is encoded member by member."""
+    """The object holds a ``Verbatim``: ``_with_verbatim`` encodes it."""
 
 
 def _unknown(value: Any) -> Any:
@@ -118,7 +119,8 @@ def encode(obj: dict[str, Any]) -> bytes:
     """Encode a gateway-built envelope (compact JSON, ASCII-safe but for ``Verbatim`` text).
 
     Objects without a ``Verbatim`` are encoded in one pass of json's C
-    encoder; the others, part by part, with the same bytes for every part.
+    encoder; the others take a second pass (``_with_verbatim``), to the
+    bytes json gives the values the ``Verbatim`` texts hold.
     """
     try:
         return _dumps(obj).encode("ascii")
