@@ -1,11 +1,12 @@
-"""Envelope decoding keeps the sender's text and refuses bad input exactly."""
+"""Envelope decoding keeps the sender's text and refuses bad input exactly; encoding
+writes verbatim text as is."""
 
 from __future__ import annotations
 
 import pytest
 
 from wingman_gateway import errors
-from wingman_gateway.envelope import decode, nesting_depth, splice
+from wingman_gateway.envelope import Verbatim, decode, encode, nesting_depth, splice
 from wingman_gateway.errors import GatewayError
 
 
@@ -75,3 +76,15 @@ def test_splice_puts_raw_value_last() -> None:
     assert splice({"type": "broadcast", "n": "é"}, "payload", ' {"x" : 1e5} ') == (
         b'{"type":"broadcast","n":"\\u00e9","payload": {"x" : 1e5} }'
     )
+
+
+def test_verbatim_text_is_written_in_place_whatever_the_strings_around_it() -> None:
+    # One string holds what a verbatim part stands in as for one pass
+    # (a NUL): the envelope is then encoded part by part, to the same bytes.
+    for name in ("room", "\x00", 'x"\x00'):
+        envelope = {"type": "ack", "payload": {"groupName": name, "members": Verbatim('[{"a":1}]'),
+                                               name: [Verbatim("null"), "é"]}, "timestamp": 1}
+        plain = {"type": "ack", "payload": {"groupName": name, "members": [{"a": 1}], name: [None, "é"]},
+                 "timestamp": 1}
+        assert encode(envelope) == encode(plain)
+    assert encode({"type": "x", "payload": Verbatim('{"é":[]}')}) == '{"type":"x","payload":{"é":[]}}'.encode()

@@ -9,9 +9,13 @@ import pytest
 from wingman_gateway import errors
 from wingman_gateway.auth import Authenticator
 from wingman_gateway.connection import CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN
+from wingman_gateway.cluster import wire
+from wingman_gateway.cluster.rooms import ClusterRooms
+from wingman_gateway.history import HistorySettings
 from wingman_gateway.limits import Limits
+from wingman_gateway.state import Node
 
-from harness.memory import Harness
+from harness.memory import Harness, MemoryConnection
 
 
 def error_code(reply: dict) -> str:
@@ -86,6 +90,92 @@ def test_join_by_id_and_rejoin_is_idempotent() -> None:
     assert again["type"] == "ack"
     assert a_conn.take() == []  # no second presence notice
     assert len(h.router.rooms.find(room_id).members) == 2
+
+
+def joined_bytes(h: Harness, session: Node, conn: MemoryConnection, room: str) -> bytes:
+    """The exact bytes of ``session``'s ack when it joins ``room`` (by name)."""
+    conn.take()
+    h.send(session, {"type": "join_group", "payload": {"groupName": room, "createIfNotExists": True},
+                     "messageId": "j"})
+    [ack] = conn.raw
+    return ack
+
+
+def test_join_ack_lists_members_in_exact_bytes() -> None:
+    h = Harness(history=HistorySettings(size=10))
+    a, a_conn = h.connect()
+    h.request(a, a_conn, "register", {"name": "Zo\u00eb \"\u2028\"", "capabilities": ["plan", "</x>"],
+                                      "agentName": "planner"})
+    b, b_conn = h.node("b")
+    joined_bytes(h, a, a_conn, "room")
+    [room] = h.router.rooms.rooms()
+    epoch = str(h.router.rooms.history.recover(room.id, None).fields()["epoch"])
+    assert joined_bytes(h, b, b_conn, "room") == (
+        b'{"type":"ack","payload":{"groupId":"%s","groupName":"room","created":false,"description":null,'
+        b'"strategy":"parallel","members":[{"nodeId":"%s","name":"Zo\\u00eb \\"\\u2028\\"",'
+        b'"capabilities":["plan","</x>"],"agentName":"planner"},{"nodeId":"%s","name":"b","capabilities":[]}],'
+        b'"offset":0,"epoch":"%s","action":"join_group"},"messageId":"j","timestamp":1700000000000}'
+        % (room.id.encode(), a.registered_id.encode(), b.registered_id.encode(), epoch.encode())
+    )
+
+
+def test_join_ack_shows_a_remote_member_as_its_gateway_last_described_it() -> None:
+    h = Harness(rooms=lambda clock: ClusterRooms(clock, "gateway-a", wire.Names(0)))
+    rooms = h.router.rooms
+    assert isinstance(rooms, ClusterRooms)
+    a, a_conn = h.node("a")
+    joined_bytes(h, a, a_conn, "room")
+    [room] = rooms.rooms()
+    far = "b0b0b0b0b0b0b0b0"
+    record = {"name": "far", "capabilities": ["look"], "transport": "websocket",
+              "rooms": {room.id: wire.room_meta(room)}}
+    rooms.apply(rooms.peer("gateway-b"), far, record, "left")
+    member_a = b'{"nodeId":"%s","name":"a","capabilities":[]}' % a.registered_id.encode()
+    head = b'{"type":"ack","payload":{"groupId":"%s","groupName":"room","created":false,' % room.id.encode()
+    tail = b',"action":"join_group"},"messageId":"j","timestamp":1700000000000}'
+    b, b_conn = h.node("b")
+    assert joined_bytes(h, b, b_conn, "room") == head + (
+        b'"description":null,"strategy":"parallel","members":[%s,'
+        b'{"nodeId":"b0b0b0b0b0b0b0b0","name":"far","capabilities":["look"]},'
+        b'{"nodeId":"%s","name":"b","capabilities":[]}]' % (member_a, b.registered_id.encode())
+    ) + tail
+    # The other gateway announces the node anew: later member lists show it so.
+    renamed = dict(record, name="farther", capabilities=["look", "fetch"], agentName="scout")
+    rooms.apply(rooms.peer("gateway-b"), far, renamed, "left")
+    c, c_conn = h.node("c")
+    assert joined_bytes(h, c, c_conn, "room") == head + (
+        b'"description":null,"strategy":"parallel","members":[%s,'
+        b'{"nodeId":"b0b0b0b0b0b0b0b0","name":"farther","capabilities":["look","fetch"],"agentName":"scout"},'
+        b'{"nodeId":"%s","name":"b","capabilities":[]},{"nodeId":"%s","name":"c","capabilities":[]}]'
+        % (member_a, b.registered_id.encode(), c.registered_id.encode())
+    ) + tail
+
+
+def test_presence_of_one_turn_in_exact_bytes_from_each_member_s_start() -> None:
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    b, b_conn = h.node("b")
+    c, c_conn = h.node("c")
+    [room] = h.router.rooms.rooms()
+    for session in (b, c):  # both joins in one turn
+        h.router.receive(session, json.dumps({"type": "join_group", "payload": {"groupName": "room"}}))
+    for conn in (a_conn, b_conn, c_conn):
+        conn.take()
+    h.clock.advance(0)
+    ids = {name: session.registered_id.encode() for name, session in (("b", b), ("c", c))}
+    told_b = b'{"nodeId":"%s","name":"b","capabilities":[],"event":"joined","memberCount":2}' % ids["b"]
+    told_c = b'{"nodeId":"%s","name":"c","capabilities":[],"event":"joined","memberCount":3}' % ids["c"]
+    assert a_conn.raw == [
+        b'{"type":"presence","groupId":"%s","timestamp":1700000000000,"payload":{"event":"batch",'
+        b'"groupId":"%s","groupName":"room","memberCount":3,"events":[%s,%s]}}'
+        % (room.id.encode(), room.id.encode(), told_b, told_c)
+    ]
+    assert b_conn.raw == [
+        b'{"type":"presence","nodeId":"%s","groupId":"%s","payload":{"nodeId":"%s","name":"c","capabilities":[],'
+        b'"event":"joined","groupId":"%s","groupName":"room","memberCount":3},"timestamp":1700000000000}'
+        % (ids["c"], room.id.encode(), ids["c"], room.id.encode())
+    ]
+    assert c_conn.raw == []
 
 
 def test_broadcast_reaches_every_other_member_untouched() -> None:

@@ -64,7 +64,31 @@ _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = {ord("["): 1, ord("]"): -1}
 # Pair-removal rounds tried before counting bracket by bracket.
 _ROUNDS = 16
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True).encode
+
+
+@attrs.frozen
+class Verbatim:
+    """JSON text that ``encode`` writes as is where a value goes.
+
+    For text encoded once and sent many times: a node's public
+    description in every member list of its rooms (a sender's payload,
+    always last, goes through ``splice``).
+    """
+
+    text: str
+
+
+class _HasVerbatim(Exception):
+    """The object holds a ``Verbatim``: ``_with_verbatim`` encodes it."""
+
+
+def _unknown(value: Any) -> Any:
+    if isinstance(value, Verbatim):
+        raise _HasVerbatim
+    raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
+_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=_unknown).encode
 
 
 @attrs.define(slots=True)
@@ -92,12 +116,71 @@ class Envelope:
 
 
 def encode(obj: dict[str, Any]) -> bytes:
-    """Encode a gateway-built envelope (ASCII-safe compact JSON)."""
-    return _dumps(obj).encode("ascii")
+    """Encode a gateway-built envelope (compact JSON, ASCII-safe but for ``Verbatim`` text).
+
+    Objects without a ``Verbatim`` are encoded in one pass of json's C
+    encoder; the others take a second pass (``_with_verbatim``), to the
+    bytes json gives the values the ``Verbatim`` texts hold.
+    """
+    try:
+        return _dumps(obj).encode("ascii")
+    except _HasVerbatim:
+        return _with_verbatim(obj)
+
+
+# What a Verbatim stands in as for one encoding pass, and how that pass writes it.
+_STAND_IN = "\x00"
+_STOOD_IN = '"\\u0000"'
+
+
+def _with_verbatim(obj: Any) -> bytes:
+    """One encoding pass with a stand-in for each ``Verbatim``, then its text in the stand-in's place.
+
+    A stand-in's encoding never overlaps another value's (it is a whole
+    string, between a ``:``, ``,`` or ``[`` and a ``,``, ``}`` or ``]``);
+    should a string of the envelope encode the same, there are more of
+    them than stand-ins, and the envelope is encoded part by part instead.
+    """
+    texts: list[str] = []
+
+    def stand_in(value: Any) -> Any:
+        if isinstance(value, Verbatim):
+            texts.append(value.text)
+            return _STAND_IN
+        return _unknown(value)
+
+    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=stand_in)
+    pieces = encoder.encode(obj).split(_STOOD_IN)
+    if len(pieces) != len(texts) + 1:
+        return _compose(obj).encode("utf-8")
+    joined = [pieces[0]]
+    for text, piece in zip(texts, pieces[1:]):
+        joined += (text, piece)
+    return "".join(joined).encode("utf-8")
+
+
+def _compose(value: Any) -> str:
+    """JSON text of ``value`` with each ``Verbatim`` inside it written as is, part by part."""
+    if isinstance(value, Verbatim):
+        return value.text
+    if isinstance(value, dict):
+        return "{" + ",".join([_key(key) + ":" + _compose(item) for key, item in value.items()]) + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ",".join([_compose(item) for item in value]) + "]"
+    return _dumps(value)
+
+
+def _key(key: Any) -> str:
+    """A member name as json writes it (a number or a constant becomes text too)."""
+    return _dumps(key) if isinstance(key, str) else _dumps({key: 0})[1:-3]
 
 
 def splice(head: dict[str, Any], key: str, raw_value: str) -> bytes:
-    """Encode ``head`` with one more member whose value is verbatim JSON text."""
+    """``encode`` of ``head`` with ``key: Verbatim(raw_value)`` added last, in one pass.
+
+    The common case (a message's payload), without a first pass that
+    finds the ``Verbatim``.
+    """
     text = _dumps(head)
     return (text[:-1] + ',"' + key + '":' + raw_value + "}").encode("utf-8")
 

@@ -36,8 +36,11 @@ WINDOW = 0.05
 @attrs.define
 class _Batch:
     room: Room
-    # Per event: its payload (classic form) and its record for a batch, as JSON text.
-    events: list[tuple[dict[str, Any], str]] = attrs.Factory(list)
+    # Per event: its payload (classic form), and its record for a batch as
+    # JSON text. Apart, so a member's part of a batch is joined in one C
+    # call: each member gets the events from its start, n²/2 records in all.
+    payloads: list[dict[str, Any]] = attrs.Factory(list)
+    records: list[str] = attrs.Factory(list)
     # Members that joined during the turn: the index of their first event.
     starts: dict[str, int] = attrs.Factory(dict)
 
@@ -69,9 +72,10 @@ class Presence:
         batch = self._pending.get(room.id)
         if batch is None or batch.room is not room:
             batch = self._pending[room.id] = _Batch(room)
-        batch.events.append((payload, encode(record).decode("ascii")))
+        batch.payloads.append(payload)
+        batch.records.append(encode(record).decode("ascii"))
         if event == "joined":
-            batch.starts[node.registered_id] = len(batch.events)
+            batch.starts[node.registered_id] = len(batch.records)
         if len(room.members) > self._crowd:
             if self._later is None:
                 self._later = self._clock.callLater(self._window, self._flush_window)
@@ -97,7 +101,7 @@ class Presence:
         batch = self._pending.pop(room_id, None)
         if batch is None or not batch.room.members:
             return
-        count = len(batch.events)
+        count = len(batch.records)
         made: dict[int, Outbound] = {}
         for member in batch.room.recipients:
             start = batch.starts.get(member.registered_id, 0)
@@ -118,9 +122,8 @@ class Presence:
 
     def _envelope(self, batch: _Batch, start: int) -> Outbound:
         room = batch.room
-        events = batch.events[start:]
-        if len(events) == 1:
-            payload = events[0][0]
+        if len(batch.records) - start == 1:
+            payload = batch.payloads[start]
             return Outbound(encode({
                 "type": "presence",
                 "nodeId": payload["nodeId"],
@@ -139,5 +142,5 @@ class Presence:
                 "memberCount": len(room.members),
             },
         })
-        records = ",".join(record for _, record in events)
+        records = ",".join(batch.records[start:])
         return Outbound(head[:-2] + b',"events":[' + records.encode("ascii") + b"]}}")

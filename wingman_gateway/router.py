@@ -309,9 +309,7 @@ class Router(RoomRequests, SendRequests):
             )
         node_id = self.rooms.new_node_id()
         node.node_id = node_id
-        node.name = name
-        node.capabilities = capabilities
-        node.agent_name = agent_name
+        node.introduce(name, capabilities, agent_name)
         node.session_id = session_id
         node.metadata = metadata
         node.grant = grant

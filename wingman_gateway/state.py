@@ -1,6 +1,7 @@
 """The Router's records: a client connection (``Node``) and a ``Room``.
 
-Plain data; nothing here knows a transport or the wire format.
+Plain data; nothing here knows a transport. A node keeps its public
+description encoded, since every member list of its rooms holds it.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import attrs
 
 from wingman_gateway.auth import Grant
 from wingman_gateway.connection import IConnection, Outbound
+from wingman_gateway.envelope import encode
 from wingman_gateway.ratelimit import TokenBucket
 
 
@@ -46,6 +48,10 @@ class Node:
     closed: bool = False
     # Bytes a second, metered before decoding (metering.py); None when off.
     byte_budget: TokenBucket | None = None
+    # ``describe()`` as JSON text, made by ``introduce``: a join ack lists
+    # every member, so a room filling up with n members would otherwise
+    # encode n²/2 descriptions. Empty until the node is introduced.
+    introduction: str = ""
 
     def __repr__(self) -> str:
         return f"<Node {self.node_id} name={self.name!r} peer={self.conn.peer}>"
@@ -56,6 +62,19 @@ class Node:
         if self.node_id is None:
             raise ValueError(f"{self!r} is not registered")
         return self.node_id
+
+    def introduce(self, name: str | None, capabilities: list[str], agent_name: str | None) -> None:
+        """Set what other members see of the registered node, and keep it encoded.
+
+        The only way these three change (``capabilities`` is replaced,
+        never changed in place), so ``introduction`` never goes stale.
+        """
+        if self.node_id is None:
+            raise ValueError(f"{self!r} is introduced before it has an id")
+        self.name = name
+        self.capabilities = capabilities
+        self.agent_name = agent_name
+        self.introduction = encode(self.describe()).decode("ascii")
 
     def describe(self) -> dict[str, Any]:
         """Public description of the node, as other members see it."""
@@ -109,6 +128,8 @@ class Room:
 
     def add(self, node: Node) -> None:
         node_id = node.registered_id
+        if not node.introduction:
+            raise ValueError(f"{node!r} was never introduced")
         self._count(self.members.get(node_id), -1)
         self.members[node_id] = node
         self._count(node, 1)

@@ -137,9 +137,7 @@ class Directory:
             )
             self._remote[node_id] = proxy
             peer.nodes.add(node_id)
-        proxy.name = record.get("name")
-        proxy.capabilities = list(record.get("capabilities") or [])
-        proxy.agent_name = record.get("agentName")
+        proxy.introduce(record.get("name"), list(record.get("capabilities") or []), record.get("agentName"))
         wanted = record.get("rooms") or {}
         for room_id in [r for r in proxy.rooms if r not in wanted]:
             self._part(proxy.rooms[room_id], proxy, reason)

@@ -28,12 +28,13 @@ from wingman_gateway.cluster.messages import RoomMessages
 from wingman_gateway.cluster.mirror import Peer, RemoteConnection, peer_of
 from wingman_gateway.cluster.placement import Placement
 from wingman_gateway.connection import Outbound
+from wingman_gateway.envelope import Verbatim
 from wingman_gateway.errors import GatewayError
 from wingman_gateway.events import Events
 from wingman_gateway.logs import get_logger
 from wingman_gateway.history import HistorySettings
 from wingman_gateway.presence import Presence
-from wingman_gateway.rooms import IRooms, closed_notice
+from wingman_gateway.rooms import IRooms, closed_notice, member_list
 from wingman_gateway.state import Node, Room
 
 log = get_logger("wingman_gateway.cluster.rooms")
@@ -207,8 +208,8 @@ class ClusterRooms(Directory, RoomMessages):
         for member in local:
             self._announce(member, None)
 
-    def members(self, room: Room) -> list[dict[str, Any]]:
-        return [member.describe() for member in room.recipients]
+    def members(self, room: Room) -> Verbatim:
+        return member_list(room)
 
     def room_count(self) -> int:
         return len(self._rooms)
