@@ -5,6 +5,7 @@ are never read. Each is cut off at its bound while other nodes keep working."""
 from __future__ import annotations
 
 import os
+import re
 import socket
 import struct
 import time
@@ -87,6 +88,7 @@ def test_ping_flood_never_read_is_closed_and_memory_stays_bounded(gateway: Gatew
         assert frames[-1][1] == struct.pack("!H", 1008) + reason
         assert kinds.count(0xA) <= 32, kinds.count(0xA)  # PONGs: never one per PING
     assert gateway.log.count("too many PING frames (at most 32") == 3
+    assert len(re.findall(r"closing tcp4:127\.0\.0\.1:\d+: too many PING", gateway.log)) == 3  # the peer, named
     peak = rss_kib(gateway.pid)
     assert peak - baseline < 16 * 1024, (baseline, peak)
     assert_delivers(alice, bob, "room")

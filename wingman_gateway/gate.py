@@ -26,6 +26,12 @@ class GatedConnection(ProtocolWrapper):
 
     source: str | None = None
     reserved = False
+    # zope's adaptation (``IPushProducer(transport)``, which twisted.web's
+    # channel makes of every connection) asks for ``__conform__``, which
+    # ProtocolWrapper would look up below and fail on with an exception each
+    # time: 5% of the gateway's time while nodes connect (py-spy). No wrapped
+    # transport has one, so the answer is the same.
+    __conform__ = None
 
     factory: "GatedFactory"
 

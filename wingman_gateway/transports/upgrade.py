@@ -86,10 +86,8 @@ def plain_key(head: Head) -> bytes | None:
     key = values[b"sec-websocket-key"]
     if _KEY.fullmatch(key) is None:
         return None
-    for raw in headers.values():
-        for value in raw:
-            if _ODD_HEADER.search(value) is not None:
-                return None
+    if _ODD_HEADER.search(b"".join(b"".join(raw) for raw in headers.values())) is not None:
+        return None
     return key
 
 
@@ -115,10 +113,9 @@ def offers_declined(connection: Any, head: Head) -> bool:
     return not offers or connection.perMessageCompressionAccept(offers) is None
 
 
-def switching(key: bytes, server: str | None, extra: dict[str, Any]) -> bytes:
-    """The ``101`` answer to ``key``, byte for byte as Autobahn writes it (``server``
-    and ``extra`` are its factory's ``server`` and ``headers``)."""
-    accept = base64.b64encode(hashlib.sha1(key + _GUID).digest())
+def switching_head(server: str | None, extra: dict[str, Any]) -> bytes:
+    """What every ``101`` says before its accept value, as Autobahn writes it
+    (``server`` and ``extra`` are its factory's ``server`` and ``headers``)."""
     lines = [b"HTTP/1.1 101 Switching Protocols"]
     if server:
         lines.append(b"Server: " + server.encode("utf-8"))
@@ -126,8 +123,12 @@ def switching(key: bytes, server: str | None, extra: dict[str, Any]) -> bytes:
     for name, value in extra.items():
         for one in [value] if isinstance(value, str) else value:
             lines.append(f"{name}: {one}".encode("utf-8"))
-    lines.append(b"Sec-WebSocket-Accept: " + accept)
-    return b"\r\n".join(lines) + b"\r\n\r\n"
+    return b"\r\n".join(lines) + b"\r\nSec-WebSocket-Accept: "
+
+
+def switching(key: bytes, head: bytes) -> bytes:
+    """The ``101`` answer to ``key``, byte for byte as Autobahn writes it (``head``: ``switching_head``)."""
+    return head + base64.b64encode(hashlib.sha1(key + _GUID).digest()) + b"\r\n\r\n"
 
 
 def take_over(channel: Any, protocol: Any) -> Any:
