@@ -6,8 +6,8 @@ The Router runs in this process on in-memory connections that count what
 they are handed (envelopes and bytes), driven by a Clock: 1, 10 or 100
 joins arrive in each reactor turn, and turns are ``--gap-ms`` apart (a
 join acked over loopback, then the next one). Each run measures, in the
-same process, the gateway's presence as shipped (per turn, and over a
-window in a room of more than ``presence.CROWD`` members), gathered per
+same process, the gateway's presence as shipped (per turn, and paced in
+a room of more than ``presence.CROWD`` members), gathered per
 turn only (the behaviour before), and notices sent at once for each event
 (the behaviour before that). It prints each run and the median of the
 runs, and the ratios.
@@ -25,7 +25,7 @@ from zope.interface import implementer
 
 from wingman_gateway.connection import IConnection, Outbound
 from wingman_gateway.limits import Limits
-from wingman_gateway.presence import WINDOW, Presence
+from wingman_gateway.presence import MAX_PACE, Presence
 from wingman_gateway.router import Router
 
 
@@ -74,7 +74,7 @@ def run(nodes: int, per_turn: int, kind: str, gap: float) -> tuple[float, int, i
         router.receive(node, join)
         if (n + 1) % per_turn == 0:
             clock.advance(gap)  # the end of a reactor turn, and the wait for the next join
-    clock.advance(WINDOW)
+    clock.advance(MAX_PACE)  # the last paced notices go out
     elapsed = time.perf_counter() - started
     return elapsed, tally[0], tally[1]
 

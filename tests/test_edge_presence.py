@@ -1,7 +1,7 @@
 """Presence in a big room, against a real gateway: nodes joining one after
 another (each after the previous one's ack) do not cost a notice per member
 per join. Past ``CROWD`` members, a member gets at most one presence
-envelope per ``WINDOW``, holding every event, in order."""
+envelope per ``pace(members)``, holding every event, in order."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import json
 import time
 
 from harness.support import GatewayProcess, NodePool, abort, assert_delivers, assert_usable
-from wingman_gateway.presence import CROWD, WINDOW
+from wingman_gateway.presence import CROWD, pace
 
 JOINERS = 2 * CROWD
 
@@ -38,9 +38,9 @@ def test_a_swarm_joining_one_by_one_is_told_in_windows(gateway: GatewayProcess, 
     assert [event["name"] for event in events] == [f"node-{n}" for n in range(JOINERS)]
     assert [event["memberCount"] for event in events] == list(range(2, JOINERS + 2))
     assert {event["event"] for event in events} == {"joined"}
-    # At most one envelope a window once the room is crowded (plus the one in flight at either end).
+    # At most one envelope a pace once the room is crowded (plus the one in flight at either end).
     crowded_joins = JOINERS + 1 - CROWD
-    assert envelopes_crowded <= crowded_for / WINDOW + 2, (envelopes_crowded, crowded_for)
+    assert envelopes_crowded <= crowded_for / pace(CROWD + 1) + 2, (envelopes_crowded, crowded_for)
     assert envelopes_crowded < crowded_joins, (envelopes_crowded, crowded_joins)
     # The room works as before: a message reaches the swarm, after its notices.
     assert_usable(watcher)

@@ -13,6 +13,7 @@ from wingman_gateway.cluster import wire
 from wingman_gateway.cluster.rooms import ClusterRooms
 from wingman_gateway.history import HistorySettings
 from wingman_gateway.limits import Limits
+from wingman_gateway.presence import CROWD, MAX_PACE, pace
 from wingman_gateway.state import Node
 
 from harness.memory import Harness, MemoryConnection
@@ -176,6 +177,36 @@ def test_presence_of_one_turn_in_exact_bytes_from_each_member_s_start() -> None:
         % (ids["c"], room.id.encode(), ids["c"], room.id.encode())
     ]
     assert c_conn.raw == []
+
+
+def test_a_crowded_room_is_told_at_once_when_quiet_then_once_a_pace() -> None:
+    h = Harness()
+    watcher, seen = h.node("watcher", "crowd")
+    for n in range(CROWD):  # the room now has CROWD + 1 members
+        h.node(f"m{n}", "crowd")
+    h.clock.advance(MAX_PACE)  # the joins' notices go out
+    h.clock.advance(MAX_PACE)  # then the room is quiet for a while
+    seen.take()
+
+    def joins(*names: str) -> None:
+        for name in names:
+            h.node(name, "crowd")  # each join its own turn
+
+    joins("first")
+    [told] = seen.take()  # quiet: at the end of its turn
+    assert (told["payload"]["event"], told["payload"]["name"]) == ("joined", "first")
+    joins("second", "third")  # within the pace of the last notice: they wait
+    assert seen.take() == []
+    wait = pace(CROWD + 4)  # the room's size when the notice goes out
+    h.clock.advance(wait - 0.001)
+    assert seen.take() == []
+    h.clock.advance(0.001)
+    [batch] = seen.take()  # one envelope, both events in order
+    assert [e["name"] for e in batch["payload"]["events"]] == ["second", "third"]
+    h.send(watcher, {"type": "broadcast", "payload": {"groupName": "crowd", "message": "hi"}})
+    joins("fourth")
+    h.clock.advance(pace(CROWD + 5))
+    assert [m["payload"]["name"] for m in seen.take()] == ["fourth"]  # paced, and never lost
 
 
 def test_broadcast_reaches_every_other_member_untouched() -> None:

@@ -10,11 +10,16 @@ member (not its own join); a message sent to the room, or to a member,
 first flushes what is pending, so nothing overtakes a notice.
 
 A turn is not enough when nodes join one after another, each after the
-previous one's ack: every join is its own turn, and 1,000 of them still
-cost 500,000 envelopes. In a room of more than ``CROWD`` members the
-notices are therefore gathered for ``WINDOW`` seconds instead of one turn:
-a member of a big room gets at most one presence envelope per room per
-window, holding every event in order, whatever the rate of joins.
+previous one's ack (every join is its own turn: 1,000 of them still cost
+500,000 envelopes), nor when thousands rejoin at once after a restart
+(each room is told anew in every turn). In a room of more than ``CROWD``
+members the notices are therefore paced: they go out at the end of their
+turn if the room was last told at least ``pace(members)`` ago (``PACE``
+per member, at most ``MAX_PACE``), else when that much time has passed,
+holding every event since, in order. A quiet big room hears of a join
+at once; a busy one gets at most one envelope per member per pace, and
+the room as a whole about 1 / ``PACE`` envelopes a second, whatever its
+size and the rate of joins.
 """
 
 from __future__ import annotations
@@ -28,9 +33,16 @@ from wingman_gateway.connection import Outbound
 from wingman_gateway.envelope import encode
 from wingman_gateway.state import Node, Room
 
-# Rooms of more members than this gather presence over WINDOW seconds.
+# Rooms of more members than this have their presence paced.
 CROWD = 50
-WINDOW = 0.05
+# Seconds between a paced room's notices, per member, and at most.
+PACE = 0.01
+MAX_PACE = 1.0
+
+
+def pace(members: int) -> float:
+    """The least time between two presence envelopes to a member of a crowded room."""
+    return min(MAX_PACE, PACE * members)
 
 
 @attrs.define
@@ -48,16 +60,13 @@ class _Batch:
 class Presence:
     """Pending presence per room, flushed once a turn (or before other traffic)."""
 
-    def __init__(
-        self, clock: IReactorTime, now_ms: Callable[[], int], crowd: int = CROWD, window: float = WINDOW
-    ) -> None:
+    def __init__(self, clock: IReactorTime, now_ms: Callable[[], int], crowd: int = CROWD) -> None:
         self._clock = clock
         self._now_ms = now_ms
         self._crowd = crowd
-        self._window = window
         self._pending: dict[str, _Batch] = {}
         self._call: IDelayedCall | None = None  # the end of this turn
-        self._later: IDelayedCall | None = None  # the end of the window, for big rooms
+        self._later: IDelayedCall | None = None  # the first paced room's time, for big rooms
         self.envelopes = 0  # presence envelopes handed to members (for /stats and benchmarks)
 
     def event(self, room: Room, node: Node, event: str, reason: str | None) -> None:
@@ -76,31 +85,50 @@ class Presence:
         batch.records.append(encode(record).decode("ascii"))
         if event == "joined":
             batch.starts[node.registered_id] = len(batch.records)
-        if len(room.members) > self._crowd:
-            if self._later is None:
-                self._later = self._clock.callLater(self._window, self._flush_window)
-        elif self._call is None:
-            self._call = self._clock.callLater(0, self.flush_all)
+        due = self._due(room)
+        if due <= self._clock.seconds():
+            if self._call is None:
+                self._call = self._clock.callLater(0, self.flush_all)
+        elif self._later is None:
+            self._wait()
+        elif self._later.getTime() > due:  # this room's time comes first
+            self._later.cancel()
+            self._wait()
+
+    def _due(self, room: Room) -> float:
+        """When ``room``'s pending notices may go out (-inf: at the end of the turn)."""
+        members = len(room.members)
+        return room.told_at + pace(members) if members > self._crowd else float("-inf")
 
     def flush_all(self) -> None:
-        """The end of a turn: rooms up to ``crowd`` members; big ones wait for their window."""
+        """The end of a turn: every room whose notices are due; paced ones wait for their time."""
         self._call = None
-        for room_id, batch in list(self._pending.items()):
-            if len(batch.room.members) <= self._crowd:
-                self.flush(room_id)
-        if self._pending and self._later is None:
-            self._later = self._clock.callLater(self._window, self._flush_window)
+        self._flush_due()
 
-    def _flush_window(self) -> None:
+    def _flush_due(self) -> None:
+        now = self._clock.seconds()
+        for room_id, batch in list(self._pending.items()):
+            if self._due(batch.room) <= now:
+                self.flush(room_id)
+        if self._later is None:
+            self._wait()
+
+    def _wait(self) -> None:
+        """Time the first paced room's notices, if any wait."""
+        if self._pending:
+            first = min(self._due(batch.room) for batch in self._pending.values())
+            self._later = self._clock.callLater(max(0.0, first - self._clock.seconds()), self._paced)
+
+    def _paced(self) -> None:
         self._later = None
-        while self._pending:
-            self.flush(next(iter(self._pending)))
+        self._flush_due()
 
     def flush(self, room_id: str) -> None:
         """Send what is pending for one room now."""
         batch = self._pending.pop(room_id, None)
         if batch is None or not batch.room.members:
             return
+        batch.room.told_at = self._clock.seconds()
         count = len(batch.records)
         made: dict[int, Outbound] = {}
         for member in batch.room.recipients:

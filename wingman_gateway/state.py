@@ -117,6 +117,8 @@ class Room:
     # Members per transport name, kept with the snapshot, so a fan-out is
     # counted by transport without a step per recipient.
     transports: dict[str, int] = attrs.Factory(dict)
+    # When presence notices last went out to the members (``presence``'s pace).
+    told_at: float = float("-inf")
 
     def __repr__(self) -> str:
         return f"<Room {self.id} {self.name!r} members={len(self.members)}>"
