@@ -77,7 +77,7 @@ def test_kick_gives_an_ssh_line_node_a_close_line(
         _kick(ops, str(line.node_id), f"kicked by {how}", how, tmp_path)
         last = line.recv_type("close")
         assert last["payload"] == {"code": 1008, "reason": f"kicked by {how}"}
-        assert line.proc.wait(10) == 1  # the exit status of a close that is not normal
+        assert line.exit_status() == 1  # the exit status of a close that is not normal
         assert f"wingman-gateway: kicked by {how}".encode() in bytes(line.stderr)
     finally:
         line.stop()

@@ -246,7 +246,7 @@ def test_shutdown_tells_ssh_nodes_and_ends_their_ssh(tmp_path: Path) -> None:
             gateway.stop()
             last = node.recv_type("close")
             assert last["payload"] == {"code": 1001, "reason": "gateway shutting down"}
-            assert node.proc.wait(10) == 1
+            assert node.exit_status() == 1
             assert b"wingman-gateway: gateway shutting down" in node.stderr
         finally:
             node.stop()

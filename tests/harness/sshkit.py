@@ -251,7 +251,8 @@ class SSHLineNode:
         self.node_id: str | None = None
         self._next = 0
         threading.Thread(target=self._pump_out, daemon=True).start()
-        threading.Thread(target=self._pump_err, daemon=True).start()
+        self._err_pump = threading.Thread(target=self._pump_err, daemon=True)
+        self._err_pump.start()
 
     def _pump_out(self) -> None:
         assert self.proc.stdout is not None
@@ -262,6 +263,12 @@ class SSHLineNode:
         assert self.proc.stderr is not None
         for chunk in iter(lambda: self.proc.stderr.read1(4096), b""):  # type: ignore[union-attr]
             self.stderr += chunk
+
+    def exit_status(self, timeout: float = 10.0) -> int:
+        """Wait for ``ssh`` to exit and for all it wrote to stderr to be read."""
+        status = self.proc.wait(timeout)
+        self._err_pump.join(timeout)
+        return status
 
     def write(self, data: bytes) -> None:
         assert self.proc.stdin is not None

@@ -151,5 +151,5 @@ def take_over(channel: Any, protocol: Any) -> Any:
 
 
 def resume(transport: Any) -> None:
-    """Read from ``transport`` again (twisted.web paused it while the request was served)."""
+    """Read from ``transport`` again, whoever paused it while the channel had it."""
     transport.resumeProducing()

@@ -409,7 +409,6 @@ class GatewayWebSocketResource(WebSocketResource):
             head = request_head(request)
             key = plain_key(head) if request.channel.transport is not None else None
             if key is not None and self._open(request.channel, head, key):
-                resume(request.transport)  # twisted.web paused reading while it served the request
                 return NOT_DONE_YET
             return super().render(request)  # Autobahn's own handshake (see ``upgrade``)
         router = self._factory.router
@@ -433,6 +432,10 @@ class GatewayWebSocketResource(WebSocketResource):
             return False
         transport = take_over(channel, connection)
         connection.open_upgraded(transport, switching(key, self._switching))
+        # Reading may have been paused under the channel (twisted.web does
+        # while it serves a request; TLS or TCP may when their buffers
+        # fill), and the channel no longer takes part: read again.
+        resume(transport)
         return True
 
 
