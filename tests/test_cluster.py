@@ -26,14 +26,13 @@ def gateways(redis: RedisServer) -> Iterator[list[GatewayProcess]]:
 
 
 @pytest.fixture
-def pools(gateways: list[GatewayProcess]) -> Iterator[list[NodePool]]:
-    """Each test's pools, closed; the cluster is empty again before the next test."""
-    made = [NodePool(gateway) for gateway in gateways]
+def pools(pools: list[NodePool], gateways: list[GatewayProcess]) -> Iterator[list[NodePool]]:
+    """conftest's pools; here the cluster is also empty again before the next test."""
     try:
-        yield made
+        yield pools
     finally:
-        for pool in made:
-            pool.close_all()
+        for pool in pools:
+            pool.close_all()  # before conftest's, so the wait below can end
         for gateway in gateways:
             wait_until(lambda: cluster_stats(gateway)["nodes"]["totalNodes"] == 0, 10, "no nodes left")
 
