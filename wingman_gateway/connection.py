@@ -13,6 +13,7 @@ from twisted.internet.interfaces import IPushProducer, IReactorTime
 
 from wingman_gateway.envelope import encode as encode_envelope
 from wingman_gateway.logs import get_logger
+from wingman_gateway.sockets import socket_transport, unsent_bytes
 
 log = get_logger("wingman_gateway.connection")
 
@@ -154,14 +155,6 @@ class OutboundGuard:
         self.paused = False
 
 
-def unsent_bytes(sock: Any) -> int:
-    """Bytes written to a socket-level transport but not yet handed to the kernel."""
-    if sock is None:
-        return 0
-    unsent: int = len(sock.dataBuffer) - sock.offset + sock._tempDataLen
-    return unsent
-
-
 def cut_off(
     conn: IConnection,
     pending: int,
@@ -179,26 +172,3 @@ def cut_off(
     conn.close(CLOSE_POLICY, reason)
     disconnect(SLOW_CONSUMER)
     clock.callLater(ABORT_GRACE, abort)
-
-
-def socket_transport(transport: Any) -> Any:
-    """The socket-level transport under any wrapping (TLS, SSH), or None."""
-    seen = 0
-    while transport is not None and seen < 4:
-        if hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataLen"):
-            return transport
-        transport = getattr(transport, "transport", None)
-        seen += 1
-    return None
-
-
-def set_no_delay(transport: Any) -> bool:
-    """Turn on TCP_NODELAY on the socket under ``transport``, if it is TCP."""
-    sock = socket_transport(transport)
-    if sock is None or not hasattr(sock, "setTcpNoDelay"):
-        return False
-    try:
-        sock.setTcpNoDelay(True)
-    except OSError:
-        return False
-    return True

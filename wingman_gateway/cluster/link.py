@@ -19,7 +19,7 @@ from twisted.internet.ssl import Certificate, optionsForClientTLS, platformTrust
 from twisted.python.failure import Failure
 
 from wingman_gateway.cluster.settings import ClusterSettings
-from wingman_gateway.connection import set_no_delay
+from wingman_gateway.sockets import set_no_delay
 from wingman_gateway.logs import get_logger
 
 log = get_logger("wingman_gateway.cluster.link")

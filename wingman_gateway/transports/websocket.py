@@ -30,6 +30,7 @@ from wingman_gateway.envelope import encode
 from wingman_gateway.gate import GatedConnection
 from wingman_gateway import errors
 from wingman_gateway.router import Router
+from wingman_gateway.sockets import direct_writer
 from wingman_gateway.transports.upgrade import offers_declined, plain_key, resume, switching, switching_head, take_over
 from wingman_gateway.web.head import Head, IEarlyUpgrade, request_head
 from wingman_gateway.web.origin import PageHosts, origin_refusal
@@ -101,6 +102,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
     _guard: OutboundGuard | None = None
     _open = False
     _pending: list[bytes] | None = None
+    _write: Callable[[bytes], None]  # the transport's write, or straight to its socket (``sockets.direct_writer``)
     _oversize = 0
     locals().update(_AT_REST)
     _ping: bytes | None = None  # the latest PING's payload, answered at the end of the turn
@@ -132,7 +134,9 @@ class GatewayWebSocket(WebSocketServerProtocol):
         self.send_state = self.SEND_STATE_GROUND
         self.inside_message = False
         self.current_frame = None  # type: ignore[assignment]  # Autobahn's own value between frames
-        self.transport.write(answer)
+        # Written with the turn's other writes (``Coalescer``), like every frame after it.
+        self._pending = [answer]
+        self.factory.coalescer.add(self)
         self._onOpen()
         self.is_open.callback(None)
 
@@ -162,13 +166,13 @@ class GatewayWebSocket(WebSocketServerProtocol):
         # Handed over from twisted.web, the transport still names the HTTP
         # channel as its producer; the outbound guard takes its place.
         self.transport.unregisterProducer()
+        self._write = direct_writer(self.transport)
 
     def onOpen(self) -> None:
         factory = self.factory
         self._guard = OutboundGuard(
             self.transport, factory.router.limits.max_buffer, self._cut_off
         )
-        self._write = self.transport.write
         self._open = True
         self.utf8validator = None  # type: ignore[assignment]  # unused once open (we validate)
         self._shed()

@@ -32,9 +32,10 @@ from twisted.python.failure import Failure
 from twisted.web.http import HTTPChannel
 
 from wingman_gateway.addresses import address_text
-from wingman_gateway.connection import ABORT_GRACE, socket_transport, unsent_bytes
+from wingman_gateway.connection import ABORT_GRACE
 from wingman_gateway.gate import gate_of
 from wingman_gateway.logs import get_logger
+from wingman_gateway.sockets import socket_transport, unsent_bytes
 from wingman_gateway.web.head import upgrade_head
 
 log = get_logger("wingman_gateway.http")

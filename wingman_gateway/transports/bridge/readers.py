@@ -16,8 +16,9 @@ from twisted.web.server import Request
 from zope.interface import implementer
 
 from wingman_gateway.transports.bridge.session import BridgeSession, IReader
-from wingman_gateway.connection import SLOW_CONSUMER, socket_transport, unsent_bytes
+from wingman_gateway.connection import SLOW_CONSUMER
 from wingman_gateway.logs import get_logger
+from wingman_gateway.sockets import socket_transport, unsent_bytes
 
 log = get_logger("wingman_gateway.bridge")
 

@@ -23,7 +23,7 @@ from twisted.python.failure import Failure
 from zope.interface import implementer
 
 from wingman_gateway.addresses import address_text
-from wingman_gateway.connection import set_no_delay
+from wingman_gateway.sockets import set_no_delay
 from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
 from wingman_gateway.transports.ssh.forwarding import ForwardTargets, GatewayForwardingChannel

@@ -25,12 +25,11 @@ from wingman_gateway.connection import (
     IConnection,
     Outbound,
     cut_off,
-    socket_transport,
-    unsent_bytes,
 )
 from wingman_gateway.envelope import encode
 from wingman_gateway.logs import get_logger
 from wingman_gateway.router import Router
+from wingman_gateway.sockets import socket_transport, unsent_bytes
 
 if TYPE_CHECKING:
     from wingman_gateway.transports.ssh.server import GatewayAvatar
