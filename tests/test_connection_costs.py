@@ -6,14 +6,18 @@ from __future__ import annotations
 from pathlib import Path
 
 from autobahn.websocket.protocol import WebSocketServerProtocol
+from twisted.internet.address import IPv4Address
+from twisted.internet.error import ConnectionDone
 from twisted.internet.protocol import Factory
 from twisted.internet.task import Clock
-from twisted.internet.testing import MemoryReactor
+from twisted.internet.testing import MemoryReactor, StringTransport
+from twisted.python.failure import Failure
 
 from harness.wire import Client, Rig
 from wingman_gateway.limits import Limits
 from wingman_gateway.listener import LISTEN_BACKLOG, Listener, with_backlog
 from wingman_gateway.router import Router
+from wingman_gateway.web.site import HEADER_TIMEOUT
 from wingman_gateway.transports.websocket import GatewayWebSocketFactory
 
 
@@ -54,6 +58,22 @@ def test_an_open_websocket_sheds_options_handshake_and_idle_state(tmp_path: Path
     assert a.closed and a.close_code == 1000  # type: ignore[attr-defined]
     assert conn.closedByMe is True and "closedByMe" in vars(conn)
     assert rig.router.rooms.node_count() == 1
+
+
+def test_a_new_http_connection_has_one_timer_the_head_deadline(tmp_path: Path) -> None:
+    """twisted.web's idle timer stays off; the channel's head deadline is the one timer."""
+    from twisted.internet import reactor
+
+    rig = Rig(tmp_path)
+    before_clock, before_reactor = len(rig.clock.getDelayedCalls()), len(reactor.getDelayedCalls())
+    channel = rig.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 40000))
+    channel.makeConnection(StringTransport())
+    assert channel.timeOut is None
+    assert len(reactor.getDelayedCalls()) == before_reactor
+    [deadline] = rig.clock.getDelayedCalls()[before_clock:]
+    assert deadline.getTime() == rig.clock.seconds() + HEADER_TIMEOUT
+    channel.connectionLost(Failure(ConnectionDone()))
+    assert len(rig.clock.getDelayedCalls()) == before_clock
 
 
 def test_options_set_later_reach_new_connections_and_callbacks_stay_functions() -> None:

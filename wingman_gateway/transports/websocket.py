@@ -192,8 +192,8 @@ class GatewayWebSocket(WebSocketServerProtocol):
             state.pop(name, None)
         if not state.get("send_queue", True):
             del state["send_queue"]
-        for name, value in _AT_REST.items():
-            if state.get(name, state) is value:
+        for name in state.keys() & _AT_REST.keys():  # the few set, not all 38 looked up
+            if state[name] is _AT_REST[name]:
                 del state[name]
         self.__dict__ = dict(state)
 

@@ -53,10 +53,6 @@ class GatewaySite(Site):
     """A listener's Site: bounded bodies and heads, readable headers, the reserve."""
 
     requestFactory = GatewayRequest
-    # twisted.web's idle timer (reset on every read) is left off: the
-    # channel's head and body deadlines cover the same waits, with one
-    # timer per connection instead of two.
-    timeOut = None
     protocol = GatewayChannel  # type: ignore[assignment]  # HTTP/1.1 only
 
     def acceptableProtocols(self) -> list[bytes]:
@@ -65,7 +61,11 @@ class GatewaySite(Site):
 
     def __init__(self, root: Resource, router: Router, cors: Any,
                  header_timeout: float = HEADER_TIMEOUT, body_timeout: float = BODY_TIMEOUT) -> None:
-        super().__init__(root, logFormatter=_access_line)
+        # twisted.web's idle timer (reset on every read) is left off: the
+        # channel's head and body deadlines cover the same waits, with one
+        # timer per connection instead of two. (Set here: HTTPFactory sets
+        # ``timeOut`` per instance, over anything the class says.)
+        super().__init__(root, logFormatter=_access_line, timeout=None)
         # What BoundedRequest needs to refuse a body: the limit, the error,
         # CORS headers so a page can read the refusal, and the clock.
         self.router = router
