@@ -30,6 +30,7 @@ from harness.support import make_pki
 from wingman_gateway.sockets import direct_writer, plain_tcp, socket_transport, unsent_bytes
 
 FIELDS = ("dataBuffer", "offset", "_tempDataLen", "_writeDisconnected", "disconnecting", "connected")
+TCP_FIELDS = ("_aborting", "TLS")
 CHUNK = 64 * 1024
 
 
@@ -44,7 +45,9 @@ def test_twisted_still_has_the_write_buffer_fields() -> None:
     transport = Unwritten(reactor=MemoryReactor())
     missing = [name for name in FIELDS if not hasattr(transport, name)]
     assert missing == [], f"Twisted no longer has {missing}: update wingman_gateway.sockets"
-    assert callable(tcp.Connection.writeSomeData) and hasattr(tcp.Connection, "TLS")
+    missing += [name for name in TCP_FIELDS if not hasattr(tcp.Connection, name)]
+    assert missing == [], f"Twisted no longer has {missing}: update wingman_gateway.sockets"
+    assert callable(tcp.Connection.writeSomeData)
 
 
 def test_unsent_bytes_counts_what_was_written_but_not_sent() -> None:
@@ -92,6 +95,10 @@ class Reader(Protocol):
         self.received = bytearray()
         self.expected = expected
         self.complete: Deferred[bytes] = Deferred()
+        self.gone: Deferred[None] = Deferred()
+
+    def connectionLost(self, reason: Failure | None = None) -> None:
+        self.gone.callback(None)
 
     def dataReceived(self, data: bytes) -> None:
         self.received += data
@@ -194,5 +201,21 @@ async def test_a_write_to_a_reset_connection_loses_it_quietly_and_later_writes_a
         unsent = unsent_bytes(sock)
         write(b"after the loss")  # dropped, as the transport's write drops it
         assert unsent_bytes(sock) == unsent
+    finally:
+        await port.stopListening()
+
+
+@pytest_twisted.ensureDeferred
+async def test_nothing_is_sent_once_the_connection_is_aborted() -> None:
+    served, reader, port = await _pair(6)
+    try:
+        write = direct_writer(served.transport)
+        write(b"before")
+        assert await reader.complete.addTimeout(10, reactor) == b"before"
+        served.transport.abortConnection()
+        write(b"after the abort")  # Twisted's own write would never send it either
+        await served.lost.addTimeout(10, reactor)
+        await reader.gone.addTimeout(10, reactor)
+        assert bytes(reader.received) == b"before"
     finally:
         await port.stopListening()

@@ -70,8 +70,9 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     ``epoll_ctl`` to stop watching. A client that keeps up almost always
     has room in its socket buffer, so sending at once saves all but the
     send. Only when nothing is queued before it, so bytes keep their
-    order; what the kernel does not take (a full buffer, an error) goes to
-    the transport's own ``write``, whose buffering, producer pausing and
+    order, and never once the connection is closing or aborted; what the
+    kernel does not take (a full buffer, an error) goes to the
+    transport's own ``write``, whose buffering, producer pausing and
     connection-loss handling are unchanged. Over TLS or SSH it is the
     transport's ``write`` itself.
 
@@ -88,7 +89,7 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     queue = sock.write
 
     def send(data: bytes) -> None:
-        if (sock.connected and not sock.disconnecting and not sock._tempDataLen
+        if (sock.connected and not sock.disconnecting and not sock._aborting and not sock._tempDataLen
                 and sock.offset == len(sock.dataBuffer) and not sock._writeDisconnected):
             sent = sock.writeSomeData(data)
             if sent == len(data):
