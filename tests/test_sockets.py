@@ -106,13 +106,19 @@ class Reader(Protocol):
             self.complete.callback(bytes(self.received))
 
 
-async def _pair(expected: int, listen: str = "tcp:0:interface=127.0.0.1", tls: Any = None
-                ) -> tuple[Served, Reader, Any]:
-    """A connection through a listener whose protocols sit under a ``ProtocolWrapper``
-    (as the gateway's sit under its door): the server's side, the client's, the port."""
+async def _listen(listen: str = "tcp:0:interface=127.0.0.1") -> tuple[Any, Deferred[Served]]:
+    """A listener whose protocols sit under a ``ProtocolWrapper`` (as the
+    gateway's sit under its door): the port, and its first connection's server side."""
     made: Deferred[Served] = Deferred()
     inner = Factory.forProtocol(lambda: Served(made))  # type: ignore[arg-type]
     port = await serverFromString(reactor, listen).listen(WrappingFactory(inner))
+    return port, made
+
+
+async def _pair(expected: int, listen: str = "tcp:0:interface=127.0.0.1", tls: Any = None
+                ) -> tuple[Served, Reader, Any]:
+    """A connection through ``_listen``'s listener: the server's side, the client's, the port."""
+    port, made = await _listen(listen)
     client: Any = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
     if tls is not None:
         client = wrapClientTLS(tls, client)
@@ -184,9 +190,7 @@ async def test_over_tls_the_writer_is_the_tls_layers_own(tmp_path: Path) -> None
 
 @pytest_twisted.ensureDeferred
 async def test_a_write_to_a_reset_connection_loses_it_quietly_and_later_writes_are_dropped() -> None:
-    made: Deferred[Served] = Deferred()
-    port = await serverFromString(reactor, "tcp:0:interface=127.0.0.1").listen(
-        WrappingFactory(Factory.forProtocol(lambda: Served(made))))  # type: ignore[arg-type]
+    port, made = await _listen()
     try:
         client = socket.create_connection(("127.0.0.1", port.getHost().port), timeout=5)
         served = await made.addTimeout(10, reactor)

@@ -89,8 +89,8 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     queue = sock.write
 
     def send(data: bytes) -> None:
-        if (sock.connected and not sock.disconnecting and not sock._aborting and not sock._tempDataLen
-                and sock.offset == len(sock.dataBuffer) and not sock._writeDisconnected):
+        if (sock.connected and not sock.disconnecting and not sock._aborting and not sock._writeDisconnected
+                and not unsent_bytes(sock)):
             sent = sock.writeSomeData(data)
             if sent == len(data):
                 return

@@ -157,7 +157,7 @@ class GatewayWebSocket(WebSocketServerProtocol):
         self._dataReceived(data)
 
     def _adopt(self) -> None:
-        """Take the transport as twisted.web hands it over."""
+        """Take the transport as twisted.web hands it over, and the way to write to it."""
         # Autobahn looks for TLS on its transport itself: under TLS, talk to
         # the TLS layer directly (the listener's door stays in the chain).
         below = getattr(self.transport, "transport", None)
