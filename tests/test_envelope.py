@@ -29,6 +29,19 @@ def test_last_duplicate_payload_wins() -> None:
     assert envelope.payload_raw == {}
 
 
+@pytest.mark.parametrize("text, expected", [
+    # The member's name escaped: the envelope is read in one C pass, its sources found on first use.
+    ('{"type":"broadcast","payload":{"\\u006dessage": 1.50 ,"groupId":"r"}}', {"message": "1.50", "groupId": '"r"'}),
+    # An integer too long for ``int`` beside it: that search takes the long way too.
+    ('{"type":"x","payload":{"n":' + "9" * 5000 + ',"m\\u0065ssage":[2.0]}}', {"n": "9" * 5000, "message": "[2.0]"}),
+    ('{"type":"register","payload":{"name":"a"}}', {"name": '"a"'}),
+])
+def test_payload_sources_are_found_for_any_envelope(text: str, expected: dict[str, str]) -> None:
+    envelope = decode(text, 64)
+    assert envelope.payload_raw == expected
+    assert envelope.payload_raw is envelope.payload_raw  # found once
+
+
 @pytest.mark.parametrize(
     "data, message",
     [

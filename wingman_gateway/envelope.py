@@ -1,9 +1,10 @@
 """Decoding and encoding of protocol v1 envelopes.
 
-Payloads are forwarded untouched: decoding keeps the exact source text of
-every top-level field (and of the fields inside ``payload``), so the router
-can splice a sender's ``message`` into the outgoing envelope byte for byte
-instead of re-serialising it.
+Payloads are forwarded untouched: a decoded envelope gives the exact
+source text of the members of its ``payload``, so the router can splice a
+sender's ``message`` into the outgoing envelope byte for byte instead of
+re-serialising it. Decoding itself is one pass of json's C decoder; the
+source texts are found only for the envelopes that forward one.
 """
 
 from __future__ import annotations
@@ -62,6 +63,9 @@ _string = re.compile(r'"(?:[^"\\]++|\\.)*+(?:"|\\?\Z)', re.DOTALL).sub
 _AS_SQUARE = bytes.maketrans(b"{}", b"[]")
 _NOT_BRACKET = bytes(b for b in range(256) if b not in b"[]{}")
 _STEP = {ord("["): 1, ord("]"): -1}
+# Payload members the router forwards as sent (``Envelope.payload_raw``): an
+# envelope naming one is read keeping its sources, the others in one C pass.
+_FORWARDED = ('"message"', '"metadata"')
 # Pair-removal rounds tried before counting bracket by bracket.
 _ROUNDS = 16
 
@@ -95,15 +99,17 @@ _dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=_unk
 class Envelope:
     """One decoded client envelope.
 
-    ``fields`` are the decoded top-level values, ``raw`` their source text;
-    ``payload_raw`` holds the source text of the members of an object
-    ``payload``.
+    ``fields`` are the decoded top-level values and ``text`` the envelope
+    as sent. ``payload_raw`` holds the source text of the members of an
+    object ``payload``: only the messages that forward a value untouched
+    (a message's ``message``, a node's ``metadata``) read it, so it is
+    found while decoding those (``_FORWARDED``), on first use for others.
     """
 
     type: str
     fields: dict[str, Any]
-    raw: dict[str, str]
-    payload_raw: dict[str, str]
+    text: str
+    _payload_raw: dict[str, str] | None = None
 
     @property
     def message_id(self) -> str | int | None:
@@ -113,6 +119,12 @@ class Envelope:
     def payload(self) -> dict[str, Any]:
         value = self.fields.get("payload")
         return value if isinstance(value, dict) else {}
+
+    @property
+    def payload_raw(self) -> dict[str, str]:
+        if self._payload_raw is None:
+            self._payload_raw = _payload_sources(self.text)
+        return self._payload_raw
 
 
 def encode(obj: dict[str, Any]) -> bytes:
@@ -225,12 +237,14 @@ def decode(data: bytes | str, max_depth: int) -> Envelope:
             raise GatewayError(
                 errors.INVALID_MESSAGE, f"JSON nested deeper than {max_depth} levels"
             )
+    # One that forwards a member as sent is read once, keeping the sources.
+    sources = _FORWARDED[0] in text or _FORWARDED[1] in text
     try:
-        fields, raw, payload_raw = _parse(text, _raw_decode)
+        fields, payload_raw = _parse(text, _raw_decode, sources)
     except ValueError as error:
         if "integer string conversion" not in str(error):
             raise _not_json() from None
-        fields, raw, payload_raw = _parse(text, _raw_decode_large)
+        fields, payload_raw = _parse(text, _raw_decode_large, sources)
     message_id = fields.get("messageId")
     if isinstance(message_id, LargeInteger):
         raise GatewayError(
@@ -257,7 +271,7 @@ def decode(data: bytes | str, max_depth: int) -> Envelope:
             errors.INVALID_MESSAGE, "envelope field 'payload' must be an object",
             message_id=message_id,
         )
-    return Envelope(kind, fields, raw, payload_raw)
+    return Envelope(kind, fields, text, payload_raw)
 
 
 def peek_message_id(data: bytes | str, limit: int = 512) -> str | int | None:
@@ -298,28 +312,46 @@ def _not_json() -> GatewayError:
 
 
 def _parse(
-    text: str, raw_decode: _RawDecode
-) -> tuple[dict[str, Any], dict[str, str], dict[str, str]]:
-    """The top-level object's fields, their source, and the payload's source.
+    text: str, raw_decode: _RawDecode, sources: bool
+) -> tuple[dict[str, Any], dict[str, str] | None]:
+    """The top-level object's fields and, with ``sources``, the source text
+    of the payload's members (else None: one pass of json's C decoder).
 
     Raises ``ValueError`` only for an integer too long for ``int`` (the
     caller retries with ``_raw_decode_large``), ``GatewayError`` otherwise.
     """
     start = _skip_ws(text, 0).end()
+    payload_raw = None
     try:
-        if text[start : start + 1] != "{":
-            raw_decode(text, start)
-            raise GatewayError(errors.INVALID_MESSAGE, "envelope must be a JSON object")
-        fields, raw, payload_raw, end = _scan_object(text, start, True, raw_decode)
+        if sources and text[start : start + 1] == "{":
+            fields, _, payload_raw, end = _scan_object(text, start, True, raw_decode)
+        else:
+            fields, end = raw_decode(text, start)
     except RecursionError:
         raise _not_json() from None
     except ValueError as error:
         if "integer string conversion" in str(error):
             raise
         raise _not_json() from None
+    if not isinstance(fields, dict):
+        raise GatewayError(errors.INVALID_MESSAGE, "envelope must be a JSON object")
     if _skip_ws(text, end).end() != len(text):
         raise _not_json()
-    return fields, raw, payload_raw
+    return fields, payload_raw
+
+
+def _payload_sources(text: str) -> dict[str, str]:
+    """The source text of each member of the object ``payload`` of ``text``
+    (an envelope ``decode`` accepted); empty if ``payload`` is not an object.
+
+    The members are parsed a second time here, by ``_scan_object``, which
+    keeps where each value begins and ends.
+    """
+    start = _skip_ws(text, 0).end()
+    try:
+        return _scan_object(text, start, True, _raw_decode)[2]
+    except ValueError:  # an integer too long for ``int`` somewhere: decode took the long way too
+        return _scan_object(text, start, True, _raw_decode_large)[2]
 
 
 def _scan_object(
