@@ -71,8 +71,9 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     has room in its socket buffer, so sending at once saves all but the
     send. Only when nothing is queued before it, so bytes keep their
     order, and never once the connection is closing or aborted; what the
-    kernel does not take (a full buffer, an error) goes to the
-    transport's own ``write``, whose buffering, producer pausing and
+    kernel does not take (a full buffer, an error: the socket's ``send``
+    is called as Twisted's ``writeSomeData`` would, without its wrapping)
+    goes to the transport's own ``write``, whose buffering, producer pausing and
     connection-loss handling are unchanged. Over TLS or SSH it is the
     transport's ``write`` itself.
 
@@ -91,10 +92,13 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     def send(data: bytes) -> None:
         if (sock.connected and not sock.disconnecting and not sock._aborting and not sock._writeDisconnected
                 and not unsent_bytes(sock)):
-            sent = sock.writeSomeData(data)
+            try:
+                sent = sock.socket.send(data)
+            except OSError:  # a full buffer, or a broken connection the transport's write then finds
+                sent = 0
             if sent == len(data):
                 return
-            if isinstance(sent, int) and sent > 0:
+            if sent:
                 data = data[sent:]
         queue(data)
 
