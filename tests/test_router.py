@@ -11,6 +11,7 @@ from wingman_gateway.auth import Authenticator
 from wingman_gateway.connection import CLOSE_NORMAL, CLOSE_POLICY, CLOSE_TRY_AGAIN
 from wingman_gateway.cluster import wire
 from wingman_gateway.cluster.rooms import ClusterRooms
+from wingman_gateway.envelope import encode
 from wingman_gateway.history import HistorySettings
 from wingman_gateway.limits import Limits
 from wingman_gateway.presence import CROWD, MAX_PACE, pace
@@ -507,3 +508,29 @@ def test_health_summary_counts() -> None:
     [node] = [n for n in h.router.node_list() if n["name"] == "b"]
     assert node["rooms"] == ["r1", "r2"]
     assert node["transport"] == "memory"
+
+
+def test_batch_records_are_the_classic_payloads_without_the_room() -> None:
+    """A record of a batch is written from the node's kept introduction: the
+    same bytes as its classic payload less ``groupId`` and ``groupName``,
+    with an agent name, capabilities and a departure's reason."""
+    h = Harness()
+    a, a_conn = h.node("a", "room")
+    c, _ = h.node("c", "room")
+    b, b_conn = h.connect()
+    h.request(b, b_conn, "register", {"name": "b\u00e9", "agentName": "scout", "capabilities": ["look", "fetch"]})
+    a_conn.take()
+    h.router.receive(b, json.dumps({"type": "join_group", "payload": {"groupName": "room"}}))
+    h.router.disconnect(c, "connection lost")  # both in one turn
+    h.clock.advance(0)
+    [raw] = a_conn.raw
+    [batch] = a_conn.take()
+    classic = [
+        {"nodeId": b.registered_id, "name": "b\u00e9", "capabilities": ["look", "fetch"], "agentName": "scout",
+         "event": "joined", "memberCount": 3},
+        {"nodeId": c.registered_id, "name": "c", "capabilities": [], "event": "left", "memberCount": 2,
+         "reason": "connection lost"},
+    ]
+    assert batch["payload"]["events"] == classic
+    records = raw.split(b'"events":[')[1]
+    assert records == b",".join(encode(record) for record in classic) + b"]}}"

@@ -71,18 +71,20 @@ class Presence:
 
     def event(self, room: Room, node: Node, event: str, reason: str | None) -> None:
         """``node`` joined or left ``room`` (already reflected in its members)."""
+        count = len(room.members)
         payload = node.describe()
-        payload.update(
-            event=event, groupId=room.id, groupName=room.name, memberCount=len(room.members)
-        )
+        payload.update(event=event, groupId=room.id, groupName=room.name, memberCount=count)
+        tail: dict[str, Any] = {"event": event, "memberCount": count}
         if reason is not None:
-            payload["reason"] = reason
-        record = {key: value for key, value in payload.items() if key not in ("groupId", "groupName")}
+            payload["reason"] = tail["reason"] = reason
+        # A batch's record: the payload without the room, which is its
+        # encoded description (kept since it was introduced) and ``tail``.
+        record = node.introduction[:-1] + "," + encode(tail).decode("ascii")[1:]
         batch = self._pending.get(room.id)
         if batch is None or batch.room is not room:
             batch = self._pending[room.id] = _Batch(room)
         batch.payloads.append(payload)
-        batch.records.append(encode(record).decode("ascii"))
+        batch.records.append(record)
         if event == "joined":
             batch.starts[node.registered_id] = len(batch.records)
         due = self._due(room)
