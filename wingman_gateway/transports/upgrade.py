@@ -42,10 +42,10 @@ _REQUIRED = (b"host", b"upgrade", b"connection", b"sec-websocket-version", b"sec
 # Headers whose presence needs Autobahn's own handshake (negotiation, its
 # origin check, a body it would read as frames), or twisted.web's check of
 # a Content-Type.
-_NEGOTIATED = (
+_NEGOTIATED = frozenset((
     b"sec-websocket-protocol", b"origin", b"sec-websocket-origin", b"content-length", b"transfer-encoding",
     b"content-type",
-)
+))
 _EXTENSIONS = b"sec-websocket-extensions"
 # What Autobahn's parser (``str.splitlines`` over Latin-1) would take for a
 # line break inside a header, and bytes outside printable ASCII in the
@@ -71,9 +71,8 @@ def plain_key(head: Head) -> bytes | None:
         if raw is None or len(raw) != 1:
             return None
         values[name] = raw[0].strip()
-    for name in _NEGOTIATED:
-        if name in headers:
-            return None
+    if not _NEGOTIATED.isdisjoint(headers):
+        return None
     offered = headers.get(_EXTENSIONS)
     if offered is not None and len(offered) != 1:
         return None
@@ -86,7 +85,7 @@ def plain_key(head: Head) -> bytes | None:
     key = values[b"sec-websocket-key"]
     if _KEY.fullmatch(key) is None:
         return None
-    if _ODD_HEADER.search(b"".join(b"".join(raw) for raw in headers.values())) is not None:
+    if _ODD_HEADER.search(b"".join(map(b"".join, headers.values()))) is not None:
         return None
     return key
 
