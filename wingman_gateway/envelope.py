@@ -14,6 +14,7 @@ import re
 import sys
 from itertools import accumulate
 from json.decoder import scanstring  # type: ignore[attr-defined]  # json's own C scanner; typeshed omits it
+from json.encoder import c_make_encoder, encode_basestring_ascii  # type: ignore[attr-defined]  # its C encoder
 from typing import Any, Callable
 
 import attrs
@@ -92,7 +93,16 @@ def _unknown(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
 
 
-_dumps = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=_unknown).encode
+# json's C encoder (compact, ASCII-safe), made once. ``JSONEncoder.encode``
+# makes a new one on every call, with a dict to catch reference cycles
+# (which the gateway's own envelopes never have): 0.6-0.8 us of the 1-4 an
+# ack costs, for every envelope the gateway writes.
+_encoder = c_make_encoder(None, _unknown, encode_basestring_ascii, None, ":", ",", False, False, True)
+
+
+def _dumps(obj: Any) -> str:
+    return "".join(_encoder(obj, 0))
+
 
 
 @attrs.define(slots=True)
