@@ -171,8 +171,8 @@ def _with_verbatim(obj: Any) -> bytes:
             return _STAND_IN
         return _unknown(value)
 
-    encoder = json.JSONEncoder(separators=(",", ":"), ensure_ascii=True, default=stand_in)
-    pieces = encoder.encode(obj).split(_STOOD_IN)
+    encoder = c_make_encoder(None, stand_in, encode_basestring_ascii, None, ":", ",", False, False, True)
+    pieces = "".join(encoder(obj, 0)).split(_STOOD_IN)
     if len(pieces) != len(texts) + 1:
         return _compose(obj).encode("utf-8")
     joined = [pieces[0]]
