@@ -70,12 +70,12 @@ def direct_writer(transport: Any) -> Callable[[bytes], None]:
     ``epoll_ctl`` to stop watching. A client that keeps up almost always
     has room in its socket buffer, so sending at once saves all but the
     send. Only when nothing is queued before it, so bytes keep their
-    order, and never once the connection is closing or aborted; what the
-    kernel does not take (a full buffer, an error: the socket's ``send``
-    is called as Twisted's ``writeSomeData`` would, without its wrapping)
-    goes to the transport's own ``write``, whose buffering, producer pausing and
-    connection-loss handling are unchanged. Over TLS or SSH it is the
-    transport's ``write`` itself.
+    order, and never once the connection is closing or aborted. The
+    socket's ``send`` is called as Twisted's ``writeSomeData`` calls it,
+    without its wrapping; what the kernel does not take (a full buffer,
+    an error) goes to the transport's own ``write``, whose buffering,
+    producer pausing and connection-loss handling are unchanged. Over TLS
+    or SSH it is the transport's ``write`` itself.
 
     Call it where a turn's writes are gathered (``connection.Coalescer``):
     10,000 nodes reconnecting then cost the gateway 10-20% less CPU
