@@ -137,6 +137,7 @@ async def test_a_direct_write_reaches_the_kernel_before_the_reactor_turns() -> N
     try:
         sock = plain_tcp(served.transport)
         assert isinstance(sock, tcp.Server), "the listener's wrapper forwards writes unchanged"
+        assert socket_transport(served.transport) is sock  # looked through, not taken for the socket
         write = direct_writer(served.transport)
         write(b"hello")
         assert unsent_bytes(sock) == 0  # sent, not queued for the next poll

@@ -15,10 +15,15 @@ from twisted.protocols.policies import ProtocolWrapper
 
 
 def socket_transport(transport: Any) -> Any:
-    """The socket-level transport under any wrapping (TLS, SSH), or None."""
+    """The socket-level transport under any wrapping (TLS, SSH, the listener's door), or None.
+
+    A ``ProtocolWrapper`` forwards attribute reads to its transport, so it
+    would pass for the socket; it is looked through like the others.
+    """
     seen = 0
     while transport is not None and seen < 4:
-        if hasattr(transport, "dataBuffer") and hasattr(transport, "_tempDataLen"):
+        if (not isinstance(transport, ProtocolWrapper) and hasattr(transport, "dataBuffer")
+                and hasattr(transport, "_tempDataLen")):
             return transport
         transport = getattr(transport, "transport", None)
         seen += 1
